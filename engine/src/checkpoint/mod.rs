@@ -1,0 +1,160 @@
+//! The query checkpoint: metadata, offset log (write-ahead) and commit log.
+//!
+//! Layout under the checkpoint location, as in Spark:
+//!
+//! ```text
+//! metadata          query id and name
+//! offsets/<batch>   offsets of each source for the batch, written before it runs
+//! commits/<batch>   written after the sink accepted the batch
+//! sources/<i>/...   per-source metadata (for example the files source's seen-files log)
+//! state/...         state store files of stateful operators
+//! ```
+
+mod store;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use store::{CheckpointDir, FORMAT_VERSION};
+
+use crate::connector::SourceOffset;
+use crate::error::{Result, SluiceError};
+
+/// `metadata`: the query's identity.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct QueryMetadata {
+    /// Query id, stable across restarts.
+    pub id: String,
+    /// Query name when started.
+    pub name: String,
+}
+
+/// One offset log entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OffsetEntry {
+    /// Batch id.
+    pub batch_id: u64,
+    /// End offset of every source for this batch, by source name (null:
+    /// the source has no data yet).
+    pub offsets: BTreeMap<String, Option<SourceOffset>>,
+    /// Event-time watermark (ms since the epoch) the batch runs under.
+    pub watermark_ms: Option<i64>,
+    /// Processing time (ms) at which the batch was planned, so a replay sees
+    /// the same `current_timestamp()`.
+    pub batch_timestamp_ms: i64,
+}
+
+/// One commit log entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CommitEntry {
+    /// Batch id.
+    pub batch_id: u64,
+    /// Watermark after the batch (ms since the epoch).
+    pub next_watermark_ms: Option<i64>,
+}
+
+/// Read/write access to a query's checkpoint.
+#[derive(Debug, Clone)]
+pub struct QueryCheckpoint {
+    root: CheckpointDir,
+    offsets: CheckpointDir,
+    commits: CheckpointDir,
+}
+
+impl QueryCheckpoint {
+    /// Open the checkpoint at `location`.
+    pub fn open(location: &str) -> Result<Self> {
+        let root = CheckpointDir::open(location)?;
+        Ok(Self { offsets: root.child("offsets"), commits: root.child("commits"), root })
+    }
+
+    /// The checkpoint root.
+    pub fn root(&self) -> &CheckpointDir {
+        &self.root
+    }
+
+    /// Read the metadata, writing `fresh` when there is none.
+    pub async fn metadata_or_init(&self, fresh: QueryMetadata) -> Result<QueryMetadata> {
+        if let Some(m) = self.root.read_json::<QueryMetadata>("metadata").await? {
+            return Ok(m);
+        }
+        // A checkpoint with logs but no metadata was damaged: refuse rather than
+        // silently starting again.
+        if !self.offsets.list_numbered().await?.is_empty() {
+            return Err(SluiceError::Checkpoint {
+                path: format!("{}/metadata", self.root.location()),
+                reason: "missing, but the offset log exists; restore the file or delete the checkpoint directory".into(),
+            });
+        }
+        self.root.write_json("metadata", &fresh).await?;
+        Ok(fresh)
+    }
+
+    /// Latest offset log entry.
+    pub async fn latest_offsets(&self) -> Result<Option<OffsetEntry>> {
+        match self.offsets.list_numbered().await?.last() {
+            None => Ok(None),
+            Some(id) => self.read_offsets(*id).await,
+        }
+    }
+
+    /// Offset log entry of `batch_id`.
+    pub async fn read_offsets(&self, batch_id: u64) -> Result<Option<OffsetEntry>> {
+        self.offsets.read_json(&batch_id.to_string()).await
+    }
+
+    /// Write the offset log entry (before running the batch).
+    pub async fn write_offsets(&self, entry: &OffsetEntry) -> Result<()> {
+        self.offsets.write_json(&entry.batch_id.to_string(), entry).await
+    }
+
+    /// Latest commit log entry.
+    pub async fn latest_commit(&self) -> Result<Option<CommitEntry>> {
+        match self.commits.list_numbered().await?.last() {
+            None => Ok(None),
+            Some(id) => self.commits.read_json(&id.to_string()).await,
+        }
+    }
+
+    /// Write the commit log entry (after the sink accepted the batch).
+    pub async fn write_commit(&self, entry: &CommitEntry) -> Result<()> {
+        self.commits.write_json(&entry.batch_id.to_string(), entry).await
+    }
+
+    /// Remove log entries older than `keep_from` (retention).
+    pub async fn purge_before(&self, keep_from: u64) -> Result<()> {
+        for dir in [&self.offsets, &self.commits] {
+            for id in dir.list_numbered().await? {
+                if id < keep_from {
+                    dir.delete(&id.to_string()).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn offsets_roundtrip_and_corruption_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = QueryCheckpoint::open(dir.path().to_str().unwrap()).unwrap();
+        let entry = OffsetEntry {
+            batch_id: 3,
+            offsets: [("events".to_string(), Some(serde_json::json!(7)))].into_iter().collect(),
+            watermark_ms: Some(10),
+            batch_timestamp_ms: 5,
+        };
+        ck.write_offsets(&entry).await.unwrap();
+        assert_eq!(ck.latest_offsets().await.unwrap(), Some(entry));
+        let file = dir.path().join("offsets/3");
+        let text = std::fs::read_to_string(&file).unwrap();
+        std::fs::write(&file, &text[..text.len() - 5]).unwrap();
+        let err = ck.latest_offsets().await.unwrap_err().to_string();
+        assert!(err.contains("offsets/3") && err.contains("checksum"), "{err}");
+    }
+}

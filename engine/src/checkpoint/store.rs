@@ -1,0 +1,147 @@
+//! Checkpoint files on an object store: atomic writes, a format version and
+//! a checksum on every file.
+
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{Result, SluiceError};
+
+/// Format version written on the first line of every checkpoint file.
+pub const FORMAT_VERSION: &str = "v1";
+
+/// A directory of checkpoint files (local path or object-store location).
+#[derive(Debug, Clone)]
+pub struct CheckpointDir {
+    store: Arc<dyn ObjectStore>,
+    root: Path,
+    display: String,
+}
+
+impl CheckpointDir {
+    /// Open (and create, for local paths) a checkpoint location. Accepts a
+    /// local path or a `file://` URL.
+    pub fn open(location: &str) -> Result<Self> {
+        let local = location.strip_prefix("file://").unwrap_or(location);
+        if local.contains("://") {
+            return Err(SluiceError::InvalidOption {
+                option: "checkpoint".into(),
+                value: location.into(),
+                reason: "only local paths and file:// URLs are supported as checkpoint locations in this build".into(),
+            });
+        }
+        std::fs::create_dir_all(local).map_err(|e| SluiceError::InvalidOption {
+            option: "checkpoint".into(),
+            value: location.into(),
+            reason: format!("cannot create the directory: {e}"),
+        })?;
+        let abs = std::fs::canonicalize(local)?;
+        let store = LocalFileSystem::new_with_prefix(&abs)?;
+        Ok(Self { store: Arc::new(store), root: Path::default(), display: abs.display().to_string() })
+    }
+
+    /// A sub-directory.
+    pub fn child(&self, name: &str) -> Self {
+        Self {
+            store: Arc::clone(&self.store),
+            root: self.root.clone().join(name),
+            display: format!("{}/{}", self.display, name),
+        }
+    }
+
+    /// Human-readable location of this directory.
+    pub fn location(&self) -> &str {
+        &self.display
+    }
+
+    fn path(&self, name: &str) -> Path {
+        self.root.clone().join(name)
+    }
+
+    fn display_of(&self, name: &str) -> String {
+        format!("{}/{}", self.display, name)
+    }
+
+    /// Write `value` as the file `name`, atomically, with version and checksum.
+    pub async fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<()> {
+        let body = serde_json::to_string(value).map_err(|e| SluiceError::Checkpoint {
+            path: self.display_of(name),
+            reason: format!("cannot serialise: {e}"),
+        })?;
+        let text = format!("{FORMAT_VERSION}\ncrc32:{:08x}\n{body}\n", crc32fast::hash(body.as_bytes()));
+        self.store.put(&self.path(name), PutPayload::from(text.into_bytes())).await?;
+        Ok(())
+    }
+
+    /// Read the file `name`; `None` when it does not exist. A truncated or
+    /// corrupt file is an error naming it.
+    pub async fn read_json<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
+        let bytes = match self.store.get(&self.path(name)).await {
+            Ok(r) => r.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let path = self.display_of(name);
+        let corrupt = |reason: String| SluiceError::Checkpoint {
+            path: path.clone(),
+            reason: format!(
+                "{reason}; the checkpoint is damaged: restore it from a backup, or delete the checkpoint \
+                 directory to start the query from scratch"
+            ),
+        };
+        let text = std::str::from_utf8(&bytes).map_err(|_| corrupt("not UTF-8".into()))?;
+        let mut lines = text.splitn(3, '\n');
+        let version = lines.next().unwrap_or_default();
+        if version != FORMAT_VERSION {
+            return Err(corrupt(format!("unsupported format version '{version}' (expected {FORMAT_VERSION})")));
+        }
+        let crc_line = lines.next().unwrap_or_default();
+        let expected = crc_line
+            .strip_prefix("crc32:")
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+            .ok_or_else(|| corrupt("missing checksum line".into()))?;
+        let body = lines.next().ok_or_else(|| corrupt("truncated: no body".into()))?.trim_end_matches('\n');
+        if crc32fast::hash(body.as_bytes()) != expected {
+            return Err(corrupt("checksum mismatch (truncated or modified)".into()));
+        }
+        serde_json::from_str(body).map(Some).map_err(|e| corrupt(format!("unreadable body: {e}")))
+    }
+
+    /// Names of the files directly in this directory whose name is a number,
+    /// sorted ascending.
+    pub async fn list_numbered(&self) -> Result<Vec<u64>> {
+        let listing = self.store.list_with_delimiter(Some(&self.root)).await;
+        let listing = match listing {
+            Ok(l) => l,
+            Err(object_store::Error::NotFound { .. }) => return Ok(vec![]),
+            Err(e) => return Err(e.into()),
+        };
+        let mut ids: Vec<u64> =
+            listing.objects.iter().filter_map(|o| o.location.filename()?.parse::<u64>().ok()).collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Delete the file `name` if present.
+    pub async fn delete(&self, name: &str) -> Result<()> {
+        match self.store.delete(&self.path(name)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// All file paths (relative to this directory) under it, recursively.
+    pub async fn list_all(&self) -> Result<Vec<String>> {
+        let prefix = self.root.clone();
+        let items: Vec<_> = self.store.list(Some(&prefix)).try_collect().await?;
+        Ok(items
+            .into_iter()
+            .map(|m| m.location.as_ref().trim_start_matches(prefix.as_ref()).trim_start_matches('/').to_string())
+            .collect())
+    }
+}

@@ -1,0 +1,205 @@
+//! The `Source` and `Sink` traits and the registry that maps connector names
+//! (`files`, `memory`, ...) to factories.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::prelude::SessionContext;
+use serde_json::Value;
+
+use crate::clock::ClockRef;
+use crate::error::{Result, SluiceError};
+use crate::options::{Options, OutputMode};
+use crate::watermark::WatermarkSpec;
+
+/// A source's position, as JSON (written to the offset log verbatim).
+pub type SourceOffset = Value;
+
+/// What a source is: its connector, options, schema and watermark, as
+/// declared by `CREATE SOURCE` or `read_stream()`.
+#[derive(Debug, Clone)]
+pub struct SourceDefinition {
+    /// Source (table) name.
+    pub name: String,
+    /// Connector name.
+    pub connector: String,
+    /// Connector options.
+    pub options: Options,
+    /// Row schema.
+    pub schema: SchemaRef,
+    /// Optional event-time watermark.
+    pub watermark: Option<WatermarkSpec>,
+}
+
+/// What a source factory gets when a query instantiates its source.
+#[derive(Debug, Clone)]
+pub struct SourceContext {
+    /// The definition.
+    pub definition: SourceDefinition,
+    /// Directory (local path or URL) under the query checkpoint reserved for
+    /// this source's own metadata (for example the files source's seen-files log).
+    pub metadata_path: String,
+    /// Processing-time clock.
+    pub clock: ClockRef,
+}
+
+/// A replayable (or not) stream of rows, read in offset ranges.
+///
+/// Sources follow Spark's `Source` contract: the engine asks for the latest
+/// offset, writes it to the offset log, then asks for the rows between the
+/// previous offset and that one. Asking twice for the same range must give
+/// the same rows (replayable sources).
+#[async_trait]
+pub trait Source: Send + Sync + Debug {
+    /// The schema of every batch this source returns.
+    fn schema(&self) -> SchemaRef;
+
+    /// The latest offset available, honouring the source's own rate limits
+    /// relative to `start` (the end of the last planned batch). `None` when
+    /// the source has no data yet.
+    async fn latest_offset(&self, start: Option<&SourceOffset>) -> Result<Option<SourceOffset>>;
+
+    /// Rows in `(start, end]`.
+    async fn get_batch(&self, start: Option<&SourceOffset>, end: &SourceOffset) -> Result<Vec<RecordBatch>>;
+
+    /// Called after the batch ending at `end` is committed; data up to it
+    /// will never be asked for again.
+    async fn commit(&self, _end: &SourceOffset) -> Result<()> {
+        Ok(())
+    }
+
+    /// Freeze the target end for an `AvailableNow` trigger: later calls to
+    /// `latest_offset` never go past what is available now.
+    async fn prepare_for_available_now(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Whether the same offsets give the same rows after a restart.
+    fn replayable(&self) -> bool {
+        true
+    }
+
+    /// Release resources (sockets, files).
+    async fn stop(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Builds [`Source`]s for one connector.
+pub trait SourceFactory: Send + Sync + Debug {
+    /// The connector name (`files`, `memory`, ...).
+    fn name(&self) -> &str;
+    /// Every option this connector accepts.
+    fn valid_options(&self) -> &[&'static str];
+    /// Check a definition when it is declared (`CREATE SOURCE`), before any
+    /// query uses it. Unknown options are already rejected by the registry.
+    fn validate(&self, _definition: &SourceDefinition) -> Result<()> {
+        Ok(())
+    }
+    /// The schema to use when the definition gives none (fixed-schema
+    /// connectors such as `rate` or `socket`).
+    fn default_schema(&self, _options: &Options) -> Option<SchemaRef> {
+        None
+    }
+    /// Instantiate the source for one query.
+    fn create(&self, ctx: SourceContext) -> Result<Arc<dyn Source>>;
+}
+
+/// What a sink factory gets when a query starts.
+#[derive(Clone)]
+pub struct SinkContext {
+    /// Query (and sink) name.
+    pub name: String,
+    /// Connector options.
+    pub options: Options,
+    /// Schema of the rows the query produces.
+    pub schema: SchemaRef,
+    /// Output mode of the query.
+    pub output_mode: OutputMode,
+    /// The DataFusion context (the memory sink registers its table here).
+    pub context: SessionContext,
+    /// Checkpoint location of the query.
+    pub checkpoint: String,
+}
+
+impl Debug for SinkContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkContext").field("name", &self.name).field("options", &self.options).finish()
+    }
+}
+
+/// Where a query writes each micro-batch.
+///
+/// `add_batch` must be idempotent by `batch_id`: after a crash the engine
+/// re-sends the last uncommitted batch with the same id and the same rows.
+#[async_trait]
+pub trait Sink: Send + Sync + Debug {
+    /// Write one micro-batch's output.
+    async fn add_batch(&self, batch_id: u64, batches: &[RecordBatch]) -> Result<()>;
+    /// Whether writes are exactly-once (idempotent by batch id) or
+    /// at-least-once (console, foreach without dedup).
+    fn exactly_once(&self) -> bool {
+        true
+    }
+    /// Flush and release resources when the query stops.
+    async fn stop(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Builds [`Sink`]s for one connector.
+pub trait SinkFactory: Send + Sync + Debug {
+    /// The connector name.
+    fn name(&self) -> &str;
+    /// Every option this connector accepts (engine options such as
+    /// `output_mode` or `checkpoint` are handled before and not listed).
+    fn valid_options(&self) -> &[&'static str];
+    /// Output modes this sink supports.
+    fn supports(&self, _mode: OutputMode) -> bool {
+        true
+    }
+    /// Instantiate the sink for one query.
+    fn create(&self, ctx: SinkContext) -> Result<Arc<dyn Sink>>;
+}
+
+/// Maps connector names to factories.
+#[derive(Debug, Default, Clone)]
+pub struct ConnectorRegistry {
+    sources: BTreeMap<String, Arc<dyn SourceFactory>>,
+    sinks: BTreeMap<String, Arc<dyn SinkFactory>>,
+}
+
+impl ConnectorRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Register a source connector (replacing one of the same name).
+    pub fn register_source(&mut self, factory: Arc<dyn SourceFactory>) {
+        self.sources.insert(factory.name().to_ascii_lowercase(), factory);
+    }
+    /// Register a sink connector (replacing one of the same name).
+    pub fn register_sink(&mut self, factory: Arc<dyn SinkFactory>) {
+        self.sinks.insert(factory.name().to_ascii_lowercase(), factory);
+    }
+    /// Look up a source connector, or an error listing the valid ones.
+    pub fn source(&self, name: &str) -> Result<Arc<dyn SourceFactory>> {
+        self.sources.get(&name.to_ascii_lowercase()).cloned().ok_or_else(|| SluiceError::UnknownConnector {
+            kind: "source",
+            name: name.into(),
+            valid: self.sources.keys().cloned().collect::<Vec<_>>().join(", "),
+        })
+    }
+    /// Look up a sink connector, or an error listing the valid ones.
+    pub fn sink(&self, name: &str) -> Result<Arc<dyn SinkFactory>> {
+        self.sinks.get(&name.to_ascii_lowercase()).cloned().ok_or_else(|| SluiceError::UnknownConnector {
+            kind: "sink",
+            name: name.into(),
+            valid: self.sinks.keys().cloned().collect::<Vec<_>>().join(", "),
+        })
+    }
+}

@@ -1,0 +1,120 @@
+//! Error type of the Sluice engine.
+
+use datafusion::error::DataFusionError;
+
+/// Result alias used throughout the engine.
+pub type Result<T, E = SluiceError> = std::result::Result<T, E>;
+
+/// Every error the engine reports. Messages name the thing at fault and,
+/// where there is one, the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum SluiceError {
+    /// An error raised while planning or executing a DataFusion plan.
+    #[error("{0}")]
+    DataFusion(#[from] DataFusionError),
+    /// An Arrow error (casting, IPC, ...).
+    #[error("{0}")]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+    /// Object store I/O (checkpoints, files).
+    #[error("{0}")]
+    ObjectStore(#[from] object_store::Error),
+    /// Local I/O.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// A connector name nobody registered.
+    #[error("unknown {kind} connector '{name}'; valid connectors are: {valid}")]
+    UnknownConnector {
+        /// `source` or `sink`.
+        kind: &'static str,
+        /// The name that was asked for.
+        name: String,
+        /// Comma-separated list of registered connectors.
+        valid: String,
+    },
+    /// An option the connector does not understand.
+    #[error("unknown option '{option}' for {kind} connector '{connector}'; valid options are: {valid}")]
+    UnknownOption {
+        /// `source` or `sink`.
+        kind: &'static str,
+        /// Connector name.
+        connector: String,
+        /// The offending option.
+        option: String,
+        /// Comma-separated list of valid options.
+        valid: String,
+    },
+    /// An option with a value that cannot be used.
+    #[error("invalid value '{value}' for option '{option}': {reason}")]
+    InvalidOption {
+        /// Option name.
+        option: String,
+        /// Its value.
+        value: String,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// A query that the output mode (or streaming in general) cannot run.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A plan-level problem: unknown table, bad query shape...
+    #[error("{0}")]
+    Plan(String),
+    /// A damaged or incompatible checkpoint.
+    #[error("checkpoint file '{path}': {reason}")]
+    Checkpoint {
+        /// The file at fault.
+        path: String,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// Malformed input data in failfast mode.
+    #[error("malformed record in {location}: {reason}")]
+    Malformed {
+        /// File and line.
+        location: String,
+        /// What could not be parsed.
+        reason: String,
+    },
+    /// A source failure (vanished directory, closed socket...).
+    #[error("source '{source_name}': {reason}")]
+    Source {
+        /// The source name.
+        source_name: String,
+        /// What happened.
+        reason: String,
+    },
+    /// A sink failure.
+    #[error("sink '{sink}': {reason}")]
+    Sink {
+        /// The sink name.
+        sink: String,
+        /// What happened.
+        reason: String,
+    },
+    /// The query was stopped.
+    #[error("query '{0}' was stopped")]
+    Stopped(String),
+    /// A query with this name is already running.
+    #[error("a query named '{0}' is already running; stop it (DROP SINK {0}) or pick another name")]
+    DuplicateQuery(String),
+}
+
+impl SluiceError {
+    /// Shorthand for [`SluiceError::Plan`].
+    pub fn plan(msg: impl Into<String>) -> Self {
+        Self::Plan(msg.into())
+    }
+    /// Shorthand for [`SluiceError::Unsupported`].
+    pub fn unsupported(msg: impl Into<String>) -> Self {
+        Self::Unsupported(msg.into())
+    }
+}
+
+impl From<SluiceError> for DataFusionError {
+    fn from(e: SluiceError) -> Self {
+        match e {
+            SluiceError::DataFusion(e) => e,
+            other => DataFusionError::External(Box::new(other)),
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! The micro-batch executor (Spark's `MicroBatchExecution`).
+//!
+//! Each step: ask every source for its latest offset; if nothing is new (and
+//! no watermark-driven work is due) do nothing; otherwise write the offset
+//! log entry for the batch *before* running it, run the query over exactly
+//! that offset range, hand the output to the sink (idempotent by batch id)
+//! and write the commit log entry. On start, an uncommitted batch found in
+//! the offset log is re-run with the same offsets and watermark.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::compute::kernels::aggregate::max;
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::execution::context::SessionState;
+use tracing::{debug, info};
+
+use crate::checkpoint::{CommitEntry, OffsetEntry, QueryCheckpoint, QueryMetadata};
+use crate::clock::ClockRef;
+use crate::connector::{Sink, Source, SourceOffset};
+use crate::error::{Result, SluiceError};
+use crate::plan::{BatchContext, IncrementalPlan};
+use crate::progress::{SinkProgress, SourceProgress, StreamingQueryProgress};
+use crate::stream_table::MicroBatchInput;
+use crate::watermark::WatermarkSpec;
+
+/// One source as instantiated for a query.
+#[derive(Debug)]
+pub struct QuerySource {
+    /// Source name (as in the query).
+    pub name: String,
+    /// The instance.
+    pub source: Arc<dyn Source>,
+    /// Its watermark declaration.
+    pub watermark: Option<WatermarkSpec>,
+}
+
+/// Whether the query's watermark is the min or max of its sources'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WatermarkPolicy {
+    /// The slowest source decides (default, safe).
+    #[default]
+    Min,
+    /// The fastest source decides.
+    Max,
+}
+
+/// The state of one running query between batches.
+#[derive(Debug)]
+pub struct MicroBatchExecution {
+    /// Query id (from the checkpoint).
+    pub id: String,
+    /// Query name.
+    pub name: String,
+    plan: Arc<IncrementalPlan>,
+    state: SessionState,
+    sources: Vec<QuerySource>,
+    sink: Arc<dyn Sink>,
+    sink_description: String,
+    checkpoint: QueryCheckpoint,
+    clock: ClockRef,
+    policy: WatermarkPolicy,
+    initialized: bool,
+    next_batch_id: u64,
+    /// End offsets of the last batch that ran (committed).
+    committed: BTreeMap<String, Option<SourceOffset>>,
+    /// Watermark to use for the next batch.
+    watermark_ms: Option<i64>,
+    /// Watermark the last batch ran under.
+    last_batch_watermark_ms: Option<i64>,
+    /// Max event time seen per source (ms).
+    max_event_time: BTreeMap<String, i64>,
+    last_batch_end_ms: Option<i64>,
+}
+
+/// Everything the executor needs to start.
+#[derive(Debug)]
+pub struct ExecutionParts {
+    /// Query name.
+    pub name: String,
+    /// Prepared plan.
+    pub plan: Arc<IncrementalPlan>,
+    /// DataFusion state to plan each batch with.
+    pub state: SessionState,
+    /// Instantiated sources.
+    pub sources: Vec<QuerySource>,
+    /// Sink instance.
+    pub sink: Arc<dyn Sink>,
+    /// Sink connector name, for progress.
+    pub sink_description: String,
+    /// Checkpoint.
+    pub checkpoint: QueryCheckpoint,
+    /// Clock.
+    pub clock: ClockRef,
+    /// Watermark policy.
+    pub policy: WatermarkPolicy,
+}
+
+impl MicroBatchExecution {
+    /// Create the executor; nothing runs and nothing is read until the first step.
+    pub fn new(parts: ExecutionParts, id: String) -> Self {
+        Self {
+            id,
+            name: parts.name,
+            plan: parts.plan,
+            state: parts.state,
+            sources: parts.sources,
+            sink: parts.sink,
+            sink_description: parts.sink_description,
+            checkpoint: parts.checkpoint,
+            clock: parts.clock,
+            policy: parts.policy,
+            initialized: false,
+            next_batch_id: 0,
+            committed: BTreeMap::new(),
+            watermark_ms: None,
+            last_batch_watermark_ms: None,
+            max_event_time: BTreeMap::new(),
+            last_batch_end_ms: None,
+        }
+    }
+
+    /// The event-time watermark as of the last batch (ms since the epoch).
+    pub fn watermark_ms(&self) -> Option<i64> {
+        self.watermark_ms
+    }
+
+    /// The sources of this query.
+    pub fn sources(&self) -> &[QuerySource] {
+        &self.sources
+    }
+
+    /// Read the checkpoint; re-run an uncommitted batch if there is one.
+    /// Returns the progress of that re-run batch, if any.
+    async fn initialize(&mut self) -> Result<Option<StreamingQueryProgress>> {
+        if self.initialized {
+            return Ok(None);
+        }
+        self.initialized = true;
+        let meta = self
+            .checkpoint
+            .metadata_or_init(QueryMetadata { id: self.id.clone(), name: self.name.clone() })
+            .await?;
+        self.id = meta.id;
+        let Some(latest) = self.checkpoint.latest_offsets().await? else {
+            return Ok(None);
+        };
+        let commit = self.checkpoint.latest_commit().await?;
+        let committed_id = commit.as_ref().map(|c| c.batch_id);
+        if committed_id == Some(latest.batch_id) {
+            info!(query = %self.name, batch = latest.batch_id, "resuming after the last committed batch");
+            self.committed = latest.offsets.clone();
+            self.next_batch_id = latest.batch_id + 1;
+            self.last_batch_watermark_ms = latest.watermark_ms;
+            self.watermark_ms = commit.and_then(|c| c.next_watermark_ms).or(latest.watermark_ms);
+            return Ok(None);
+        }
+        if latest.batch_id > 0 && committed_id != Some(latest.batch_id - 1) {
+            return Err(SluiceError::Checkpoint {
+                path: format!("{}/commits", self.checkpoint.root().location()),
+                reason: format!(
+                    "the offset log ends at batch {} but the commit log at {:?}: a commit file is missing; \
+                     restore it or delete the checkpoint directory to start again",
+                    latest.batch_id, committed_id
+                ),
+            });
+        }
+        // Re-run the uncommitted batch with the same offsets and watermark.
+        let start = if latest.batch_id == 0 {
+            BTreeMap::new()
+        } else {
+            self.checkpoint
+                .read_offsets(latest.batch_id - 1)
+                .await?
+                .ok_or_else(|| SluiceError::Checkpoint {
+                    path: format!("{}/offsets/{}", self.checkpoint.root().location(), latest.batch_id - 1),
+                    reason: "missing; it is needed to replay the uncommitted batch".into(),
+                })?
+                .offsets
+        };
+        info!(query = %self.name, batch = latest.batch_id, "re-running the uncommitted batch from the offset log");
+        self.committed = start;
+        self.next_batch_id = latest.batch_id;
+        self.watermark_ms = latest.watermark_ms;
+        let progress = self.run_batch(latest, Instant::now(), 0).await?;
+        Ok(Some(progress))
+    }
+
+    /// Run at most one batch: a data batch if any source has new data, else
+    /// a no-data batch if the watermark moved and the plan has work for it.
+    /// Returns its progress, or `None` when there was nothing to do.
+    pub async fn step(&mut self) -> Result<Option<StreamingQueryProgress>> {
+        if let Some(p) = self.initialize().await? {
+            return Ok(Some(p));
+        }
+        let started = Instant::now();
+        let mut latest = BTreeMap::new();
+        let mut has_new = false;
+        for s in &self.sources {
+            let start = self.committed.get(&s.name).cloned().flatten();
+            let end = s.source.latest_offset(start.as_ref()).await?;
+            if end.is_some() && end != start {
+                has_new = true;
+            }
+            latest.insert(s.name.clone(), end.or(start));
+        }
+        let latest_offset_ms = started.elapsed().as_millis() as u64;
+        let no_data_due =
+            !has_new && self.plan.wants_no_data_batch(self.last_batch_watermark_ms, self.watermark_ms);
+        if !has_new && !no_data_due {
+            return Ok(None);
+        }
+        let entry = OffsetEntry {
+            batch_id: self.next_batch_id,
+            offsets: latest,
+            watermark_ms: self.watermark_ms,
+            batch_timestamp_ms: self.clock.now_millis(),
+        };
+        let wal = Instant::now();
+        self.checkpoint.write_offsets(&entry).await?;
+        let wal_ms = wal.elapsed().as_millis() as u64;
+        let mut progress = self.run_batch(entry, started, latest_offset_ms).await?;
+        progress.duration_ms.insert("wal_commit".into(), wal_ms);
+        Ok(Some(progress))
+    }
+
+    /// Run steps until nothing is left to do (Spark's `processAllAvailable`).
+    pub async fn process_all_available(&mut self) -> Result<Vec<StreamingQueryProgress>> {
+        let mut out = vec![];
+        while let Some(p) = self.step().await? {
+            out.push(p);
+        }
+        Ok(out)
+    }
+
+    /// Freeze every source's target for an available-now run.
+    pub async fn prepare_for_available_now(&mut self) -> Result<()> {
+        for s in &self.sources {
+            s.source.prepare_for_available_now().await?;
+        }
+        Ok(())
+    }
+
+    async fn run_batch(
+        &mut self,
+        entry: OffsetEntry,
+        started: Instant,
+        latest_offset_ms: u64,
+    ) -> Result<StreamingQueryProgress> {
+        let batch_id = entry.batch_id;
+        debug!(query = %self.name, batch_id, "running batch");
+        // Read.
+        let read = Instant::now();
+        let mut input = MicroBatchInput::default();
+        let mut source_progress = vec![];
+        let mut total_rows = 0u64;
+        for s in &self.sources {
+            let start = self.committed.get(&s.name).cloned().flatten();
+            let end = entry.offsets.get(&s.name).cloned().flatten();
+            let batches = match &end {
+                Some(end) if Some(end) != start.as_ref() => s.source.get_batch(start.as_ref(), end).await?,
+                _ => vec![],
+            };
+            let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+            total_rows += rows;
+            if let Some(spec) = &s.watermark {
+                if let Some(ts) = max_event_time_ms(&batches, &spec.column)? {
+                    let e = self.max_event_time.entry(s.name.clone()).or_insert(ts);
+                    *e = (*e).max(ts);
+                }
+            }
+            source_progress.push(SourceProgress {
+                name: s.name.clone(),
+                start_offset: start,
+                end_offset: end,
+                num_input_rows: rows,
+            });
+            input.data.insert(s.name.to_ascii_lowercase(), batches);
+        }
+        let read_ms = read.elapsed().as_millis() as u64;
+        // Execute.
+        let exec = Instant::now();
+        let ctx = BatchContext {
+            batch_id,
+            watermark_ms: entry.watermark_ms,
+            batch_timestamp_ms: entry.batch_timestamp_ms,
+        };
+        let output = self.plan.execute(&self.state, input, ctx).await?;
+        let execute_ms = exec.elapsed().as_millis() as u64;
+        // Sink.
+        let sink_t = Instant::now();
+        let output_rows: u64 = output.iter().map(|b| b.num_rows() as u64).sum();
+        self.sink.add_batch(batch_id, &output).await?;
+        let sink_ms = sink_t.elapsed().as_millis() as u64;
+        // Commit.
+        let commit_t = Instant::now();
+        let next_watermark = self.next_watermark(entry.watermark_ms);
+        self.checkpoint.write_commit(&CommitEntry { batch_id, next_watermark_ms: next_watermark }).await?;
+        for s in &self.sources {
+            if let Some(Some(end)) = entry.offsets.get(&s.name) {
+                s.source.commit(end).await?;
+            }
+        }
+        let commit_ms = commit_t.elapsed().as_millis() as u64;
+        self.committed = entry.offsets;
+        self.next_batch_id = batch_id + 1;
+        self.last_batch_watermark_ms = entry.watermark_ms;
+        self.watermark_ms = next_watermark;
+
+        let total_ms = started.elapsed().as_millis() as u64;
+        let now = self.clock.now_millis();
+        let since_last = self.last_batch_end_ms.map(|t| (now - t).max(0) as f64 / 1000.0);
+        self.last_batch_end_ms = Some(now);
+        let secs = (total_ms as f64 / 1000.0).max(1e-3);
+        let duration_ms = [
+            ("latest_offset", latest_offset_ms),
+            ("read", read_ms),
+            ("execute", execute_ms),
+            ("sink", sink_ms),
+            ("commit", commit_ms),
+            ("total", total_ms),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        Ok(StreamingQueryProgress {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            batch_id,
+            timestamp_ms: entry.batch_timestamp_ms,
+            num_input_rows: total_rows,
+            input_rows_per_second: since_last.filter(|s| *s > 0.0).map(|s| total_rows as f64 / s).unwrap_or(0.0),
+            processed_rows_per_second: total_rows as f64 / secs,
+            duration_ms,
+            watermark_ms: entry.watermark_ms,
+            sources: source_progress,
+            sink: SinkProgress { description: self.sink_description.clone(), num_output_rows: output_rows },
+            state_operators: vec![],
+        })
+    }
+
+    /// The watermark after a batch: per source, max event time minus delay;
+    /// combined by the policy; never moving back.
+    fn next_watermark(&self, current: Option<i64>) -> Option<i64> {
+        let per_source: Vec<i64> = self
+            .sources
+            .iter()
+            .filter_map(|s| {
+                let spec = s.watermark.as_ref()?;
+                let max = self.max_event_time.get(&s.name)?;
+                Some(max - spec.delay.as_millis() as i64)
+            })
+            .collect();
+        let candidate = match self.policy {
+            WatermarkPolicy::Min => per_source.iter().min().copied(),
+            WatermarkPolicy::Max => per_source.iter().max().copied(),
+        };
+        match (current, candidate) {
+            (Some(c), Some(n)) => Some(c.max(n)),
+            (c, n) => c.or(n),
+        }
+    }
+
+    /// Stop the sources and the sink.
+    pub async fn stop(&mut self) -> Result<()> {
+        for s in &self.sources {
+            s.source.stop().await?;
+        }
+        self.sink.stop().await
+    }
+}
+
+/// Maximum of a timestamp column over batches, in ms.
+fn max_event_time_ms(batches: &[RecordBatch], column: &str) -> Result<Option<i64>> {
+    let mut out: Option<i64> = None;
+    for b in batches {
+        let Some((idx, _)) = b.schema().column_with_name(column).map(|(i, f)| (i, f.clone())) else {
+            return Err(SluiceError::plan(format!("watermark column '{column}' is not in the source's rows")));
+        };
+        let col = b.column(idx);
+        let ms = cast(col, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
+        let arr = ms.as_primitive::<TimestampMillisecondType>();
+        if arr.null_count() == arr.len() {
+            continue;
+        }
+        if let Some(m) = max(arr) {
+            out = Some(out.map_or(m, |o| o.max(m)));
+        }
+    }
+    Ok(out)
+}

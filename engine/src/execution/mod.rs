@@ -1,0 +1,5 @@
+//! Executors: the micro-batch loop.
+
+mod microbatch;
+
+pub use microbatch::{ExecutionParts, MicroBatchExecution, QuerySource, WatermarkPolicy};

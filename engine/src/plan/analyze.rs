@@ -1,0 +1,202 @@
+//! What a streaming query is made of, and whether an output mode can run it.
+//!
+//! The rules are Spark's `UnsupportedOperationChecker`, with messages that
+//! name the operator, the mode and the fix (see SQL.md, "What each output
+//! mode allows").
+
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::datasource::source_as_provider;
+use datafusion::logical_expr::{Expr, JoinType, LogicalPlan};
+
+use crate::connector::SourceDefinition;
+use crate::error::{Result, SluiceError};
+use crate::options::OutputMode;
+use crate::stream_table::StreamTable;
+
+/// The streaming-relevant facts about a query's logical plan.
+#[derive(Debug, Default, Clone)]
+pub struct QueryAnalysis {
+    /// Stream sources read by the query (each once).
+    pub sources: Vec<SourceDefinition>,
+    /// An aggregation over a stream.
+    pub aggregate: bool,
+    /// The aggregation groups by an event-time column carrying a watermark.
+    pub event_time_aggregate: bool,
+    /// `SELECT DISTINCT` over a stream (deduplication).
+    pub distinct: bool,
+    /// `ORDER BY` over a stream that is not after an aggregation.
+    pub sort_without_aggregate: bool,
+    /// `ORDER BY` after an aggregation.
+    pub sort_after_aggregate: bool,
+    /// `LIMIT` over a stream.
+    pub limit: bool,
+    /// A join of two streams.
+    pub stream_stream_join: bool,
+    /// An outer join that would need the static side to be a stream.
+    pub unsupported_outer_join: Option<String>,
+}
+
+impl QueryAnalysis {
+    /// Analyse a logical plan.
+    pub fn of(plan: &LogicalPlan) -> Self {
+        let mut info = QueryAnalysis { sources: stream_sources(plan), ..Default::default() };
+        let _ = plan.apply(|node| {
+            match node {
+                LogicalPlan::Aggregate(agg) if is_streaming(&agg.input) => {
+                    info.aggregate = true;
+                    if agg.group_expr.iter().any(|e| expr_derives_from_watermark(&agg.input, e)) {
+                        info.event_time_aggregate = true;
+                    }
+                }
+                LogicalPlan::Distinct(d) if is_streaming(d.input()) => info.distinct = true,
+                LogicalPlan::Sort(s) if is_streaming(&s.input) => {
+                    if contains_streaming_aggregate(&s.input) {
+                        info.sort_after_aggregate = true;
+                    } else {
+                        info.sort_without_aggregate = true;
+                    }
+                }
+                LogicalPlan::Limit(l) if is_streaming(&l.input) => info.limit = true,
+                LogicalPlan::Join(j) => {
+                    let (l, r) = (is_streaming(&j.left), is_streaming(&j.right));
+                    if l && r {
+                        info.stream_stream_join = true;
+                    } else if (r && matches!(j.join_type, JoinType::Left | JoinType::LeftSemi | JoinType::LeftAnti))
+                        || (l && matches!(j.join_type, JoinType::Right | JoinType::RightSemi | JoinType::RightAnti))
+                        || ((l || r) && matches!(j.join_type, JoinType::Full))
+                    {
+                        info.unsupported_outer_join = Some(format!("{}", j.join_type));
+                    }
+                }
+                _ => {}
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        info
+    }
+
+    /// Whether the query keeps state between batches.
+    pub fn is_stateful(&self) -> bool {
+        self.aggregate || self.distinct
+    }
+
+    /// Check the query against `mode`; the error names the operator, the mode
+    /// and what would make it valid.
+    pub fn validate(&self, mode: OutputMode) -> Result<()> {
+        if self.sources.is_empty() {
+            return Err(SluiceError::plan(
+                "the query reads no stream: a sink needs a query over at least one source (CREATE SOURCE); \
+                 run queries over static tables directly instead",
+            ));
+        }
+        if self.stream_stream_join {
+            return Err(SluiceError::unsupported(
+                "stream-stream joins are not supported yet: join the stream with a static table (CREATE TABLE) instead",
+            ));
+        }
+        if let Some(join) = &self.unsupported_outer_join {
+            return Err(SluiceError::unsupported(format!(
+                "{join} join between a stream and a static table is not supported: the outer side must be the stream \
+                 (use LEFT JOIN with the stream on the left, or an inner join)"
+            )));
+        }
+        if self.sort_without_aggregate || (self.sort_after_aggregate && mode != OutputMode::Complete) {
+            return Err(SluiceError::unsupported(format!(
+                "ORDER BY is not supported on a streaming query in {mode} output mode: sorting is only possible after \
+                 an aggregation in complete output mode; remove ORDER BY, or aggregate and use output_mode = 'complete'"
+            )));
+        }
+        match mode {
+            OutputMode::Complete if self.distinct => Err(SluiceError::unsupported(
+                "complete output mode is not supported for SELECT DISTINCT (deduplication) on a stream: it keeps no \
+                 result table to rewrite; use output_mode = 'append' or 'update'",
+            )),
+            OutputMode::Complete if !self.aggregate => Err(SluiceError::unsupported(
+                "complete output mode is not supported for a streaming query without aggregation: there is no result \
+                 table to rewrite; use output_mode = 'append' or 'update', or aggregate with GROUP BY",
+            )),
+            OutputMode::Complete if self.limit && !self.aggregate => Err(SluiceError::unsupported(
+                "LIMIT in complete output mode is only possible after an aggregation",
+            )),
+            OutputMode::Append if self.aggregate && !self.event_time_aggregate => Err(SluiceError::unsupported(
+                "append output mode is not supported for a streaming aggregation without a watermark: a group's row \
+                 would never be final. Declare WATERMARK FOR <column> on the source and group by an event-time window \
+                 of that column, or use output_mode = 'update' or 'complete'",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The source definition behind a table scan, if it scans a stream.
+pub fn stream_source_of(plan: &LogicalPlan) -> Option<SourceDefinition> {
+    if let LogicalPlan::TableScan(scan) = plan {
+        let provider = source_as_provider(&scan.source).ok()?;
+        return provider.downcast_ref::<StreamTable>().map(|t| t.definition().clone());
+    }
+    None
+}
+
+/// Every distinct stream source in a plan.
+pub fn stream_sources(plan: &LogicalPlan) -> Vec<SourceDefinition> {
+    let mut out: Vec<SourceDefinition> = vec![];
+    let _ = plan.apply(|node| {
+        if let Some(def) = stream_source_of(node) {
+            if !out.iter().any(|d| d.name.eq_ignore_ascii_case(&def.name)) {
+                out.push(def);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    out
+}
+
+/// Whether the plan reads a stream.
+pub fn is_streaming(plan: &LogicalPlan) -> bool {
+    !stream_sources(plan).is_empty()
+}
+
+fn contains_streaming_aggregate(plan: &LogicalPlan) -> bool {
+    let mut found = false;
+    let _ = plan.apply(|node| {
+        if let LogicalPlan::Aggregate(a) = node {
+            if is_streaming(&a.input) {
+                found = true;
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
+}
+
+/// Whether `expr`, evaluated over `input`, is derived from a source's
+/// watermarked event-time column.
+pub fn expr_derives_from_watermark(input: &LogicalPlan, expr: &Expr) -> bool {
+    expr.column_refs().iter().any(|c| column_derives_from_watermark(input, &c.name))
+}
+
+/// Whether the output column `name` of `plan` is derived from a watermarked
+/// event-time column (followed through projections, aliases and unnests).
+pub fn column_derives_from_watermark(plan: &LogicalPlan, name: &str) -> bool {
+    if let Some(def) = stream_source_of(plan) {
+        return def.watermark.as_ref().is_some_and(|w| w.column.eq_ignore_ascii_case(name));
+    }
+    match plan {
+        LogicalPlan::Projection(p) => p
+            .schema
+            .fields()
+            .iter()
+            .position(|f| f.name() == name)
+            .and_then(|i| p.expr.get(i))
+            .is_some_and(|e| expr_derives_from_watermark(&p.input, e)),
+        LogicalPlan::Aggregate(a) => a
+            .schema
+            .fields()
+            .iter()
+            .position(|f| f.name() == name)
+            .and_then(|i| a.group_expr.get(i))
+            .is_some_and(|e| expr_derives_from_watermark(&a.input, e)),
+        other => other.inputs().iter().any(|i| column_derives_from_watermark(i, name)),
+    }
+}

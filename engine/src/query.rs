@@ -1,0 +1,279 @@
+//! [`StreamingQuery`]: the handle of a running query, and the trigger loop
+//! that drives it.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tracing::{error, info};
+
+use crate::clock::ClockRef;
+use crate::error::{Result, SluiceError};
+use crate::execution::MicroBatchExecution;
+use crate::options::Trigger;
+use crate::progress::{QueryStatus, StreamingQueryProgress};
+
+/// How many progress reports a query keeps.
+const PROGRESS_HISTORY: usize = 100;
+
+#[derive(Debug)]
+struct Shared {
+    id: Mutex<String>,
+    name: String,
+    exec: tokio::sync::Mutex<MicroBatchExecution>,
+    status: Mutex<QueryStatus>,
+    progress: Mutex<VecDeque<StreamingQueryProgress>>,
+    exception: Mutex<Option<String>>,
+    watermark_ms: Mutex<Option<i64>>,
+    /// `true` once the query has terminated (stopped, finished or failed).
+    done_tx: watch::Sender<bool>,
+    stop_tx: watch::Sender<bool>,
+}
+
+/// A running streaming query.
+///
+/// Cloning gives another handle to the same query.
+#[derive(Debug, Clone)]
+pub struct StreamingQuery {
+    shared: Arc<Shared>,
+}
+
+impl StreamingQuery {
+    /// Wrap an executor. With `trigger = None` the query only runs when
+    /// [`StreamingQuery::process_all_available`] is called (manual driving, as
+    /// the stream-test runner does); otherwise a task runs the trigger loop.
+    pub fn start(exec: MicroBatchExecution, trigger: Option<Trigger>, clock: ClockRef) -> Self {
+        let (done_tx, _) = watch::channel(false);
+        let (stop_tx, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            id: Mutex::new(exec.id.clone()),
+            name: exec.name.clone(),
+            exec: tokio::sync::Mutex::new(exec),
+            status: Mutex::new(QueryStatus {
+                message: "Initializing".into(),
+                is_trigger_active: false,
+                is_data_available: false,
+            }),
+            progress: Mutex::new(VecDeque::new()),
+            exception: Mutex::new(None),
+            watermark_ms: Mutex::new(None),
+            done_tx,
+            stop_tx,
+        });
+        let query = Self { shared };
+        if let Some(trigger) = trigger {
+            let q = query.clone();
+            tokio::spawn(async move { q.run_loop(trigger, clock).await });
+        } else {
+            query.set_status("Waiting for data", false, false);
+        }
+        query
+    }
+
+    /// Query id (stable across restarts: it lives in the checkpoint).
+    pub fn id(&self) -> String {
+        self.shared.id.lock().clone()
+    }
+
+    /// Query name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Whether the query is still running.
+    pub fn is_active(&self) -> bool {
+        !*self.shared.done_tx.borrow()
+    }
+
+    /// Current status.
+    pub fn status(&self) -> QueryStatus {
+        self.shared.status.lock().clone()
+    }
+
+    /// The most recent progress report.
+    pub fn last_progress(&self) -> Option<StreamingQueryProgress> {
+        self.shared.progress.lock().back().cloned()
+    }
+
+    /// Recent progress reports, oldest first.
+    pub fn recent_progress(&self) -> Vec<StreamingQueryProgress> {
+        self.shared.progress.lock().iter().cloned().collect()
+    }
+
+    /// The error that terminated the query, if any.
+    pub fn exception(&self) -> Option<String> {
+        self.shared.exception.lock().clone()
+    }
+
+    /// The event-time watermark (ms since the epoch) as of the last batch.
+    pub fn watermark_ms(&self) -> Option<i64> {
+        *self.shared.watermark_ms.lock()
+    }
+
+    /// Run batches until every source's available data is processed and no
+    /// watermark-driven batch is due. Returns the progress of the batches run.
+    pub async fn process_all_available(&self) -> Result<Vec<StreamingQueryProgress>> {
+        if let Some(e) = self.exception() {
+            return Err(SluiceError::plan(format!("query '{}' has failed: {e}", self.name())));
+        }
+        let mut exec = self.shared.exec.lock().await;
+        let mut all = vec![];
+        loop {
+            match exec.step().await {
+                Ok(Some(p)) => {
+                    self.record(&exec, p.clone());
+                    all.push(p);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    drop(exec);
+                    self.fail(&e);
+                    return Err(e);
+                }
+            }
+        }
+        *self.shared.watermark_ms.lock() = exec.watermark_ms();
+        Ok(all)
+    }
+
+    /// Wait until the query terminates. Returns its error if it failed.
+    pub async fn await_termination(&self) -> Result<()> {
+        let mut rx = self.shared.done_tx.subscribe();
+        while !*rx.borrow_and_update() {
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+        match self.exception() {
+            Some(e) => Err(SluiceError::plan(format!("query '{}' failed: {e}", self.name()))),
+            None => Ok(()),
+        }
+    }
+
+    /// Wait at most `timeout`; `Ok(true)` if the query terminated.
+    pub async fn await_termination_timeout(&self, timeout: Duration) -> Result<bool> {
+        match tokio::time::timeout(timeout, self.await_termination()).await {
+            Ok(r) => r.map(|_| true),
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// Stop the query: the running batch finishes, no new batch starts.
+    pub async fn stop(&self) -> Result<()> {
+        let _ = self.shared.stop_tx.send(true);
+        let mut exec = self.shared.exec.lock().await;
+        let r = exec.stop().await;
+        self.terminate("Stopped");
+        r
+    }
+
+    fn set_status(&self, message: &str, active: bool, data: bool) {
+        *self.shared.status.lock() =
+            QueryStatus { message: message.into(), is_trigger_active: active, is_data_available: data };
+    }
+
+    fn record(&self, exec: &MicroBatchExecution, p: StreamingQueryProgress) {
+        *self.shared.id.lock() = exec.id.clone();
+        *self.shared.watermark_ms.lock() = exec.watermark_ms();
+        let mut q = self.shared.progress.lock();
+        q.push_back(p);
+        while q.len() > PROGRESS_HISTORY {
+            q.pop_front();
+        }
+    }
+
+    fn fail(&self, e: &SluiceError) {
+        error!(query = %self.name(), error = %e, "query failed");
+        *self.shared.exception.lock() = Some(e.to_string());
+        self.terminate("Failed");
+    }
+
+    fn terminate(&self, message: &str) {
+        self.set_status(message, false, false);
+        let _ = self.shared.done_tx.send(true);
+    }
+
+    fn stopped(&self) -> bool {
+        *self.shared.stop_tx.borrow()
+    }
+
+    async fn run_loop(self, trigger: Trigger, clock: ClockRef) {
+        let result = self.run_trigger(trigger, &clock).await;
+        match result {
+            Ok(()) => {
+                if self.is_active() {
+                    let mut exec = self.shared.exec.lock().await;
+                    if let Err(e) = exec.stop().await {
+                        self.fail(&e);
+                        return;
+                    }
+                    self.terminate("Stopped");
+                }
+            }
+            Err(e) => self.fail(&e),
+        }
+    }
+
+    async fn step_once(&self) -> Result<bool> {
+        let mut exec = self.shared.exec.lock().await;
+        if self.stopped() {
+            return Ok(false);
+        }
+        self.set_status("Processing new data", true, true);
+        let p = exec.step().await?;
+        let ran = p.is_some();
+        if let Some(p) = p {
+            info!("{}", p.summary());
+            self.record(&exec, p);
+        }
+        self.set_status("Waiting for data", false, ran);
+        Ok(ran)
+    }
+
+    async fn run_trigger(&self, trigger: Trigger, clock: &ClockRef) -> Result<()> {
+        match trigger {
+            Trigger::Once => {
+                // Spark's Trigger.Once: a single batch over everything available.
+                self.step_once().await?;
+                Ok(())
+            }
+            Trigger::AvailableNow => {
+                self.shared.exec.lock().await.prepare_for_available_now().await?;
+                while !self.stopped() && self.step_once().await? {}
+                Ok(())
+            }
+            Trigger::ProcessingTime(interval) | Trigger::Continuous(interval) => {
+                let interval_ms = interval.as_millis() as i64;
+                let mut stop_rx = self.shared.stop_tx.subscribe();
+                loop {
+                    if self.stopped() {
+                        return Ok(());
+                    }
+                    let batch_start = clock.now_millis();
+                    let ran = self.step_once().await?;
+                    // Spark's ProcessingTimeExecutor: the next batch starts at the next
+                    // interval boundary, with no catch-up storm after a slow batch. With a
+                    // zero interval, poll again soon when no data was found.
+                    let deadline = if interval_ms > 0 {
+                        let now = clock.now_millis();
+                        let next = batch_start - batch_start.rem_euclid(interval_ms) + interval_ms;
+                        if now > next { now - now.rem_euclid(interval_ms) + interval_ms } else { next }
+                    } else if ran {
+                        continue;
+                    } else {
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(10)) => continue,
+                            _ = stop_rx.changed() => return Ok(()),
+                        }
+                    };
+                    tokio::select! {
+                        _ = clock.sleep_until(deadline) => {}
+                        _ = stop_rx.changed() => return Ok(()),
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! [`SluiceSession`]: the entry point. It owns a DataFusion `SessionContext`,
+//! the connector registry, the declared sources and the running queries.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+
+use datafusion::dataframe::DataFrame;
+use datafusion::execution::context::SessionState;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use parking_lot::Mutex;
+use tracing::warn;
+
+use crate::checkpoint::QueryCheckpoint;
+use crate::clock::{ClockRef, SystemClock};
+use crate::connector::{ConnectorRegistry, SinkContext, SourceContext, SourceDefinition};
+use crate::error::{Result, SluiceError};
+use crate::execution::{ExecutionParts, MicroBatchExecution, QuerySource, WatermarkPolicy};
+use crate::foreach::{ForeachBatchFn, ForeachBatchSink};
+use crate::options::{Options, OutputMode, Trigger};
+use crate::plan::IncrementalPlan;
+use crate::query::StreamingQuery;
+use crate::reader::DataStreamReader;
+use crate::stream_table::StreamTable;
+
+/// Session-wide settings.
+#[derive(Debug, Clone)]
+pub struct SluiceConfig {
+    /// Run each query's trigger loop in the background (`true`), or only
+    /// when `process_all_available` is called (`false`, for tests).
+    pub auto_trigger: bool,
+    /// Where queries without a `checkpoint` option keep their checkpoint.
+    pub checkpoint_root: PathBuf,
+    /// DataFusion target partitions.
+    pub target_partitions: usize,
+}
+
+impl Default for SluiceConfig {
+    fn default() -> Self {
+        Self {
+            auto_trigger: true,
+            checkpoint_root: std::env::temp_dir().join("sluice-checkpoints"),
+            target_partitions: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        }
+    }
+}
+
+/// Everything needed to start a query (built by `write_stream()` or `CREATE SINK`).
+#[derive(Clone, Default)]
+pub struct QuerySpec {
+    /// Query name (also the memory sink's table name).
+    pub name: Option<String>,
+    /// Sink connector (`memory`, `console`, `files`, ...); ignored with `foreach`.
+    pub format: String,
+    /// Sink options.
+    pub options: Options,
+    /// Output mode.
+    pub output_mode: OutputMode,
+    /// Trigger.
+    pub trigger: Trigger,
+    /// Checkpoint location.
+    pub checkpoint: Option<String>,
+    /// Watermark policy across sources.
+    pub watermark_policy: WatermarkPolicy,
+    /// A `foreach_batch` function instead of a sink connector.
+    pub foreach: Option<ForeachBatchFn>,
+}
+
+impl std::fmt::Debug for QuerySpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuerySpec")
+            .field("name", &self.name)
+            .field("format", &self.format)
+            .field("options", &self.options)
+            .field("output_mode", &self.output_mode)
+            .field("trigger", &self.trigger)
+            .finish()
+    }
+}
+
+pub(crate) struct SessionInner {
+    pub(crate) ctx: SessionContext,
+    pub(crate) registry: ConnectorRegistry,
+    pub(crate) clock: ClockRef,
+    pub(crate) config: SluiceConfig,
+    sources: Mutex<BTreeMap<String, SourceDefinition>>,
+    queries: Mutex<BTreeMap<String, StreamingQuery>>,
+    counter: Mutex<u64>,
+}
+
+impl std::fmt::Debug for SessionInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SluiceSession").field("session_id", &self.ctx.session_id()).finish()
+    }
+}
+
+/// A handle to the session, stored in the DataFusion session config so a
+/// `DataFrame` can find its way back (`write_stream()`).
+#[derive(Debug)]
+pub(crate) struct SessionHandle(pub(crate) Weak<SessionInner>);
+
+/// A Sluice session. Cheap to clone (shared).
+///
+/// ```no_run
+/// # async fn demo() -> sluice_engine::Result<()> {
+/// use sluice_engine::{SluiceSession, ConnectorRegistry};
+/// let session = SluiceSession::new(ConnectorRegistry::new());
+/// let df = session.context().sql("SELECT 1").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SluiceSession {
+    inner: Arc<SessionInner>,
+}
+
+impl SluiceSession {
+    /// A session with default settings and the wall clock.
+    pub fn new(registry: ConnectorRegistry) -> Self {
+        Self::with_config(registry, SluiceConfig::default(), Arc::new(SystemClock))
+    }
+
+    /// A session with explicit settings and clock.
+    pub fn with_config(registry: ConnectorRegistry, config: SluiceConfig, clock: ClockRef) -> Self {
+        let df_config = SessionConfig::new()
+            .with_target_partitions(config.target_partitions.max(1))
+            .with_information_schema(true);
+        let ctx = SessionContext::new_with_config(df_config);
+        let inner = Arc::new_cyclic(|weak| {
+            let ctx = ctx;
+            ctx.state_ref().write().config_mut().set_extension(Arc::new(SessionHandle(weak.clone())));
+            SessionInner {
+                ctx,
+                registry,
+                clock,
+                config,
+                sources: Mutex::new(BTreeMap::new()),
+                queries: Mutex::new(BTreeMap::new()),
+                counter: Mutex::new(0),
+            }
+        });
+        Self { inner }
+    }
+
+    /// Find the session a DataFrame belongs to.
+    pub fn of_dataframe(df: &DataFrame) -> Result<Self> {
+        let state = df.clone().into_parts().0;
+        state
+            .config()
+            .get_extension::<SessionHandle>()
+            .and_then(|h| h.0.upgrade())
+            .map(|inner| Self { inner })
+            .ok_or_else(|| SluiceError::plan("this DataFrame was not created by a Sluice session"))
+    }
+
+    /// The DataFusion context (static tables, UDFs, batch queries).
+    pub fn context(&self) -> &SessionContext {
+        &self.inner.ctx
+    }
+
+    /// The connector registry.
+    pub fn registry(&self) -> &ConnectorRegistry {
+        &self.inner.registry
+    }
+
+    /// The processing-time clock.
+    pub fn clock(&self) -> &ClockRef {
+        &self.inner.clock
+    }
+
+    /// Session settings.
+    pub fn config(&self) -> &SluiceConfig {
+        &self.inner.config
+    }
+
+    /// Start building a stream read (`format`, `schema`, `option`, `load`).
+    pub fn read_stream(&self) -> DataStreamReader {
+        DataStreamReader::new(self.clone())
+    }
+
+    /// A fresh name with a prefix (`__stream_1`, `query_2`...).
+    pub fn fresh_name(&self, prefix: &str) -> String {
+        let mut c = self.inner.counter.lock();
+        *c += 1;
+        format!("{prefix}{c}")
+    }
+
+    /// Declare a source and register it as an unbounded table.
+    pub fn create_source(&self, mut def: SourceDefinition) -> Result<()> {
+        let factory = self.inner.registry.source(&def.connector)?;
+        def.options.check_known("source", &def.connector, factory.valid_options())?;
+        if def.schema.fields().is_empty() {
+            def.schema = factory.default_schema(&def.options).ok_or_else(|| {
+                SluiceError::plan(format!(
+                    "source '{}' ({} connector) needs a schema: list its columns in CREATE SOURCE or call .schema(..)",
+                    def.name, def.connector
+                ))
+            })?;
+        }
+        if let Some(w) = &def.watermark {
+            if def.schema.column_with_name(&w.column).is_none() {
+                return Err(SluiceError::plan(format!(
+                    "WATERMARK FOR {}: source '{}' has no column '{}'",
+                    w.column, def.name, w.column
+                )));
+            }
+        }
+        factory.validate(&def)?;
+        let key = def.name.to_ascii_lowercase();
+        if self.inner.sources.lock().contains_key(&key) || self.inner.ctx.table_exist(def.name.as_str())? {
+            return Err(SluiceError::plan(format!("a table or source named '{}' already exists", def.name)));
+        }
+        self.inner.ctx.register_table(def.name.as_str(), Arc::new(StreamTable::new(def.clone())))?;
+        self.inner.sources.lock().insert(key, def);
+        Ok(())
+    }
+
+    /// Declared sources.
+    pub fn sources(&self) -> Vec<SourceDefinition> {
+        self.inner.sources.lock().values().cloned().collect()
+    }
+
+    /// Start a streaming query for `df` as described by `spec`.
+    pub async fn start_query(&self, df: DataFrame, spec: QuerySpec) -> Result<StreamingQuery> {
+        let name = spec.name.clone().unwrap_or_else(|| self.fresh_name("query_"));
+        if self.query(&name).is_some_and(|q| q.is_active()) {
+            return Err(SluiceError::DuplicateQuery(name));
+        }
+        let (state, logical) = df.into_parts();
+        let plan = Arc::new(IncrementalPlan::try_new(logical, spec.output_mode)?);
+        let checkpoint_location = match &spec.checkpoint {
+            Some(c) => c.clone(),
+            None => {
+                let dir = self.inner.config.checkpoint_root.join(format!("{name}-{}", uuid::Uuid::new_v4()));
+                warn!(query = %name, checkpoint = %dir.display(), "no checkpoint given: using a temporary one; the query cannot resume after a restart");
+                dir.display().to_string()
+            }
+        };
+        let checkpoint = QueryCheckpoint::open(&checkpoint_location)?;
+        let (sink, sink_description) = match &spec.foreach {
+            Some(f) => {
+                spec.options.check_known("sink", "foreach_batch", &[])?;
+                (Arc::new(ForeachBatchSink::new(Arc::clone(f))) as _, "foreach_batch".to_string())
+            }
+            None => {
+                let factory = self.inner.registry.sink(&spec.format)?;
+                spec.options.check_known("sink", &spec.format, factory.valid_options())?;
+                if !factory.supports(spec.output_mode) {
+                    return Err(SluiceError::unsupported(format!(
+                        "the {} sink does not support {} output mode",
+                        spec.format, spec.output_mode
+                    )));
+                }
+                let sink = factory.create(SinkContext {
+                    name: name.clone(),
+                    options: spec.options.clone(),
+                    schema: plan.schema(),
+                    output_mode: spec.output_mode,
+                    context: self.inner.ctx.clone(),
+                    checkpoint: checkpoint_location.clone(),
+                })?;
+                (sink, spec.format.to_ascii_lowercase())
+            }
+        };
+        let mut sources = vec![];
+        for (i, def) in plan.analysis().sources.iter().enumerate() {
+            let factory = self.inner.registry.source(&def.connector)?;
+            let source = factory.create(SourceContext {
+                definition: def.clone(),
+                metadata_path: format!("{}/sources/{i}", checkpoint.root().location()),
+                clock: Arc::clone(&self.inner.clock),
+            })?;
+            if !source.replayable() {
+                warn!(query = %name, source = %def.name, "source is not replayable: after a failure, rows may be lost (at-most-once)");
+            }
+            sources.push(QuerySource { name: def.name.clone(), source, watermark: def.watermark.clone() });
+        }
+        let exec = MicroBatchExecution::new(
+            ExecutionParts {
+                name: name.clone(),
+                plan,
+                state: planning_state(state),
+                sources,
+                sink,
+                sink_description,
+                checkpoint,
+                clock: Arc::clone(&self.inner.clock),
+                policy: spec.watermark_policy,
+            },
+            uuid::Uuid::new_v4().to_string(),
+        );
+        let trigger = self.inner.config.auto_trigger.then_some(spec.trigger);
+        let query = StreamingQuery::start(exec, trigger, Arc::clone(&self.inner.clock));
+        self.inner.queries.lock().insert(name.to_ascii_lowercase(), query.clone());
+        Ok(query)
+    }
+
+    /// A query by name (running or terminated, until removed).
+    pub fn query(&self, name: &str) -> Option<StreamingQuery> {
+        self.inner.queries.lock().get(&name.to_ascii_lowercase()).cloned()
+    }
+
+    /// All queries started in this session, by name.
+    pub fn queries(&self) -> Vec<StreamingQuery> {
+        self.inner.queries.lock().values().cloned().collect()
+    }
+
+    /// Stop a query and forget it. Errors if there is none of that name.
+    pub async fn stop_query(&self, name: &str) -> Result<()> {
+        let q = self
+            .inner
+            .queries
+            .lock()
+            .remove(&name.to_ascii_lowercase())
+            .ok_or_else(|| SluiceError::plan(format!("no query named '{name}'; SHOW QUERIES lists them")))?;
+        q.stop().await
+    }
+
+    /// Stop every query.
+    pub async fn stop_all(&self) -> Result<()> {
+        let all: Vec<_> = std::mem::take(&mut *self.inner.queries.lock()).into_values().collect();
+        for q in all {
+            q.stop().await?;
+        }
+        Ok(())
+    }
+}
+
+/// The state used to plan each batch: the session's, without the handle
+/// back to the session (so a query does not keep its session alive).
+fn planning_state(mut state: SessionState) -> SessionState {
+    state.config_mut().set_extension(Arc::new(SessionHandle(Weak::new())));
+    state
+}
