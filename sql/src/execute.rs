@@ -1,0 +1,185 @@
+//! Running statements against a [`SluiceSession`].
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, StringArray, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::dataframe::DataFrame;
+use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr, Statement as SqlStatement};
+use sluice_engine::{
+    parse_duration, Options, OutputMode, QuerySpec, SluiceError, SluiceSession, SourceDefinition, StreamingQuery,
+    Trigger, WatermarkPolicy, WatermarkSpec,
+};
+
+use crate::error::{Result, SqlError};
+use crate::parser::{parse_sql, CreateSink, CreateSource, SluiceStatement};
+
+/// What a statement produced.
+#[derive(Debug)]
+pub enum StatementResult {
+    /// A DDL statement succeeded.
+    Done(String),
+    /// A query's rows.
+    Rows(Vec<RecordBatch>),
+    /// `CREATE SINK` started a query.
+    Started(StreamingQuery),
+}
+
+/// Engine options of `CREATE SINK ... WITH (...)`; the rest go to the connector.
+const SINK_ENGINE_OPTIONS: &[&str] = &["connector", "output_mode", "trigger", "interval", "checkpoint", "watermark_policy"];
+
+/// Parse and run every statement of `sql`, in order; stops at the first error.
+///
+/// ```no_run
+/// # async fn demo(session: sluice_engine::SluiceSession) -> sluice_sql::Result<()> {
+/// sluice_sql::execute_sql(&session, "CREATE SOURCE s (w VARCHAR) WITH (connector = 'memory')").await?;
+/// # Ok(()) }
+/// ```
+pub async fn execute_sql(session: &SluiceSession, sql: &str) -> Result<Vec<StatementResult>> {
+    let mut out = vec![];
+    for stmt in parse_sql(sql)? {
+        out.push(execute_statement(session, stmt).await?);
+    }
+    Ok(out)
+}
+
+/// Run one parsed statement.
+pub async fn execute_statement(session: &SluiceSession, stmt: SluiceStatement) -> Result<StatementResult> {
+    match stmt {
+        SluiceStatement::CreateSource(s) => create_source(session, s).await,
+        SluiceStatement::CreateSink(s) => create_sink(session, s).await,
+        SluiceStatement::DropSink { name, if_exists } => match session.stop_query(&name).await {
+            Ok(()) => Ok(StatementResult::Done(format!("sink '{name}' stopped"))),
+            Err(_) if if_exists => Ok(StatementResult::Done(format!("no sink '{name}'"))),
+            Err(e) => Err(e.into()),
+        },
+        SluiceStatement::ShowQueries => Ok(StatementResult::Rows(vec![show_queries(session)?])),
+        SluiceStatement::DataFusion(stmt) => {
+            let state = session.context().state();
+            let plan = state.statement_to_plan(*stmt).await?;
+            let df = session.context().execute_logical_plan(plan).await?;
+            Ok(StatementResult::Rows(df.collect().await?))
+        }
+    }
+}
+
+/// The Arrow schema of SQL column definitions, as DataFusion maps types.
+async fn columns_schema(session: &SluiceSession, source: &CreateSource) -> Result<SchemaRef> {
+    if source.columns.is_empty() {
+        return Ok(Arc::new(Schema::empty()));
+    }
+    let cols: Vec<String> = source.columns.iter().map(|c| c.to_string()).collect();
+    let sql = format!("CREATE TABLE __sluice_schema_probe ({})", cols.join(", "));
+    let state = session.context().state();
+    let stmt = state.sql_to_statement(&sql, &datafusion::config::Dialect::Generic)?;
+    match state.statement_to_plan(stmt).await? {
+        LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(t)) => Ok(Arc::clone(t.input.schema().inner())),
+        _ => Err(SqlError::Parse("cannot read the column list".into())),
+    }
+}
+
+fn watermark_spec(col: &datafusion::sql::sqlparser::ast::Ident, expr: &Expr) -> Result<WatermarkSpec> {
+    let bad = || {
+        SqlError::Engine(SluiceError::plan(format!(
+            "WATERMARK FOR {col} AS {expr}: expected `{col}` or `{col} - INTERVAL '<n>' <unit>` (e.g. {col} - INTERVAL '10' MINUTE)"
+        )))
+    };
+    let same_col = |e: &Expr| matches!(e, Expr::Identifier(i) if i.value.eq_ignore_ascii_case(&col.value));
+    let delay = match expr {
+        e if same_col(e) => std::time::Duration::ZERO,
+        Expr::BinaryOp { left, op: BinaryOperator::Minus, right } if same_col(left) => match right.as_ref() {
+            Expr::Interval(i) => {
+                let value = i.value.to_string().trim_matches('\'').to_string();
+                let unit = i.leading_field.as_ref().map(|f| f.to_string()).unwrap_or_default();
+                parse_duration(&format!("{value} {unit}")).map_err(|_| bad())?
+            }
+            Expr::Value(v) => parse_duration(v.to_string().trim_matches('\'')).map_err(|_| bad())?,
+            _ => return Err(bad()),
+        },
+        _ => return Err(bad()),
+    };
+    Ok(WatermarkSpec { column: col.value.clone(), delay })
+}
+
+async fn create_source(session: &SluiceSession, s: CreateSource) -> Result<StatementResult> {
+    if s.if_not_exists && session.context().table_exist(s.name.as_str())? {
+        return Ok(StatementResult::Done(format!("source '{}' exists", s.name)));
+    }
+    let mut options: Options = s.options.iter().cloned().collect();
+    let connector = options.remove("connector").ok_or_else(|| {
+        SluiceError::plan(format!("CREATE SOURCE {}: the WITH clause needs connector = '<name>'", s.name))
+    })?;
+    let schema = columns_schema(session, &s).await?;
+    let watermark = s.watermark.as_ref().map(|(c, e)| watermark_spec(c, e)).transpose()?;
+    session.create_source(SourceDefinition { name: s.name.clone(), connector, options, schema, watermark })?;
+    Ok(StatementResult::Done(format!("source '{}' created", s.name)))
+}
+
+/// The query spec of `CREATE SINK ... WITH (...)`.
+fn sink_spec(s: &CreateSink) -> Result<QuerySpec> {
+    let all: Options = s.options.iter().cloned().collect();
+    let output_mode = all.get("output_mode").map(str::parse::<OutputMode>).transpose()?.unwrap_or_default();
+    let trigger = Trigger::parse(all.get("trigger").unwrap_or("processing_time"), all.get("interval"))?;
+    let watermark_policy = match all.get("watermark_policy").map(str::to_ascii_lowercase).as_deref() {
+        None | Some("min") => WatermarkPolicy::Min,
+        Some("max") => WatermarkPolicy::Max,
+        Some(other) => {
+            return Err(SluiceError::InvalidOption {
+                option: "watermark_policy".into(),
+                value: other.into(),
+                reason: "use 'min' or 'max'".into(),
+            }
+            .into())
+        }
+    };
+    let options: Options =
+        s.options.iter().filter(|(k, _)| !SINK_ENGINE_OPTIONS.contains(&k.as_str())).cloned().collect();
+    Ok(QuerySpec {
+        name: Some(s.name.clone()),
+        format: all.get("connector").unwrap_or("memory").to_string(),
+        options,
+        output_mode,
+        trigger,
+        checkpoint: all.get("checkpoint").map(str::to_string),
+        watermark_policy,
+        foreach: None,
+    })
+}
+
+async fn create_sink(session: &SluiceSession, s: CreateSink) -> Result<StatementResult> {
+    let spec = sink_spec(&s)?;
+    let state = session.context().state();
+    let plan = state.statement_to_plan(DFStatement::Statement(Box::new(SqlStatement::Query(s.query)))).await?;
+    let df = DataFrame::new(state, plan);
+    let query = session.start_query(df, spec).await?;
+    Ok(StatementResult::Started(query))
+}
+
+fn show_queries(session: &SluiceSession) -> Result<RecordBatch> {
+    let queries = session.queries();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("id", DataType::Utf8, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("last_batch_id", DataType::UInt64, true),
+        Field::new("last_input_rows", DataType::UInt64, true),
+        Field::new("watermark", DataType::Utf8, true),
+        Field::new("error", DataType::Utf8, true),
+    ]));
+    let progress: Vec<_> = queries.iter().map(|q| q.last_progress()).collect();
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(queries.iter().map(|q| q.name().to_string()))),
+        Arc::new(StringArray::from_iter_values(queries.iter().map(|q| q.id()))),
+        Arc::new(StringArray::from_iter_values(queries.iter().map(|q| q.status().message))),
+        Arc::new(UInt64Array::from_iter(progress.iter().map(|p| p.as_ref().map(|p| p.batch_id)))),
+        Arc::new(UInt64Array::from_iter(progress.iter().map(|p| p.as_ref().map(|p| p.num_input_rows)))),
+        Arc::new(StringArray::from_iter(queries.iter().map(|q| {
+            q.watermark_ms().and_then(chrono::DateTime::from_timestamp_millis).map(|t| t.naive_utc().to_string())
+        }))),
+        Arc::new(StringArray::from_iter(queries.iter().map(|q| q.exception()))),
+    ];
+    Ok(RecordBatch::try_new(schema, cols).map_err(SluiceError::from)?)
+}

@@ -1,0 +1,72 @@
+//! Command-line interface.
+
+mod repl;
+mod run;
+mod test;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Sluice: a Structured Streaming SQL engine over Apache DataFusion.
+///
+/// With no command, starts an interactive SQL shell.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about)]
+pub struct Cli {
+    /// More logging (-v: info, -vv: debug). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the statements of a SQL file and keep its queries running until
+    /// they finish or Ctrl-C, printing progress.
+    Run {
+        /// The SQL file.
+        file: PathBuf,
+        /// Replace `$NAME` in the file by the value of the environment variable NAME.
+        #[arg(long, default_value_t = true)]
+        env_substitute: bool,
+    },
+    /// Run stream-test files (`*.stt`, see STREAMTEST.md); prints one line
+    /// per file and `N passed, M failed`. Exit code 1 on any failure.
+    Test {
+        /// Files or directories (searched for `*.stt`).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Insert a `restart` after every `trigger`.
+        #[arg(long)]
+        restart_every_batch: bool,
+        /// The list of files not yet passing (one name and reason a line).
+        #[arg(long, default_value = "tests/stt/not_yet_passing.txt")]
+        not_yet_passing: PathBuf,
+    },
+}
+
+/// Set up `tracing` output on stderr.
+pub fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Run the chosen command.
+pub async fn run(cli: Cli) -> Result<ExitCode, String> {
+    match cli.command {
+        None => repl::repl().await,
+        Some(Command::Run { file, env_substitute }) => run::run_file(&file, env_substitute).await,
+        Some(Command::Test { paths, restart_every_batch, not_yet_passing }) => {
+            test::test(&paths, restart_every_batch, &not_yet_passing).await
+        }
+    }
+}
