@@ -162,7 +162,7 @@ impl StreamingQuery {
 
     /// Stop the query: the running batch finishes, no new batch starts.
     pub async fn stop(&self) -> Result<()> {
-        let _ = self.shared.stop_tx.send(true);
+        self.shared.stop_tx.send_replace(true);
         let mut exec = self.shared.exec.lock().await;
         let r = exec.stop().await;
         self.terminate("Stopped");
@@ -192,7 +192,7 @@ impl StreamingQuery {
 
     fn terminate(&self, message: &str) {
         self.set_status(message, false, false);
-        let _ = self.shared.done_tx.send(true);
+        self.shared.done_tx.send_replace(true);
     }
 
     fn stopped(&self) -> bool {

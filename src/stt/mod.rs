@@ -9,4 +9,4 @@ mod suite;
 pub use parse::{parse_stt, Located, Record};
 pub use render::{render_batches, render_value};
 pub use run::{run_file, RunOptions};
-pub use suite::{collect_stt_files, NotYetPassing, Outcome, SuiteReport};
+pub use suite::{classify, collect_stt_files, NotYetPassing, Outcome, SuiteReport};

@@ -1,0 +1,20 @@
+//! # sluice-sinks
+//!
+//! Sink connectors, one module folder each: `memory`, `console`, `files`.
+//! [`register_all`] adds them to a registry. (The `foreach_batch` sink is an
+//! API adapter and lives in the engine.)
+#![warn(missing_docs)]
+
+use std::sync::Arc;
+
+use sluice_engine::ConnectorRegistry;
+
+pub mod memory;
+
+pub use memory::{MemorySinkStore, MemorySinks};
+
+/// Register every sink connector of this crate. `memory` holds what memory
+/// sinks received (shared with tests, which read it back).
+pub fn register_all(registry: &mut ConnectorRegistry, memory: MemorySinks) {
+    registry.register_sink(Arc::new(memory::MemorySinkFactory::new(memory)));
+}

@@ -1,0 +1,5 @@
+//! Integration tests (one binary): the engine through the public API and SQL.
+
+mod api;
+mod errors;
+mod stt_runner;
