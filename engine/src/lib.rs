@@ -18,6 +18,7 @@ pub mod progress;
 pub mod query;
 pub mod reader;
 pub mod session;
+pub mod state;
 pub mod stream_table;
 pub mod watermark;
 

@@ -15,6 +15,9 @@ use crate::error::{Result, SluiceError};
 /// Format version written on the first line of every checkpoint file.
 pub const FORMAT_VERSION: &str = "v1";
 
+const BLOB_MAGIC: &[u8; 4] = b"SLCB";
+const BLOB_VERSION: u8 = 1;
+
 /// A directory of checkpoint files (local path or object-store location).
 #[derive(Debug, Clone)]
 pub struct CheckpointDir {
@@ -110,6 +113,63 @@ impl CheckpointDir {
             return Err(corrupt("checksum mismatch (truncated or modified)".into()));
         }
         serde_json::from_str(body).map(Some).map_err(|e| corrupt(format!("unreadable body: {e}")))
+    }
+
+    /// Write binary content as the file `name`, atomically, framed with a
+    /// magic number, format version, length and crc32 checksum.
+    pub async fn write_blob(&self, name: &str, body: &[u8]) -> Result<()> {
+        let mut out = Vec::with_capacity(body.len() + 17);
+        out.extend_from_slice(BLOB_MAGIC);
+        out.push(BLOB_VERSION);
+        out.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        out.extend_from_slice(body);
+        self.store.put(&self.path(name), PutPayload::from(out)).await?;
+        Ok(())
+    }
+
+    /// Read a file written by [`Self::write_blob`]; `None` when missing. A
+    /// truncated or corrupt file is an error naming it.
+    pub async fn read_blob(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let bytes = match self.store.get(&self.path(name)).await {
+            Ok(r) => r.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let corrupt = |reason: &str| SluiceError::Checkpoint {
+            path: self.display_of(name),
+            reason: format!(
+                "{reason}; the checkpoint is damaged: restore it from a backup, or delete the checkpoint \
+                 directory to start the query from scratch"
+            ),
+        };
+        if bytes.len() < 17 || &bytes[..4] != BLOB_MAGIC {
+            return Err(corrupt("not a Sluice checkpoint file (bad header)"));
+        }
+        if bytes[4] != BLOB_VERSION {
+            return Err(corrupt(&format!("unsupported format version {} (expected {BLOB_VERSION})", bytes[4])));
+        }
+        let crc = u32::from_le_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]);
+        let mut len_bytes = [0u8; 8];
+        len_bytes.copy_from_slice(&bytes[9..17]);
+        let len = u64::from_le_bytes(len_bytes) as usize;
+        let body = &bytes[17..];
+        if body.len() != len {
+            return Err(corrupt(&format!("truncated: {} of {len} bytes", body.len())));
+        }
+        if crc32fast::hash(body) != crc {
+            return Err(corrupt("checksum mismatch"));
+        }
+        Ok(Some(body.to_vec()))
+    }
+
+    /// Names of all files directly in this directory.
+    pub async fn list_names(&self) -> Result<Vec<String>> {
+        match self.store.list_with_delimiter(Some(&self.root)).await {
+            Ok(l) => Ok(l.objects.iter().filter_map(|o| o.location.filename().map(String::from)).collect()),
+            Err(object_store::Error::NotFound { .. }) => Ok(vec![]),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Names of the files directly in this directory whose name is a number,
