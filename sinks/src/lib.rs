@@ -9,12 +9,18 @@ use std::sync::Arc;
 
 use sluice_engine::ConnectorRegistry;
 
+pub mod console;
+pub mod files;
 pub mod memory;
 
+pub use console::{ConsoleSink, ConsoleSinkFactory};
+pub use files::{committed_files, FilesSink, FilesSinkFactory};
 pub use memory::{MemorySinkStore, MemorySinks};
 
 /// Register every sink connector of this crate. `memory` holds what memory
 /// sinks received (shared with tests, which read it back).
 pub fn register_all(registry: &mut ConnectorRegistry, memory: MemorySinks) {
     registry.register_sink(Arc::new(memory::MemorySinkFactory::new(memory)));
+    registry.register_sink(Arc::new(console::ConsoleSinkFactory::default()));
+    registry.register_sink(Arc::new(files::FilesSinkFactory));
 }

@@ -1,0 +1,122 @@
+//! The manifest log of a `files` sink output directory.
+//!
+//! # Format
+//!
+//! Like Spark's `_spark_metadata`, the output directory holds a manifest log
+//! next to the data files:
+//!
+//! ```text
+//! <path>/
+//!   part-0-<uuid>.parquet            data files of batch 0
+//!   word=a/part-1-<uuid>.parquet     data files of batch 1 (partition_by = 'word')
+//!   _sluice_manifest/
+//!     0                              manifest entry of batch 0
+//!     1                              manifest entry of batch 1
+//! ```
+//!
+//! There is one manifest entry per committed batch, named by the batch id
+//! (decimal, no padding). Entries are written with
+//! [`CheckpointDir::write_json`]: atomically, as three lines
+//!
+//! ```text
+//! v1
+//! crc32:<8 hex digits: CRC-32 of the JSON body>
+//! {"batch_id":1,"format":"parquet","files":[{"path":"word=a/part-1-<uuid>.parquet","rows":2,"size":812}]}
+//! ```
+//!
+//! `files[].path` is relative to the output directory (`/`-separated);
+//! `rows` and `size` (bytes) are informational. A batch that produced no rows
+//! has an entry with an empty `files` list.
+//!
+//! A batch is committed exactly when its entry exists. Data files are written
+//! first, under unique names, so files of a batch that crashed before its
+//! entry was written are not part of the output: readers must list the
+//! output through [`committed_files`] (or the manifest) and ignore every
+//! other file.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use sluice_engine::checkpoint::CheckpointDir;
+use sluice_engine::{Result, SluiceError};
+
+/// Name of the manifest directory inside the output directory.
+pub const MANIFEST_DIR: &str = "_sluice_manifest";
+
+/// One data file committed by a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestFile {
+    /// Path relative to the output directory, `/`-separated.
+    pub path: String,
+    /// Number of rows in the file.
+    pub rows: u64,
+    /// Size of the file in bytes.
+    pub size: u64,
+}
+
+/// The manifest entry of one committed batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestEntry {
+    /// Batch id.
+    pub batch_id: u64,
+    /// Format of the data files (`parquet`, `csv` or `json`).
+    pub format: String,
+    /// Data files the batch committed (empty for a batch without rows).
+    pub files: Vec<ManifestFile>,
+}
+
+/// Turn an output `path` option (local path or `file://` URL) into a local
+/// path, or an error for other URL schemes.
+pub(crate) fn local_path(path: &str) -> Result<PathBuf> {
+    let local = path.strip_prefix("file://").unwrap_or(path);
+    if local.contains("://") {
+        return Err(SluiceError::InvalidOption {
+            option: "path".into(),
+            value: path.into(),
+            reason: "only local paths and file:// URLs are supported by the files sink in this build".into(),
+        });
+    }
+    if local.trim().is_empty() {
+        return Err(SluiceError::InvalidOption {
+            option: "path".into(),
+            value: path.into(),
+            reason: "the files sink needs an output directory, e.g. path = '/data/out'".into(),
+        });
+    }
+    Ok(PathBuf::from(local))
+}
+
+/// The manifest entries of every committed batch of the output directory
+/// `path` (local path or `file://` URL), by ascending batch id. An output
+/// directory without a manifest has no committed batches.
+pub async fn committed_entries(path: &str) -> Result<Vec<ManifestEntry>> {
+    let local = local_path(path)?;
+    if !local.is_dir() {
+        return Err(SluiceError::InvalidOption {
+            option: "path".into(),
+            value: path.into(),
+            reason: "the output directory does not exist".into(),
+        });
+    }
+    let manifest = CheckpointDir::open(&local.display().to_string())?.child(MANIFEST_DIR);
+    let mut entries = Vec::new();
+    for batch_id in manifest.list_numbered().await? {
+        if let Some(entry) = manifest.read_json::<ManifestEntry>(&batch_id.to_string()).await? {
+            entries.push(entry);
+        }
+    }
+    Ok(entries)
+}
+
+/// The data files of the committed batches of the output directory `path`
+/// (local path or `file://` URL), as absolute local paths, by batch id then
+/// in write order. Files of uncommitted (crashed) batches are not listed.
+pub async fn committed_files(path: &str) -> Result<Vec<String>> {
+    let entries = committed_entries(path).await?;
+    let root = std::fs::canonicalize(local_path(path)?)?;
+    Ok(entries
+        .into_iter()
+        .flat_map(|entry| entry.files)
+        .map(|file| root.join(file.path).display().to_string())
+        .collect())
+}

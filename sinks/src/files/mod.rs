@@ -1,0 +1,233 @@
+//! The `files` sink: writes each micro-batch as data files in a directory,
+//! exactly once, through a manifest log (see [`manifest`] for the format).
+//!
+//! Options:
+//!
+//! | option         | default   | meaning                                                  |
+//! |----------------|-----------|----------------------------------------------------------|
+//! | `path`         | required  | output directory: local path or `file://` URL            |
+//! | `format`       | `parquet` | `parquet`, `csv` (with header) or `json` (one object per line) |
+//! | `partition_by` | none      | comma-separated columns; rows go to `col=value/` subdirectories |
+//!
+//! Only the append output mode is supported. For each batch the sink writes
+//! its data files under fresh names `part-<batch_id>-<uuid>.<ext>` (one per
+//! partition directory; none for a batch without rows), then commits the
+//! batch by writing the manifest entry `_sluice_manifest/<batch_id>`
+//! atomically. A batch whose entry already exists is not written again, so
+//! re-sending a batch after a crash is a no-op. Partition columns are not
+//! stored in the data files (their values are in the directory names).
+
+pub mod manifest;
+mod write;
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Debug};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use sluice_engine::checkpoint::CheckpointDir;
+use sluice_engine::{OutputMode, Result, Sink, SinkContext, SinkFactory, SluiceError};
+use tracing::{debug, info, warn};
+
+pub use manifest::{committed_entries, committed_files, ManifestEntry, ManifestFile, MANIFEST_DIR};
+pub use write::{FileFormat, NULL_PARTITION};
+
+const VALID_OPTIONS: &[&str] = &["path", "format", "partition_by"];
+
+/// Factory of the `files` sink connector.
+#[derive(Debug, Default, Clone)]
+pub struct FilesSinkFactory;
+
+impl SinkFactory for FilesSinkFactory {
+    fn name(&self) -> &str {
+        "files"
+    }
+
+    fn valid_options(&self) -> &[&'static str] {
+        VALID_OPTIONS
+    }
+
+    /// Append only: files once written are never changed.
+    fn supports(&self, mode: OutputMode) -> bool {
+        mode == OutputMode::Append
+    }
+
+    fn create(&self, ctx: SinkContext) -> Result<Arc<dyn Sink>> {
+        ctx.options.check_known("sink", "files", VALID_OPTIONS)?;
+        if !self.supports(ctx.output_mode) {
+            return Err(SluiceError::unsupported(format!(
+                "the files sink does not support {} output mode; use append",
+                ctx.output_mode
+            )));
+        }
+        let path = ctx.options.get("path").ok_or_else(|| SluiceError::InvalidOption {
+            option: "path".into(),
+            value: String::new(),
+            reason: "the files sink needs an output directory, e.g. path = '/data/out'".into(),
+        })?;
+        let format = ctx.options.get("format").map(str::parse::<FileFormat>).transpose()?.unwrap_or_default();
+        let partition_by = resolve_partition_columns(ctx.options.get("partition_by"), &ctx)?;
+        FilesSink::open(&ctx.name, path, format, partition_by).map(|s| Arc::new(s) as Arc<dyn Sink>)
+    }
+}
+
+/// Parse `partition_by` and match each name to a column of the schema
+/// (exactly, else ignoring case).
+fn resolve_partition_columns(option: Option<&str>, ctx: &SinkContext) -> Result<Vec<String>> {
+    let Some(option) = option else {
+        return Ok(vec![]);
+    };
+    let names: Vec<String> = ctx.schema.fields().iter().map(|f| f.name().clone()).collect();
+    let mut columns = Vec::new();
+    for wanted in option.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let found = names
+            .iter()
+            .find(|n| n.as_str() == wanted)
+            .or_else(|| names.iter().find(|n| n.eq_ignore_ascii_case(wanted)))
+            .ok_or_else(|| SluiceError::InvalidOption {
+                option: "partition_by".into(),
+                value: option.into(),
+                reason: format!("no column '{wanted}' in the query output; columns are: {}", names.join(", ")),
+            })?;
+        if !columns.contains(found) {
+            columns.push(found.clone());
+        }
+    }
+    if !columns.is_empty() && columns.len() == names.len() {
+        return Err(SluiceError::InvalidOption {
+            option: "partition_by".into(),
+            value: option.into(),
+            reason: "cannot partition by every column: no column would be left in the data files".into(),
+        });
+    }
+    Ok(columns)
+}
+
+/// A sink writing data files plus a manifest log, exactly once.
+pub struct FilesSink {
+    name: String,
+    root: PathBuf,
+    store: Arc<dyn ObjectStore>,
+    manifest: CheckpointDir,
+    format: FileFormat,
+    partition_by: Vec<String>,
+    /// Serialises writes; `true` once stale files of a crashed batch were
+    /// looked for (done on the first write of this sink instance).
+    write_lock: tokio::sync::Mutex<bool>,
+}
+
+impl Debug for FilesSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FilesSink")
+            .field("name", &self.name)
+            .field("root", &self.root)
+            .field("format", &self.format)
+            .field("partition_by", &self.partition_by)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FilesSink {
+    /// Open a files sink named `name` writing `format` files to `path`
+    /// (local path or `file://` URL; created if missing), partitioned by the
+    /// columns `partition_by`.
+    pub fn open(name: &str, path: &str, format: FileFormat, partition_by: Vec<String>) -> Result<Self> {
+        let local = manifest::local_path(path)?;
+        std::fs::create_dir_all(&local).map_err(|e| SluiceError::InvalidOption {
+            option: "path".into(),
+            value: path.into(),
+            reason: format!("cannot create the output directory: {e}"),
+        })?;
+        let root = std::fs::canonicalize(&local)?;
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(&root)?);
+        let manifest = CheckpointDir::open(&root.display().to_string())?.child(MANIFEST_DIR);
+        Ok(Self {
+            name: name.into(),
+            root,
+            store,
+            manifest,
+            format,
+            partition_by,
+            write_lock: tokio::sync::Mutex::new(false),
+        })
+    }
+
+    /// The output directory (absolute).
+    pub fn root(&self) -> &std::path::Path {
+        &self.root
+    }
+
+    fn sink_error(&self, reason: String) -> SluiceError {
+        SluiceError::Sink { sink: self.name.clone(), reason }
+    }
+
+    /// Delete data files of `batch_id` left by an earlier run that crashed
+    /// before committing it (they are not in the manifest).
+    async fn remove_stale_files(&self, batch_id: u64) -> Result<()> {
+        let prefix = format!("part-{batch_id}-");
+        let items: Vec<_> = self.store.list(None).try_collect().await?;
+        for item in items {
+            let in_manifest = item.location.parts().next().is_some_and(|p| p.as_ref() == MANIFEST_DIR);
+            let stale = item.location.filename().is_some_and(|f| f.starts_with(&prefix));
+            if stale && !in_manifest {
+                warn!(sink = %self.name, file = %item.location, "removing data file of an uncommitted batch");
+                match self.store.delete(&item.location).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Write the data files of one batch; their manifest descriptions.
+    async fn write_files(&self, batch_id: u64, batches: &[RecordBatch]) -> Result<Vec<ManifestFile>> {
+        let groups: BTreeMap<String, Vec<RecordBatch>> = write::split_by_partition(batches, &self.partition_by)?;
+        let mut files = Vec::with_capacity(groups.len());
+        for (dir, group) in groups {
+            let rows: usize = group.iter().map(RecordBatch::num_rows).sum();
+            let bytes = write::encode(self.format, &group)
+                .map_err(|e| self.sink_error(format!("cannot encode batch {batch_id} as {}: {e}", self.format)))?;
+            let file_name = format!("part-{batch_id}-{}.{}", uuid::Uuid::new_v4(), self.format.extension());
+            let relative = if dir.is_empty() { file_name } else { format!("{dir}/{file_name}") };
+            let location = Path::parse(&relative)
+                .map_err(|e| self.sink_error(format!("invalid data file path '{relative}': {e}")))?;
+            let size = bytes.len() as u64;
+            self.store.put(&location, PutPayload::from(bytes)).await?;
+            debug!(sink = %self.name, batch_id, file = %relative, rows, "data file written");
+            files.push(ManifestFile { path: relative, rows: rows as u64, size });
+        }
+        Ok(files)
+    }
+}
+
+#[async_trait]
+impl Sink for FilesSink {
+    async fn add_batch(&self, batch_id: u64, batches: &[RecordBatch]) -> Result<()> {
+        let mut checked_stale = self.write_lock.lock().await;
+        let entry_name = batch_id.to_string();
+        if self.manifest.read_json::<ManifestEntry>(&entry_name).await?.is_some() {
+            debug!(sink = %self.name, batch_id, "files sink: batch already committed, skipping");
+            return Ok(());
+        }
+        if !*checked_stale {
+            self.remove_stale_files(batch_id).await?;
+            *checked_stale = true;
+        }
+        let files = self.write_files(batch_id, batches).await?;
+        let rows: u64 = files.iter().map(|f| f.rows).sum();
+        let entry = ManifestEntry { batch_id, format: self.format.to_string(), files };
+        self.manifest.write_json(&entry_name, &entry).await?;
+        info!(sink = %self.name, batch_id, rows, files = entry.files.len(), dir = %self.root.display(), "files sink: batch committed");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
