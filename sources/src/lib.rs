@@ -8,12 +8,21 @@ use std::sync::Arc;
 
 use sluice_engine::ConnectorRegistry;
 
+pub mod files;
 pub mod memory;
+pub mod rate;
+pub mod socket;
 
+pub use files::{FilesSource, FilesSourceFactory};
 pub use memory::{MemoryStream, MemoryStreams};
+pub use rate::{RateSource, RateSourceFactory};
+pub use socket::{SocketSource, SocketSourceFactory};
 
 /// Register every source connector of this crate. `memory` is the store of
 /// in-memory streams (shared with whoever pushes rows into them).
 pub fn register_all(registry: &mut ConnectorRegistry, memory: MemoryStreams) {
     registry.register_source(Arc::new(memory::MemorySourceFactory::new(memory)));
+    registry.register_source(Arc::new(files::FilesSourceFactory));
+    registry.register_source(Arc::new(rate::RateSourceFactory));
+    registry.register_source(Arc::new(socket::SocketSourceFactory));
 }
