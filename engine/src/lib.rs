@@ -12,13 +12,16 @@ pub mod connector;
 pub mod error;
 pub mod execution;
 pub mod foreach;
+pub mod functions;
 pub mod options;
+pub mod physical;
 pub mod plan;
 pub mod progress;
 pub mod query;
 pub mod reader;
 pub mod session;
 pub mod state;
+pub mod stateful;
 pub mod stream_table;
 pub mod watermark;
 

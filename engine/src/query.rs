@@ -47,6 +47,7 @@ impl StreamingQuery {
     pub fn start(exec: MicroBatchExecution, trigger: Option<Trigger>, clock: ClockRef) -> Self {
         let (done_tx, _) = watch::channel(false);
         let (stop_tx, _) = watch::channel(false);
+        let watermark = exec.watermark_ms();
         let shared = Arc::new(Shared {
             id: Mutex::new(exec.id.clone()),
             name: exec.name.clone(),
@@ -58,7 +59,7 @@ impl StreamingQuery {
             }),
             progress: Mutex::new(VecDeque::new()),
             exception: Mutex::new(None),
-            watermark_ms: Mutex::new(None),
+            watermark_ms: Mutex::new(watermark),
             done_tx,
             stop_tx,
         });

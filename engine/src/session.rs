@@ -123,8 +123,13 @@ impl SluiceSession {
     pub fn with_config(registry: ConnectorRegistry, config: SluiceConfig, clock: ClockRef) -> Self {
         let df_config = SessionConfig::new()
             .with_target_partitions(config.target_partitions.max(1))
-            .with_information_schema(true);
+            .with_information_schema(true)
+            // Plans are built once and re-run per batch: no per-run dynamic filters.
+            .set_bool("datafusion.optimizer.enable_dynamic_filter_pushdown", false);
         let ctx = SessionContext::new_with_config(df_config);
+        for udf in crate::functions::window_udfs() {
+            ctx.register_udf(udf);
+        }
         let inner = Arc::new_cyclic(|weak| {
             let ctx = ctx;
             ctx.state_ref().write().config_mut().set_extension(Arc::new(SessionHandle(weak.clone())));
@@ -226,7 +231,7 @@ impl SluiceSession {
             return Err(SluiceError::DuplicateQuery(name));
         }
         let (state, logical) = df.into_parts();
-        let plan = Arc::new(IncrementalPlan::try_new(logical, spec.output_mode)?);
+        let plan = Arc::new(IncrementalPlan::try_new(planning_state(state), logical, spec.output_mode).await?);
         let checkpoint_location = match &spec.checkpoint {
             Some(c) => c.clone(),
             None => {
@@ -274,11 +279,10 @@ impl SluiceSession {
             }
             sources.push(QuerySource { name: def.name.clone(), source, watermark: def.watermark.clone() });
         }
-        let exec = MicroBatchExecution::new(
+        let mut exec = MicroBatchExecution::new(
             ExecutionParts {
                 name: name.clone(),
                 plan,
-                state: planning_state(state),
                 sources,
                 sink,
                 sink_description,
@@ -288,6 +292,7 @@ impl SluiceSession {
             },
             uuid::Uuid::new_v4().to_string(),
         );
+        exec.recover().await?;
         let trigger = self.inner.config.auto_trigger.then_some(spec.trigger);
         let query = StreamingQuery::start(exec, trigger, Arc::clone(&self.inner.clock));
         self.inner.queries.lock().insert(name.to_ascii_lowercase(), query.clone());

@@ -1,10 +1,9 @@
 //! [`StreamTable`]: how a source appears in DataFusion's catalog.
 //!
-//! A stream is an unbounded table. Its logical plan is the user's query as
-//! written; at each micro-batch the executor attaches the batch's rows to the
-//! session config as a [`MicroBatchInput`], and the scan reads them from
-//! there. The same logical plan is therefore planned and run once per batch
-//! over exactly that batch's offset range.
+//! A stream is an unbounded table. A streaming query's physical plan is
+//! built once, with a [`StreamScanExec`] leaf for each stream; at each
+//! micro-batch the executor attaches the batch's rows to the task context as
+//! a [`MicroBatchInput`], and the scan reads exactly that offset range.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,16 +12,22 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 
 use crate::connector::SourceDefinition;
+use crate::physical::StreamScanExec;
 
-/// The rows of one micro-batch, by source name, attached to the session
-/// config while the batch is planned.
+/// Marks a session state as planning a streaming query (a batch query that
+/// scans a stream is refused with a clear error).
+#[derive(Debug, Default)]
+pub struct StreamingPlanning;
+
+/// The rows of one micro-batch, by input name (lower-case source name, or an
+/// internal name for a stateful operator's output), attached to the task
+/// context while the batch runs.
 #[derive(Debug, Default)]
 pub struct MicroBatchInput {
     /// Batch rows per source (lower-case source name).
@@ -63,16 +68,14 @@ impl TableProvider for StreamTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let name = self.definition.name.to_ascii_lowercase();
-        let input = state.config().get_extension::<MicroBatchInput>().ok_or_else(|| {
-            DataFusionError::Plan(format!(
+        if state.config().get_extension::<StreamingPlanning>().is_none() {
+            return Err(DataFusionError::Plan(format!(
                 "'{}' is a stream (CREATE SOURCE); read it in a streaming query (CREATE SINK ... AS SELECT ...), \
                  or query a memory sink or a static table instead",
                 self.definition.name
-            ))
-        })?;
-        let batches = input.data.get(&name).cloned().unwrap_or_default();
-        let exec = MemorySourceConfig::try_new_exec(&[batches], self.schema(), projection.cloned())?;
-        Ok(exec)
+            )));
+        }
+        let key = self.definition.name.to_ascii_lowercase();
+        Ok(Arc::new(StreamScanExec::try_new(key, self.schema(), projection.cloned())?))
     }
 }

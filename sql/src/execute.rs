@@ -10,7 +10,7 @@ use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr, Statement as SqlStatement};
 use sluice_engine::{
-    parse_duration, Options, OutputMode, QuerySpec, SluiceError, SluiceSession, SourceDefinition, StreamingQuery,
+    Options, OutputMode, QuerySpec, SluiceError, SluiceSession, SourceDefinition, StreamingQuery,
     Trigger, WatermarkPolicy, WatermarkSpec,
 };
 
@@ -57,7 +57,12 @@ pub async fn execute_statement(session: &SluiceSession, stmt: SluiceStatement) -
             Err(e) => Err(e.into()),
         },
         SluiceStatement::ShowQueries => Ok(StatementResult::Rows(vec![show_queries(session)?])),
-        SluiceStatement::DataFusion(stmt) => {
+        SluiceStatement::DataFusion(mut stmt) => {
+            if let DFStatement::Statement(inner) = stmt.as_mut() {
+                if let SqlStatement::Query(q) = inner.as_mut() {
+                    crate::windows::rewrite_windows(q)?;
+                }
+            }
             let state = session.context().state();
             let plan = state.statement_to_plan(*stmt).await?;
             let df = session.context().execute_logical_plan(plan).await?;
@@ -90,15 +95,9 @@ fn watermark_spec(col: &datafusion::sql::sqlparser::ast::Ident, expr: &Expr) -> 
     let same_col = |e: &Expr| matches!(e, Expr::Identifier(i) if i.value.eq_ignore_ascii_case(&col.value));
     let delay = match expr {
         e if same_col(e) => std::time::Duration::ZERO,
-        Expr::BinaryOp { left, op: BinaryOperator::Minus, right } if same_col(left) => match right.as_ref() {
-            Expr::Interval(i) => {
-                let value = i.value.to_string().trim_matches('\'').to_string();
-                let unit = i.leading_field.as_ref().map(|f| f.to_string()).unwrap_or_default();
-                parse_duration(&format!("{value} {unit}")).map_err(|_| bad())?
-            }
-            Expr::Value(v) => parse_duration(v.to_string().trim_matches('\'')).map_err(|_| bad())?,
-            _ => return Err(bad()),
-        },
+        Expr::BinaryOp { left, op: BinaryOperator::Minus, right } if same_col(left) => {
+            crate::windows::duration_of(right).map_err(|_| bad())?
+        }
         _ => return Err(bad()),
     };
     Ok(WatermarkSpec { column: col.value.clone(), delay })
@@ -149,8 +148,9 @@ fn sink_spec(s: &CreateSink) -> Result<QuerySpec> {
     })
 }
 
-async fn create_sink(session: &SluiceSession, s: CreateSink) -> Result<StatementResult> {
+async fn create_sink(session: &SluiceSession, mut s: CreateSink) -> Result<StatementResult> {
     let spec = sink_spec(&s)?;
+    crate::windows::rewrite_windows(&mut s.query)?;
     let state = session.context().state();
     let plan = state.statement_to_plan(DFStatement::Statement(Box::new(SqlStatement::Query(s.query)))).await?;
     let df = DataFrame::new(state, plan);

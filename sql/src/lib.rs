@@ -9,6 +9,7 @@
 pub mod error;
 pub mod execute;
 pub mod parser;
+pub mod windows;
 
 pub use error::{Result, SqlError};
 pub use execute::{execute_sql, execute_statement, StatementResult};

@@ -16,7 +16,6 @@ use datafusion::arrow::compute::kernels::aggregate::max;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::execution::context::SessionState;
 use tracing::{debug, info};
 
 use crate::checkpoint::{CommitEntry, OffsetEntry, QueryCheckpoint, QueryMetadata};
@@ -57,7 +56,6 @@ pub struct MicroBatchExecution {
     /// Query name.
     pub name: String,
     plan: Arc<IncrementalPlan>,
-    state: SessionState,
     sources: Vec<QuerySource>,
     sink: Arc<dyn Sink>,
     sink_description: String,
@@ -65,6 +63,8 @@ pub struct MicroBatchExecution {
     clock: ClockRef,
     policy: WatermarkPolicy,
     initialized: bool,
+    /// An uncommitted batch found at recovery, to re-run first.
+    pending_rerun: Option<OffsetEntry>,
     next_batch_id: u64,
     /// End offsets of the last batch that ran (committed).
     committed: BTreeMap<String, Option<SourceOffset>>,
@@ -84,8 +84,6 @@ pub struct ExecutionParts {
     pub name: String,
     /// Prepared plan.
     pub plan: Arc<IncrementalPlan>,
-    /// DataFusion state to plan each batch with.
-    pub state: SessionState,
     /// Instantiated sources.
     pub sources: Vec<QuerySource>,
     /// Sink instance.
@@ -107,7 +105,6 @@ impl MicroBatchExecution {
             id,
             name: parts.name,
             plan: parts.plan,
-            state: parts.state,
             sources: parts.sources,
             sink: parts.sink,
             sink_description: parts.sink_description,
@@ -115,6 +112,7 @@ impl MicroBatchExecution {
             clock: parts.clock,
             policy: parts.policy,
             initialized: false,
+            pending_rerun: None,
             next_batch_id: 0,
             committed: BTreeMap::new(),
             watermark_ms: None,
@@ -134,11 +132,12 @@ impl MicroBatchExecution {
         &self.sources
     }
 
-    /// Read the checkpoint; re-run an uncommitted batch if there is one.
-    /// Returns the progress of that re-run batch, if any.
-    async fn initialize(&mut self) -> Result<Option<StreamingQueryProgress>> {
+    /// Read the checkpoint: resume after the last committed batch (its
+    /// offsets, watermark and state), and remember an uncommitted batch to
+    /// re-run first. Processes nothing. Idempotent.
+    pub async fn recover(&mut self) -> Result<()> {
         if self.initialized {
-            return Ok(None);
+            return Ok(());
         }
         self.initialized = true;
         let meta = self
@@ -146,8 +145,10 @@ impl MicroBatchExecution {
             .metadata_or_init(QueryMetadata { id: self.id.clone(), name: self.name.clone() })
             .await?;
         self.id = meta.id;
+        let state_dir = self.checkpoint.root().child("state");
         let Some(latest) = self.checkpoint.latest_offsets().await? else {
-            return Ok(None);
+            self.plan.restore(&state_dir, None).await?;
+            return Ok(());
         };
         let commit = self.checkpoint.latest_commit().await?;
         let committed_id = commit.as_ref().map(|c| c.batch_id);
@@ -157,7 +158,8 @@ impl MicroBatchExecution {
             self.next_batch_id = latest.batch_id + 1;
             self.last_batch_watermark_ms = latest.watermark_ms;
             self.watermark_ms = commit.and_then(|c| c.next_watermark_ms).or(latest.watermark_ms);
-            return Ok(None);
+            self.plan.restore(&state_dir, Some(latest.batch_id)).await?;
+            return Ok(());
         }
         if latest.batch_id > 0 && committed_id != Some(latest.batch_id - 1) {
             return Err(SluiceError::Checkpoint {
@@ -186,16 +188,18 @@ impl MicroBatchExecution {
         self.committed = start;
         self.next_batch_id = latest.batch_id;
         self.watermark_ms = latest.watermark_ms;
-        let progress = self.run_batch(latest, Instant::now(), 0).await?;
-        Ok(Some(progress))
+        self.plan.restore(&state_dir, latest.batch_id.checked_sub(1)).await?;
+        self.pending_rerun = Some(latest);
+        Ok(())
     }
 
     /// Run at most one batch: a data batch if any source has new data, else
     /// a no-data batch if the watermark moved and the plan has work for it.
     /// Returns its progress, or `None` when there was nothing to do.
     pub async fn step(&mut self) -> Result<Option<StreamingQueryProgress>> {
-        if let Some(p) = self.initialize().await? {
-            return Ok(Some(p));
+        self.recover().await?;
+        if let Some(entry) = self.pending_rerun.take() {
+            return Ok(Some(self.run_batch(entry, Instant::now(), 0).await?));
         }
         let started = Instant::now();
         let mut latest = BTreeMap::new();
@@ -210,7 +214,7 @@ impl MicroBatchExecution {
         }
         let latest_offset_ms = started.elapsed().as_millis() as u64;
         let no_data_due =
-            !has_new && self.plan.wants_no_data_batch(self.last_batch_watermark_ms, self.watermark_ms);
+            !has_new && self.plan.wants_no_data_batch(self.last_batch_watermark_ms, self.watermark_ms).await;
         if !has_new && !no_data_due {
             return Ok(None);
         }
@@ -289,7 +293,7 @@ impl MicroBatchExecution {
             watermark_ms: entry.watermark_ms,
             batch_timestamp_ms: entry.batch_timestamp_ms,
         };
-        let output = self.plan.execute(&self.state, input, ctx).await?;
+        let output = self.plan.execute(input, ctx).await?;
         let execute_ms = exec.elapsed().as_millis() as u64;
         // Sink.
         let sink_t = Instant::now();
@@ -298,6 +302,7 @@ impl MicroBatchExecution {
         let sink_ms = sink_t.elapsed().as_millis() as u64;
         // Commit.
         let commit_t = Instant::now();
+        let state_operators = self.plan.commit(batch_id).await?;
         let next_watermark = self.next_watermark(entry.watermark_ms);
         self.checkpoint.write_commit(&CommitEntry { batch_id, next_watermark_ms: next_watermark }).await?;
         for s in &self.sources {
@@ -339,7 +344,7 @@ impl MicroBatchExecution {
             watermark_ms: entry.watermark_ms,
             sources: source_progress,
             sink: SinkProgress { description: self.sink_description.clone(), num_output_rows: output_rows },
-            state_operators: vec![],
+            state_operators,
         })
     }
 

@@ -197,6 +197,11 @@ pub fn column_derives_from_watermark(plan: &LogicalPlan, name: &str) -> bool {
             .position(|f| f.name() == name)
             .and_then(|i| a.group_expr.get(i))
             .is_some_and(|e| expr_derives_from_watermark(&a.input, e)),
+        // Unnest renames `__unnest_placeholder(x)` to `__unnest_placeholder(x,depth=1)`.
+        LogicalPlan::Unnest(u) => u.input.schema().fields().iter().any(|f| {
+            (f.name() == name || name.starts_with(f.name().trim_end_matches(')')))
+                && column_derives_from_watermark(&u.input, f.name())
+        }),
         other => other.inputs().iter().any(|i| column_derives_from_watermark(i, name)),
     }
 }

@@ -1,0 +1,5 @@
+//! Scalar functions Sluice adds to DataFusion.
+
+pub mod window;
+
+pub use window::window_udfs;

@@ -1,0 +1,101 @@
+//! [`StreamScanExec`]: the leaf of a streaming physical plan. It reads the
+//! rows of the current micro-batch from the [`MicroBatchInput`] attached to
+//! the task context, so a plan is built once per query and executed once per
+//! batch.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties, ReplaceChildrenOptions,
+    SendableRecordBatchStream,
+};
+
+use crate::stream_table::MicroBatchInput;
+
+/// Reads one micro-batch's rows for the input called `key`.
+#[derive(Debug)]
+pub struct StreamScanExec {
+    key: String,
+    schema: SchemaRef,
+    projection: Option<Vec<usize>>,
+    projected: SchemaRef,
+    cache: Arc<PlanProperties>,
+}
+
+impl StreamScanExec {
+    /// Scan the input `key` (a source name, lower case) with `schema`,
+    /// keeping the `projection` columns.
+    pub fn try_new(key: String, schema: SchemaRef, projection: Option<Vec<usize>>) -> Result<Self> {
+        let projected = match &projection {
+            Some(p) => Arc::new(schema.project(p)?),
+            None => Arc::clone(&schema),
+        };
+        let cache = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&projected)),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Ok(Self { key, schema, projection, projected, cache })
+    }
+}
+
+impl DisplayAs for StreamScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "StreamScanExec: input={}", self.key)
+    }
+}
+
+impl ExecutionPlan for StreamScanExec {
+    fn name(&self) -> &'static str {
+        "StreamScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.cache
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(&self, _partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let input = context.session_config().get_extension::<MicroBatchInput>().ok_or_else(|| {
+            DataFusionError::Internal(format!("no micro-batch input attached for stream '{}'", self.key))
+        })?;
+        let batches = input.data.get(&self.key).cloned().unwrap_or_default();
+        let batches = match &self.projection {
+            Some(p) => batches.iter().map(|b| b.project(p)).collect::<std::result::Result<Vec<_>, _>>()?,
+            None => batches,
+        };
+        let _ = &self.schema;
+        Ok(Box::pin(MemoryStream::try_new(batches, Arc::clone(&self.projected), None)?))
+    }
+}

@@ -1,0 +1,303 @@
+//! [`StreamingAggregate`]: incremental aggregation with DataFusion's own
+//! aggregate functions and accumulator state.
+//!
+//! Each batch: a `Partial` aggregation of the batch's rows (vectorised, by
+//! DataFusion), a `PartialReduce` of those partial states with the stored
+//! states of the same keys, and a `Final` evaluation of the rows to emit.
+//! The state store keeps, per group key, the merged intermediate state row
+//! (Arrow row format), prefixed with the key's event time for watermark
+//! eviction. Any built-in aggregate or UDAF with a state works.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::BooleanArray;
+use datafusion::arrow::compute::{concat_batches, filter_record_batch};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, PhysicalGroupBy};
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::{collect, ExecutionPlan};
+
+use super::event_time::event_time_micros;
+use super::{EventTimeKey, StatefulOperator};
+use crate::checkpoint::CheckpointDir;
+use crate::error::{Result, SluiceError};
+use crate::options::OutputMode;
+use crate::plan::BatchContext;
+use crate::progress::StateOperatorProgress;
+use crate::state::{StateStore, StateStoreConfig};
+
+/// The pieces of a planned DataFusion aggregation.
+#[derive(Debug, Clone)]
+pub struct AggregateParts {
+    /// Grouping expressions over the input.
+    pub group_by: PhysicalGroupBy,
+    /// Aggregate functions.
+    pub aggr: Vec<Arc<AggregateFunctionExpr>>,
+    /// `FILTER (WHERE ...)` clauses.
+    pub filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
+    /// Schema of the aggregation's input.
+    pub input_schema: SchemaRef,
+}
+
+impl AggregateParts {
+    /// Find the aggregation in a physical plan made for `Aggregate(pre)`;
+    /// returns its parts and the physical plan of `pre`.
+    pub fn extract(plan: &Arc<dyn ExecutionPlan>) -> Result<(Self, Arc<dyn ExecutionPlan>)> {
+        let mut node = Arc::clone(plan);
+        loop {
+            if let Some(agg) = node.downcast_ref::<AggregateExec>() {
+                let agg = match agg.mode() {
+                    AggregateMode::Final | AggregateMode::FinalPartitioned => {
+                        find_partial(agg.input()).ok_or_else(|| SluiceError::plan("no partial aggregation found"))?
+                    }
+                    _ => node.clone(),
+                };
+                let agg = agg.downcast_ref::<AggregateExec>().ok_or_else(|| SluiceError::plan("not an aggregation"))?;
+                if contains_aggregate(agg.input()) {
+                    return Err(SluiceError::unsupported(
+                        "this aggregation is planned in two stages (for example COUNT(DISTINCT ...)), which streaming \
+                         does not support yet; use approx_distinct(...) instead",
+                    ));
+                }
+                if agg.group_expr().has_grouping_set() {
+                    return Err(SluiceError::unsupported("GROUPING SETS / ROLLUP / CUBE are not supported on streams yet"));
+                }
+                let parts = AggregateParts {
+                    group_by: agg.group_expr().clone(),
+                    aggr: agg.aggr_expr().to_vec(),
+                    filters: agg.filter_expr().to_vec(),
+                    input_schema: agg.input_schema(),
+                };
+                return Ok((parts, Arc::clone(agg.input())));
+            }
+            let children = node.children();
+            if children.len() != 1 {
+                return Err(SluiceError::plan("no aggregation found in the planned query"));
+            }
+            let next = Arc::clone(children[0]);
+            node = next;
+        }
+    }
+}
+
+fn find_partial(plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
+    if plan.downcast_ref::<AggregateExec>().is_some_and(|a| *a.mode() == AggregateMode::Partial) {
+        return Some(Arc::clone(plan));
+    }
+    plan.children().into_iter().find_map(find_partial)
+}
+
+fn contains_aggregate(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.downcast_ref::<AggregateExec>().is_some() || plan.children().into_iter().any(contains_aggregate)
+}
+
+/// Incremental aggregation over the state store.
+#[derive(Debug)]
+pub struct StreamingAggregate {
+    parts: AggregateParts,
+    partial_schema: SchemaRef,
+    num_keys: usize,
+    key_conv: RowConverter,
+    value_conv: RowConverter,
+    event_time: Option<EventTimeKey>,
+    mode: OutputMode,
+    store_config: StateStoreConfig,
+    store: Option<StateStore>,
+    dropped: u64,
+}
+
+const NO_EVENT_TIME: i64 = i64::MAX;
+
+impl StreamingAggregate {
+    /// An aggregation emitting in `mode`; `event_time` names the grouping key
+    /// that carries event time (for late-row dropping and eviction).
+    pub fn try_new(
+        parts: AggregateParts,
+        event_time: Option<EventTimeKey>,
+        mode: OutputMode,
+        store_config: StateStoreConfig,
+    ) -> Result<Self> {
+        let probe = AggregateExec::try_new(
+            AggregateMode::Partial,
+            parts.group_by.clone(),
+            parts.aggr.clone(),
+            parts.filters.clone(),
+            Arc::new(EmptyExec::new(Arc::clone(&parts.input_schema))),
+            Arc::clone(&parts.input_schema),
+        )?;
+        let partial_schema = probe.schema();
+        let num_keys = parts.group_by.expr().len();
+        let fields = |n: usize| partial_schema.fields().iter().take(n).map(|f| SortField::new(f.data_type().clone())).collect();
+        let key_conv = RowConverter::new(fields(num_keys))?;
+        let value_conv = RowConverter::new(fields(partial_schema.fields().len()))?;
+        Ok(Self {
+            parts,
+            partial_schema,
+            num_keys,
+            key_conv,
+            value_conv,
+            event_time,
+            mode,
+            store_config,
+            store: None,
+            dropped: 0,
+        })
+    }
+
+    fn store(&mut self) -> Result<&mut StateStore> {
+        self.store.as_mut().ok_or_else(|| SluiceError::plan("state store used before restore"))
+    }
+
+    async fn run(&self, mode: AggregateMode, input: Vec<RecordBatch>, task: &Arc<TaskContext>) -> Result<Vec<RecordBatch>> {
+        let (schema, group_by, filters) = match mode {
+            AggregateMode::Partial => {
+                (Arc::clone(&self.parts.input_schema), self.parts.group_by.clone(), self.parts.filters.clone())
+            }
+            _ => (Arc::clone(&self.partial_schema), self.parts.group_by.as_final(), vec![None; self.parts.aggr.len()]),
+        };
+        let source = MemorySourceConfig::try_new_exec(&[input], schema, None)?;
+        let exec = AggregateExec::try_new(
+            mode,
+            group_by,
+            self.parts.aggr.clone(),
+            filters,
+            source,
+            Arc::clone(&self.parts.input_schema),
+        )?;
+        Ok(collect(Arc::new(exec), Arc::clone(task)).await?)
+    }
+
+    /// Drop input rows whose event-time key is at or below the watermark.
+    fn drop_late(&mut self, input: Vec<RecordBatch>, watermark_ms: Option<i64>) -> Result<Vec<RecordBatch>> {
+        let (Some(et), Some(wm)) = (&self.event_time, watermark_ms) else { return Ok(input) };
+        if self.mode == OutputMode::Complete {
+            return Ok(input);
+        }
+        let wm_us = wm.saturating_mul(1000);
+        let mut out = vec![];
+        for b in input {
+            let values = et.expr.evaluate(&b)?.into_array(b.num_rows())?;
+            let times = event_time_micros(&values)?;
+            let keep: BooleanArray = times.iter().map(|t| Some(t.is_some_and(|t| t > wm_us))).collect();
+            let kept = filter_record_batch(&b, &keep)?;
+            self.dropped += (b.num_rows() - kept.num_rows()) as u64;
+            out.push(kept);
+        }
+        Ok(out)
+    }
+
+    fn event_times(&self, batch: &RecordBatch) -> Result<Vec<i64>> {
+        match &self.event_time {
+            Some(et) => Ok(event_time_micros(batch.column(et.index))?.values().to_vec()),
+            None => Ok(vec![NO_EVENT_TIME; batch.num_rows()]),
+        }
+    }
+
+    fn decode(&self, values: &[&[u8]]) -> Result<RecordBatch> {
+        let parser = self.value_conv.parser();
+        let rows = values.iter().map(|v| parser.parse(&v[8..]));
+        let arrays = self.value_conv.convert_rows(rows)?;
+        Ok(RecordBatch::try_new(Arc::clone(&self.partial_schema), arrays)?)
+    }
+
+    /// Merge a partial-state batch into the store; returns the merged states.
+    async fn merge(&mut self, partial: RecordBatch, task: &Arc<TaskContext>) -> Result<RecordBatch> {
+        let keys = self.key_conv.convert_columns(&partial.columns()[..self.num_keys])?;
+        let store = self.store.as_ref().ok_or_else(|| SluiceError::plan("state store used before restore"))?;
+        let old: Vec<&[u8]> = (0..partial.num_rows()).filter_map(|i| store.get(keys.row(i).as_ref())).collect();
+        let old = self.decode(&old)?;
+        let merged = self.run(AggregateMode::PartialReduce, vec![old, partial], task).await?;
+        let merged = concat_batches(&self.partial_schema, &merged)?;
+        let keys = self.key_conv.convert_columns(&merged.columns()[..self.num_keys])?;
+        let values = self.value_conv.convert_columns(merged.columns())?;
+        let times = self.event_times(&merged)?;
+        let store = self.store()?;
+        for i in 0..merged.num_rows() {
+            let mut v = Vec::with_capacity(8 + values.row(i).as_ref().len());
+            v.extend_from_slice(&times[i].to_le_bytes());
+            v.extend_from_slice(values.row(i).as_ref());
+            store.put(keys.row(i).as_ref().to_vec(), v);
+        }
+        Ok(merged)
+    }
+}
+
+fn time_prefix(v: &[u8]) -> i64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&v[..8]);
+    i64::from_le_bytes(b)
+}
+
+#[async_trait]
+impl StatefulOperator for StreamingAggregate {
+    async fn restore(&mut self, dir: CheckpointDir, version: Option<u64>) -> Result<()> {
+        self.store = Some(StateStore::open(dir, self.store_config, version).await?);
+        Ok(())
+    }
+
+    async fn process(
+        &mut self,
+        task: Arc<TaskContext>,
+        input: Vec<RecordBatch>,
+        ctx: &BatchContext,
+    ) -> Result<Vec<RecordBatch>> {
+        let input = self.drop_late(input, ctx.watermark_ms)?;
+        let rows: usize = input.iter().map(|b| b.num_rows()).sum();
+        let mut out = vec![];
+        if rows > 0 || self.num_keys == 0 {
+            let partial = self.run(AggregateMode::Partial, input, &task).await?;
+            let partial = concat_batches(&self.partial_schema, &partial)?;
+            let merged = self.merge(partial, &task).await?;
+            if self.mode == OutputMode::Update {
+                out.extend(self.run(AggregateMode::Final, vec![merged], &task).await?);
+            }
+        }
+        match self.mode {
+            OutputMode::Complete => {
+                let store = self.store.as_ref().ok_or_else(|| SluiceError::plan("state store used before restore"))?;
+                let all: Vec<&[u8]> = store.iter().map(|(_, v)| v).collect();
+                let states = self.decode(&all)?;
+                out.extend(self.run(AggregateMode::Final, vec![states], &task).await?);
+            }
+            mode => {
+                if let (Some(_), Some(wm)) = (&self.event_time, ctx.watermark_ms) {
+                    let wm_us = wm.saturating_mul(1000);
+                    let evicted = self.store()?.evict(|_, v| time_prefix(v) <= wm_us);
+                    if mode == OutputMode::Append && !evicted.is_empty() {
+                        let values: Vec<&[u8]> = evicted.iter().map(|(_, v)| v.as_slice()).collect();
+                        let states = self.decode(&values)?;
+                        out.extend(self.run(AggregateMode::Final, vec![states], &task).await?);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn commit(&mut self, version: u64) -> Result<StateOperatorProgress> {
+        let dropped = std::mem::take(&mut self.dropped);
+        let store = self.store()?;
+        let m = store.commit(version).await?;
+        Ok(StateOperatorProgress {
+            operator: "aggregate".into(),
+            num_rows_total: store.len() as u64,
+            num_rows_updated: m.rows_updated,
+            num_rows_removed: m.rows_removed,
+            num_rows_dropped_by_watermark: dropped,
+            memory_used_bytes: store.memory_bytes() as u64,
+            commit_time_ms: m.commit_ms,
+        })
+    }
+
+    fn watermark_driven(&self) -> bool {
+        self.event_time.is_some() && self.mode != OutputMode::Complete
+    }
+}
+

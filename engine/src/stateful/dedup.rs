@@ -1,0 +1,111 @@
+//! [`StreamingDedup`]: `SELECT DISTINCT` on a stream, as Spark's
+//! `dropDuplicates`: each distinct row is emitted once, the first time it
+//! is seen. With an event-time column carrying a watermark, rows at or below
+//! the watermark are dropped as late and keys older than it are forgotten.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::UInt32Array;
+use datafusion::arrow::compute::take_record_batch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::execution::TaskContext;
+
+use super::event_time::event_time_micros;
+use super::{EventTimeKey, StatefulOperator};
+use crate::checkpoint::CheckpointDir;
+use crate::error::{Result, SluiceError};
+use crate::plan::BatchContext;
+use crate::progress::StateOperatorProgress;
+use crate::state::{StateStore, StateStoreConfig};
+
+/// Streaming deduplication over all columns of its input.
+#[derive(Debug)]
+pub struct StreamingDedup {
+    conv: RowConverter,
+    event_time: Option<EventTimeKey>,
+    store_config: StateStoreConfig,
+    store: Option<StateStore>,
+    dropped: u64,
+}
+
+impl StreamingDedup {
+    /// Deduplicate rows of `schema`; `event_time` is the watermarked column, if any.
+    pub fn try_new(schema: &SchemaRef, event_time: Option<EventTimeKey>, store_config: StateStoreConfig) -> Result<Self> {
+        let conv = RowConverter::new(schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect())?;
+        Ok(Self { conv, event_time, store_config, store: None, dropped: 0 })
+    }
+
+    fn store(&mut self) -> Result<&mut StateStore> {
+        self.store.as_mut().ok_or_else(|| SluiceError::plan("state store used before restore"))
+    }
+}
+
+#[async_trait]
+impl StatefulOperator for StreamingDedup {
+    async fn restore(&mut self, dir: CheckpointDir, version: Option<u64>) -> Result<()> {
+        self.store = Some(StateStore::open(dir, self.store_config, version).await?);
+        Ok(())
+    }
+
+    async fn process(
+        &mut self,
+        _task: Arc<TaskContext>,
+        input: Vec<RecordBatch>,
+        ctx: &BatchContext,
+    ) -> Result<Vec<RecordBatch>> {
+        let wm_us = ctx.watermark_ms.map(|w| w.saturating_mul(1000));
+        let mut out = vec![];
+        for batch in input {
+            let rows = self.conv.convert_columns(batch.columns())?;
+            let times = match &self.event_time {
+                Some(et) => Some(event_time_micros(batch.column(et.index))?),
+                None => None,
+            };
+            let mut keep = vec![];
+            let mut dropped = 0;
+            let store = self.store()?;
+            for i in 0..batch.num_rows() {
+                let t = times.as_ref().map(|t| t.value(i)).unwrap_or(i64::MAX);
+                if wm_us.is_some_and(|w| t <= w) {
+                    dropped += 1;
+                    continue;
+                }
+                let key = rows.row(i);
+                if store.get(key.as_ref()).is_none() {
+                    store.put(key.as_ref().to_vec(), t.to_le_bytes().to_vec());
+                    keep.push(i as u32);
+                }
+            }
+            self.dropped += dropped;
+            if !keep.is_empty() {
+                out.push(take_record_batch(&batch, &UInt32Array::from(keep))?);
+            }
+        }
+        if let (Some(_), Some(w)) = (&self.event_time, wm_us) {
+            self.store()?.evict(|_, v| v.len() == 8 && i64::from_le_bytes(v.try_into().unwrap_or([0xff; 8])) <= w);
+        }
+        Ok(out)
+    }
+
+    async fn commit(&mut self, version: u64) -> Result<StateOperatorProgress> {
+        let dropped = std::mem::take(&mut self.dropped);
+        let store = self.store()?;
+        let m = store.commit(version).await?;
+        Ok(StateOperatorProgress {
+            operator: "dedup".into(),
+            num_rows_total: store.len() as u64,
+            num_rows_updated: m.rows_updated,
+            num_rows_removed: m.rows_removed,
+            num_rows_dropped_by_watermark: dropped,
+            memory_used_bytes: store.memory_bytes() as u64,
+            commit_time_ms: m.commit_ms,
+        })
+    }
+
+    fn watermark_driven(&self) -> bool {
+        self.event_time.is_some()
+    }
+}

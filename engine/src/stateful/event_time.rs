@@ -1,0 +1,36 @@
+//! Reading an event-time key (a timestamp, or a window struct's `end`) as
+//! microseconds, for watermark comparisons.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
+use datafusion::physical_expr::PhysicalExpr;
+
+use crate::error::{Result, SluiceError};
+
+/// How to get a row's event time for watermark decisions.
+#[derive(Debug, Clone)]
+pub struct EventTimeKey {
+    /// Index of the grouping key / column holding event time.
+    pub index: usize,
+    /// Expression computing it from the operator's input rows.
+    pub expr: Arc<dyn PhysicalExpr>,
+}
+
+/// Event time in microseconds of each value: a timestamp as is; a window
+/// struct by its `end` field (a window is closed when its end <= watermark).
+pub fn event_time_micros(values: &ArrayRef) -> Result<Int64Array> {
+    let values = match values.data_type() {
+        DataType::Struct(_) => values
+            .as_struct()
+            .column_by_name("end")
+            .cloned()
+            .ok_or_else(|| SluiceError::plan("event-time window struct has no 'end' field"))?,
+        _ => Arc::clone(values),
+    };
+    let us = cast(&values, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+    let us = us.as_primitive::<TimestampMicrosecondType>();
+    Ok(us.iter().map(|v| v.or(Some(i64::MIN))).collect::<Int64Array>())
+}

@@ -1,0 +1,40 @@
+//! Stateful streaming operators: aggregation and deduplication, both over
+//! the [`StateStore`](crate::state::StateStore).
+
+mod aggregate;
+mod dedup;
+mod event_time;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::execution::TaskContext;
+
+pub use aggregate::{AggregateParts, StreamingAggregate};
+pub use dedup::StreamingDedup;
+pub use event_time::EventTimeKey;
+
+use crate::checkpoint::CheckpointDir;
+use crate::error::Result;
+use crate::plan::BatchContext;
+use crate::progress::StateOperatorProgress;
+
+/// An operator that keeps state between micro-batches.
+#[async_trait]
+pub trait StatefulOperator: Send + Sync + std::fmt::Debug {
+    /// Load the state as of `version` (the last committed batch; `None`:
+    /// start empty) from `dir`.
+    async fn restore(&mut self, dir: CheckpointDir, version: Option<u64>) -> Result<()>;
+    /// Feed one batch's input; return the rows to emit.
+    async fn process(
+        &mut self,
+        task: Arc<TaskContext>,
+        input: Vec<RecordBatch>,
+        ctx: &BatchContext,
+    ) -> Result<Vec<RecordBatch>>;
+    /// Make this batch's state changes durable as `version`.
+    async fn commit(&mut self, version: u64) -> Result<StateOperatorProgress>;
+    /// Whether a watermark advance alone can make output or eviction due.
+    fn watermark_driven(&self) -> bool;
+}
