@@ -170,17 +170,39 @@ fn contains_streaming_aggregate(plan: &LogicalPlan) -> bool {
     found
 }
 
-/// Whether `expr`, evaluated over `input`, is derived from a source's
-/// watermarked event-time column.
-pub fn expr_derives_from_watermark(input: &LogicalPlan, expr: &Expr) -> bool {
-    expr.column_refs().iter().any(|c| column_derives_from_watermark(input, &c.name))
+/// Where a derived column must come from.
+#[derive(Debug, Clone, Copy)]
+enum Origin<'a> {
+    /// A source's watermarked event-time column.
+    Watermark,
+    /// A call of the named scalar function.
+    Function(&'a str),
 }
 
-/// Whether the output column `name` of `plan` is derived from a watermarked
-/// event-time column (followed through projections, aliases and unnests).
-pub fn column_derives_from_watermark(plan: &LogicalPlan, name: &str) -> bool {
+fn calls(expr: &Expr, fname: &str) -> bool {
+    let mut found = false;
+    let _ = expr.apply(|e| {
+        if let Expr::ScalarFunction(f) = e {
+            found |= f.name() == fname;
+        }
+        Ok(if found { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+    });
+    found
+}
+
+fn expr_derives(input: &LogicalPlan, expr: &Expr, origin: Origin) -> bool {
+    if let Origin::Function(f) = origin {
+        if calls(expr, f) {
+            return true;
+        }
+    }
+    expr.column_refs().iter().any(|c| column_derives(input, &c.name, origin))
+}
+
+fn column_derives(plan: &LogicalPlan, name: &str, origin: Origin) -> bool {
     if let Some(def) = stream_source_of(plan) {
-        return def.watermark.as_ref().is_some_and(|w| w.column.eq_ignore_ascii_case(name));
+        return matches!(origin, Origin::Watermark)
+            && def.watermark.as_ref().is_some_and(|w| w.column.eq_ignore_ascii_case(name));
     }
     match plan {
         LogicalPlan::Projection(p) => p
@@ -189,19 +211,37 @@ pub fn column_derives_from_watermark(plan: &LogicalPlan, name: &str) -> bool {
             .iter()
             .position(|f| f.name() == name)
             .and_then(|i| p.expr.get(i))
-            .is_some_and(|e| expr_derives_from_watermark(&p.input, e)),
+            .is_some_and(|e| expr_derives(&p.input, e, origin)),
         LogicalPlan::Aggregate(a) => a
             .schema
             .fields()
             .iter()
             .position(|f| f.name() == name)
             .and_then(|i| a.group_expr.get(i))
-            .is_some_and(|e| expr_derives_from_watermark(&a.input, e)),
+            .is_some_and(|e| expr_derives(&a.input, e, origin)),
         // Unnest renames `__unnest_placeholder(x)` to `__unnest_placeholder(x,depth=1)`.
         LogicalPlan::Unnest(u) => u.input.schema().fields().iter().any(|f| {
             (f.name() == name || name.starts_with(f.name().trim_end_matches(')')))
-                && column_derives_from_watermark(&u.input, f.name())
+                && column_derives(&u.input, f.name(), origin)
         }),
-        other => other.inputs().iter().any(|i| column_derives_from_watermark(i, name)),
+        other => other.inputs().iter().any(|i| column_derives(i, name, origin)),
     }
+}
+
+/// Whether `expr`, evaluated over `input`, is derived from a source's
+/// watermarked event-time column.
+pub fn expr_derives_from_watermark(input: &LogicalPlan, expr: &Expr) -> bool {
+    expr_derives(input, expr, Origin::Watermark)
+}
+
+/// Whether the output column `name` of `plan` is derived from a watermarked
+/// event-time column (followed through projections, aliases and unnests).
+pub fn column_derives_from_watermark(plan: &LogicalPlan, name: &str) -> bool {
+    column_derives(plan, name, Origin::Watermark)
+}
+
+/// Whether `expr`, evaluated over `input`, is computed by a call of the
+/// scalar function `fname` (followed through projections and unnests).
+pub fn expr_derives_from_function(input: &LogicalPlan, expr: &Expr, fname: &str) -> bool {
+    expr_derives(input, expr, Origin::Function(fname))
 }

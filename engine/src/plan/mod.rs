@@ -28,7 +28,9 @@ use crate::error::{Result, SluiceError};
 use crate::options::OutputMode;
 use crate::progress::StateOperatorProgress;
 use crate::state::StateStoreConfig;
-use crate::stateful::{AggregateParts, EventTimeKey, StatefulOperator, StreamingAggregate, StreamingDedup};
+use crate::stateful::{
+    AggregateParts, EventTimeKey, SessionAggregate, SessionColumns, StatefulOperator, StreamingAggregate, StreamingDedup,
+};
 use crate::stream_table::{MicroBatchInput, StreamingPlanning};
 
 /// Facts about the micro-batch being run.
@@ -78,6 +80,23 @@ fn event_time_group(agg: &datafusion::logical_expr::Aggregate) -> Option<usize> 
         .or_else(|| derived.first().copied())
 }
 
+/// The grouping keys holding a session window (computed by `sluice_session`).
+fn session_columns(agg: &datafusion::logical_expr::Aggregate) -> Option<SessionColumns> {
+    let fields = agg.schema.fields();
+    let derived: Vec<usize> = agg
+        .group_expr
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| analyze::expr_derives_from_function(&agg.input, e, crate::functions::window::SESSION))
+        .map(|(i, _)| i)
+        .collect();
+    if let Some(i) = derived.iter().copied().find(|i| matches!(fields[*i].data_type(), datafusion::arrow::datatypes::DataType::Struct(_))) {
+        return Some(SessionColumns::Struct(i));
+    }
+    let named = |n: &str| derived.iter().copied().find(|i| fields[*i].name() == n);
+    Some(SessionColumns::Pair { start: named("window_start")?, end: named("window_end")? })
+}
+
 /// A streaming query, validated for its output mode, planned once, ready to
 /// run batch by batch.
 #[derive(Debug)]
@@ -109,8 +128,13 @@ impl IncrementalPlan {
                         let (parts, pre) = AggregateParts::extract(&physical)?;
                         let event_time = event_time_group(agg)
                             .map(|index| EventTimeKey { index, expr: Arc::clone(&parts.group_by.expr()[index].0) });
-                        let op = StreamingAggregate::try_new(parts, event_time, mode, store_config)?;
-                        (pre, Box::new(op))
+                        let op: Box<dyn StatefulOperator> = match session_columns(agg) {
+                            Some(session) => {
+                                Box::new(SessionAggregate::try_new(parts, session, event_time, mode, store_config)?)
+                            }
+                            None => Box::new(StreamingAggregate::try_new(parts, event_time, mode, store_config)?),
+                        };
+                        (pre, op)
                     }
                     LogicalPlan::Distinct(d) => {
                         let input = d.input();

@@ -98,10 +98,70 @@ fn contains_aggregate(plan: &Arc<dyn ExecutionPlan>) -> bool {
     plan.downcast_ref::<AggregateExec>().is_some() || plan.children().into_iter().any(contains_aggregate)
 }
 
+/// The three DataFusion aggregation stages over in-memory batches.
+#[derive(Debug)]
+pub(super) struct AggStages {
+    pub parts: AggregateParts,
+    /// Schema of intermediate state rows: grouping keys, then state fields.
+    pub partial_schema: SchemaRef,
+}
+
+impl AggStages {
+    pub fn try_new(parts: AggregateParts) -> Result<Self> {
+        let probe = AggregateExec::try_new(
+            AggregateMode::Partial,
+            parts.group_by.clone(),
+            parts.aggr.clone(),
+            parts.filters.clone(),
+            Arc::new(EmptyExec::new(Arc::clone(&parts.input_schema))),
+            Arc::clone(&parts.input_schema),
+        )?;
+        Ok(Self { partial_schema: probe.schema(), parts })
+    }
+
+    /// Run one stage: `Partial` over input rows; `PartialReduce` or `Final`
+    /// over state rows.
+    pub async fn run(&self, mode: AggregateMode, input: Vec<RecordBatch>, task: &Arc<TaskContext>) -> Result<Vec<RecordBatch>> {
+        let (schema, group_by, filters) = match mode {
+            AggregateMode::Partial => {
+                (Arc::clone(&self.parts.input_schema), self.parts.group_by.clone(), self.parts.filters.clone())
+            }
+            _ => (Arc::clone(&self.partial_schema), self.parts.group_by.as_final(), vec![None; self.parts.aggr.len()]),
+        };
+        let source = MemorySourceConfig::try_new_exec(&[input], schema, None)?;
+        let exec = AggregateExec::try_new(
+            mode,
+            group_by,
+            self.parts.aggr.clone(),
+            filters,
+            source,
+            Arc::clone(&self.parts.input_schema),
+        )?;
+        Ok(collect(Arc::new(exec), Arc::clone(task)).await?)
+    }
+}
+
+/// Drop rows whose event-time key is at or below the watermark; returns the
+/// kept rows and the number dropped.
+pub(super) fn drop_late(input: Vec<RecordBatch>, et: &EventTimeKey, wm_ms: i64) -> Result<(Vec<RecordBatch>, u64)> {
+    let wm_us = wm_ms.saturating_mul(1000);
+    let mut out = vec![];
+    let mut dropped = 0;
+    for b in input {
+        let values = et.expr.evaluate(&b)?.into_array(b.num_rows())?;
+        let times = event_time_micros(&values)?;
+        let keep: BooleanArray = times.iter().map(|t| Some(t.is_some_and(|t| t > wm_us))).collect();
+        let kept = filter_record_batch(&b, &keep)?;
+        dropped += (b.num_rows() - kept.num_rows()) as u64;
+        out.push(kept);
+    }
+    Ok((out, dropped))
+}
+
 /// Incremental aggregation over the state store.
 #[derive(Debug)]
 pub struct StreamingAggregate {
-    parts: AggregateParts,
+    stages: AggStages,
     partial_schema: SchemaRef,
     num_keys: usize,
     key_conv: RowConverter,
@@ -124,21 +184,14 @@ impl StreamingAggregate {
         mode: OutputMode,
         store_config: StateStoreConfig,
     ) -> Result<Self> {
-        let probe = AggregateExec::try_new(
-            AggregateMode::Partial,
-            parts.group_by.clone(),
-            parts.aggr.clone(),
-            parts.filters.clone(),
-            Arc::new(EmptyExec::new(Arc::clone(&parts.input_schema))),
-            Arc::clone(&parts.input_schema),
-        )?;
-        let partial_schema = probe.schema();
         let num_keys = parts.group_by.expr().len();
+        let stages = AggStages::try_new(parts)?;
+        let partial_schema = Arc::clone(&stages.partial_schema);
         let fields = |n: usize| partial_schema.fields().iter().take(n).map(|f| SortField::new(f.data_type().clone())).collect();
         let key_conv = RowConverter::new(fields(num_keys))?;
         let value_conv = RowConverter::new(fields(partial_schema.fields().len()))?;
         Ok(Self {
-            parts,
+            stages,
             partial_schema,
             num_keys,
             key_conv,
@@ -156,22 +209,7 @@ impl StreamingAggregate {
     }
 
     async fn run(&self, mode: AggregateMode, input: Vec<RecordBatch>, task: &Arc<TaskContext>) -> Result<Vec<RecordBatch>> {
-        let (schema, group_by, filters) = match mode {
-            AggregateMode::Partial => {
-                (Arc::clone(&self.parts.input_schema), self.parts.group_by.clone(), self.parts.filters.clone())
-            }
-            _ => (Arc::clone(&self.partial_schema), self.parts.group_by.as_final(), vec![None; self.parts.aggr.len()]),
-        };
-        let source = MemorySourceConfig::try_new_exec(&[input], schema, None)?;
-        let exec = AggregateExec::try_new(
-            mode,
-            group_by,
-            self.parts.aggr.clone(),
-            filters,
-            source,
-            Arc::clone(&self.parts.input_schema),
-        )?;
-        Ok(collect(Arc::new(exec), Arc::clone(task)).await?)
+        self.stages.run(mode, input, task).await
     }
 
     /// Drop input rows whose event-time key is at or below the watermark.
@@ -180,17 +218,9 @@ impl StreamingAggregate {
         if self.mode == OutputMode::Complete {
             return Ok(input);
         }
-        let wm_us = wm.saturating_mul(1000);
-        let mut out = vec![];
-        for b in input {
-            let values = et.expr.evaluate(&b)?.into_array(b.num_rows())?;
-            let times = event_time_micros(&values)?;
-            let keep: BooleanArray = times.iter().map(|t| Some(t.is_some_and(|t| t > wm_us))).collect();
-            let kept = filter_record_batch(&b, &keep)?;
-            self.dropped += (b.num_rows() - kept.num_rows()) as u64;
-            out.push(kept);
-        }
-        Ok(out)
+        let (kept, dropped) = drop_late(input, et, wm)?;
+        self.dropped += dropped;
+        Ok(kept)
     }
 
     fn event_times(&self, batch: &RecordBatch) -> Result<Vec<i64>> {

@@ -4,6 +4,7 @@
 mod aggregate;
 mod dedup;
 mod event_time;
+mod session;
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use datafusion::execution::TaskContext;
 pub use aggregate::{AggregateParts, StreamingAggregate};
 pub use dedup::StreamingDedup;
 pub use event_time::EventTimeKey;
+pub use session::{SessionAggregate, SessionColumns};
 
 use crate::checkpoint::CheckpointDir;
 use crate::error::Result;
