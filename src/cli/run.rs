@@ -33,6 +33,7 @@ pub async fn run_file(file: &Path, env_substitute: bool) -> Result<ExitCode, Str
                 eprintln!("started query '{}' (id {})", q.name(), q.id());
                 queries.push(q);
             }
+            StatementResult::Rows(b) if b.iter().all(|b| b.num_rows() == 0) => {}
             other => print_result(&other),
         }
     }
