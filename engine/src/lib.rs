@@ -8,11 +8,14 @@
 
 pub mod checkpoint;
 pub mod clock;
+pub mod committed_table;
 pub mod connector;
+pub mod dataframe;
 pub mod error;
 pub mod execution;
 pub mod foreach;
 pub mod functions;
+pub mod manifest;
 pub mod options;
 pub mod physical;
 pub mod plan;

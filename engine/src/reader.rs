@@ -123,6 +123,8 @@ impl DataStreamWriter {
         let value = value.into();
         if key.eq_ignore_ascii_case("checkpoint") || key.eq_ignore_ascii_case("checkpointLocation") {
             self.spec.checkpoint = Some(value);
+        } else if key.eq_ignore_ascii_case("late_rows") {
+            self.spec.late_rows = Some(value);
         } else {
             self.spec.options.insert(key, value);
         }

@@ -64,6 +64,8 @@ pub struct QuerySpec {
     pub watermark_policy: WatermarkPolicy,
     /// A `foreach_batch` function instead of a sink connector.
     pub foreach: Option<ForeachBatchFn>,
+    /// Name of a memory table receiving the rows dropped as late.
+    pub late_rows: Option<String>,
 }
 
 impl std::fmt::Debug for QuerySpec {
@@ -130,6 +132,8 @@ impl SluiceSession {
         for udf in crate::functions::window_udfs() {
             ctx.register_udf(udf);
         }
+        // External tables over a files-sink output read only its committed files.
+        crate::committed_table::register(&ctx);
         let inner = Arc::new_cyclic(|weak| {
             let ctx = ctx;
             ctx.state_ref().write().config_mut().set_extension(Arc::new(SessionHandle(weak.clone())));
@@ -266,6 +270,26 @@ impl SluiceSession {
                 (sink, spec.format.to_ascii_lowercase())
             }
         };
+        let late_sink = match &spec.late_rows {
+            None => None,
+            Some(table) => {
+                let schema = plan.late_rows_schema().ok_or_else(|| {
+                    SluiceError::plan(format!(
+                        "late_rows = '{table}': only a stateful query (aggregation or DISTINCT) with a watermark drops late rows"
+                    ))
+                })?;
+                plan.collect_late_rows().await;
+                let factory = self.inner.registry.sink("memory")?;
+                Some(factory.create(SinkContext {
+                    name: table.clone(),
+                    options: Options::new(),
+                    schema,
+                    output_mode: OutputMode::Append,
+                    context: self.inner.ctx.clone(),
+                    checkpoint: checkpoint_location.clone(),
+                })?)
+            }
+        };
         let mut sources = vec![];
         for (i, def) in plan.analysis().sources.iter().enumerate() {
             let factory = self.inner.registry.source(&def.connector)?;
@@ -286,6 +310,7 @@ impl SluiceSession {
                 sources,
                 sink,
                 sink_description,
+                late_sink,
                 checkpoint,
                 clock: Arc::clone(&self.inner.clock),
                 policy: spec.watermark_policy,

@@ -29,7 +29,8 @@ pub enum StatementResult {
 }
 
 /// Engine options of `CREATE SINK ... WITH (...)`; the rest go to the connector.
-const SINK_ENGINE_OPTIONS: &[&str] = &["connector", "output_mode", "trigger", "interval", "checkpoint", "watermark_policy"];
+const SINK_ENGINE_OPTIONS: &[&str] =
+    &["connector", "output_mode", "trigger", "interval", "checkpoint", "watermark_policy", "late_rows"];
 
 /// Parse and run every statement of `sql`, in order; stops at the first error.
 ///
@@ -145,6 +146,7 @@ fn sink_spec(s: &CreateSink) -> Result<QuerySpec> {
         checkpoint: all.get("checkpoint").map(str::to_string),
         watermark_policy,
         foreach: None,
+        late_rows: all.get("late_rows").map(str::to_string),
     })
 }
 

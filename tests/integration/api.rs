@@ -190,3 +190,53 @@ async fn processing_time_trigger_follows_the_manual_clock() {
     assert_eq!(p.timestamp_ms, 1_010_000, "batch time comes from the clock");
     q.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn dataframe_windows_with_watermark_in_append_mode() {
+    use datafusion::functions_aggregate::expr_fn::count;
+    use sluice::dataframe::{drop_duplicates, with_watermark, with_window};
+    let (env, session, tmp) = manual_env();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("ts", DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Nanosecond, None), true),
+        Field::new("word", DataType::Utf8, true),
+    ]));
+    let df = session.read_stream().format("memory").schema(schema).name("ev").load().await.unwrap();
+    let df = with_watermark(df, "ts", "10 minutes").unwrap();
+    let df = with_window(df, "window", "ts", "10 minutes", Some("5 minutes")).unwrap();
+    let df = df.aggregate(vec![col("window"), col("word")], vec![count(lit(1)).alias("n")]).unwrap();
+    let q = df
+        .write_stream()
+        .query_name("wc")
+        .output_mode(OutputMode::Append)
+        .option("checkpoint", tmp.path().join("wc").display().to_string())
+        .start()
+        .await
+        .unwrap();
+    let ev = env.streams.get("ev").unwrap();
+    ev.push_rows(&["2024-01-01 12:07:00,dog", "2024-01-01 12:08:00,dog"]).unwrap();
+    q.process_all_available().await.unwrap();
+    assert_eq!(env.sinks.get("wc").unwrap().received_since(0).len(), 0, "windows still open");
+    ev.push_rows(&["2024-01-01 12:21:00,owl"]).unwrap();
+    q.process_all_available().await.unwrap();
+    let mut rows = render_batches(&env.sinks.get("wc").unwrap().received_since(0)).unwrap();
+    rows.sort();
+    assert_eq!(
+        rows,
+        // Watermark 12:11: [12:00,12:10) is closed, [12:05,12:15) still open.
+        vec!["{start: 2024-01-01 12:00:00, end: 2024-01-01 12:10:00},dog,2"]
+    );
+    assert_eq!(q.watermark_ms().map(|w| w % 86_400_000), Some((12 * 60 + 11) * 60_000));
+
+    // A watermark on a column the stream does not have is refused clearly.
+    let df = session.context().table("ev").await.unwrap();
+    let e = with_watermark(df, "nope", "1 minute").unwrap_err().to_string();
+    assert!(e.contains("no stream") && e.contains("'nope'"), "{e}");
+
+    // drop_duplicates on the whole row.
+    let df = drop_duplicates(session.context().table("ev").await.unwrap()).unwrap();
+    let d = df.write_stream().query_name("dd").option("checkpoint", tmp.path().join("dd").display().to_string()).start().await.unwrap();
+    d.process_all_available().await.unwrap();
+    ev.push_rows(&["2024-01-01 12:21:00,owl", "2024-01-01 12:30:00,cat"]).unwrap();
+    d.process_all_available().await.unwrap();
+    assert_eq!(env.sinks.get("dd").unwrap().table_rows().iter().map(|b| b.num_rows()).sum::<usize>(), 4);
+}

@@ -1,5 +1,6 @@
 //! Integration tests (one binary): the engine through the public API and SQL.
 
 mod api;
+mod connectors;
 mod errors;
 mod stt_runner;

@@ -59,6 +59,7 @@ pub struct MicroBatchExecution {
     sources: Vec<QuerySource>,
     sink: Arc<dyn Sink>,
     sink_description: String,
+    late_sink: Option<Arc<dyn Sink>>,
     checkpoint: QueryCheckpoint,
     clock: ClockRef,
     policy: WatermarkPolicy,
@@ -90,6 +91,8 @@ pub struct ExecutionParts {
     pub sink: Arc<dyn Sink>,
     /// Sink connector name, for progress.
     pub sink_description: String,
+    /// Where rows dropped as late go (`late_rows` option).
+    pub late_sink: Option<Arc<dyn Sink>>,
     /// Checkpoint.
     pub checkpoint: QueryCheckpoint,
     /// Clock.
@@ -108,6 +111,7 @@ impl MicroBatchExecution {
             sources: parts.sources,
             sink: parts.sink,
             sink_description: parts.sink_description,
+            late_sink: parts.late_sink,
             checkpoint: parts.checkpoint,
             clock: parts.clock,
             policy: parts.policy,
@@ -299,6 +303,9 @@ impl MicroBatchExecution {
         let sink_t = Instant::now();
         let output_rows: u64 = output.iter().map(|b| b.num_rows() as u64).sum();
         self.sink.add_batch(batch_id, &output).await?;
+        if let Some(late) = &self.late_sink {
+            late.add_batch(batch_id, &self.plan.take_late_rows().await).await?;
+        }
         let sink_ms = sink_t.elapsed().as_millis() as u64;
         // Commit.
         let commit_t = Instant::now();

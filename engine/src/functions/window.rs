@@ -71,6 +71,12 @@ pub fn window_udfs() -> Vec<ScalarUDF> {
     [Kind::Tumble, Kind::Windows, Kind::Session].into_iter().map(|k| ScalarUDF::new_from_impl(WindowFunction::new(k))).collect()
 }
 
+/// One of the window functions by name (`sluice_tumble`, `sluice_windows`,
+/// `sluice_session`).
+pub fn window_udf(name: &str) -> Option<ScalarUDF> {
+    window_udfs().into_iter().find(|u| u.name() == name)
+}
+
 fn int_arg(v: &ColumnarValue, what: &str) -> Result<i64> {
     match v {
         ColumnarValue::Scalar(s) => match s.cast_to(&DataType::Int64)? {

@@ -201,6 +201,30 @@ impl IncrementalPlan {
         Ok(())
     }
 
+    /// Schema of the rows a stateful operator drops as late (its input rows),
+    /// or `None` for a stateless query.
+    pub fn late_rows_schema(&self) -> Option<SchemaRef> {
+        match &self.pipeline {
+            Pipeline::Stateful { pre, .. } => Some(pre.schema()),
+            Pipeline::Stateless { .. } => None,
+        }
+    }
+
+    /// Start keeping the rows dropped as late.
+    pub async fn collect_late_rows(&self) {
+        if let Pipeline::Stateful { op, .. } = &self.pipeline {
+            op.lock().await.collect_late_rows(true);
+        }
+    }
+
+    /// The rows dropped as late in the last batch.
+    pub async fn take_late_rows(&self) -> Vec<RecordBatch> {
+        match &self.pipeline {
+            Pipeline::Stateful { op, .. } => op.lock().await.take_late_rows(),
+            Pipeline::Stateless { .. } => vec![],
+        }
+    }
+
     /// Make the state changes of batch `version` durable.
     pub async fn commit(&self, version: u64) -> Result<Vec<StateOperatorProgress>> {
         match &self.pipeline {

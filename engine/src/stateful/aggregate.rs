@@ -25,7 +25,7 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::{collect, ExecutionPlan};
 
 use super::event_time::event_time_micros;
-use super::{EventTimeKey, StatefulOperator};
+use super::{EventTimeKey, LateRows, StatefulOperator};
 use crate::checkpoint::CheckpointDir;
 use crate::error::{Result, SluiceError};
 use crate::options::OutputMode;
@@ -142,8 +142,13 @@ impl AggStages {
 }
 
 /// Drop rows whose event-time key is at or below the watermark; returns the
-/// kept rows and the number dropped.
-pub(super) fn drop_late(input: Vec<RecordBatch>, et: &EventTimeKey, wm_ms: i64) -> Result<(Vec<RecordBatch>, u64)> {
+/// kept rows and the number dropped, keeping the dropped ones in `late`.
+pub(super) fn drop_late(
+    input: Vec<RecordBatch>,
+    et: &EventTimeKey,
+    wm_ms: i64,
+    late: &mut LateRows,
+) -> Result<(Vec<RecordBatch>, u64)> {
     let wm_us = wm_ms.saturating_mul(1000);
     let mut out = vec![];
     let mut dropped = 0;
@@ -153,6 +158,9 @@ pub(super) fn drop_late(input: Vec<RecordBatch>, et: &EventTimeKey, wm_ms: i64) 
         let keep: BooleanArray = times.iter().map(|t| Some(t.is_some_and(|t| t > wm_us))).collect();
         let kept = filter_record_batch(&b, &keep)?;
         dropped += (b.num_rows() - kept.num_rows()) as u64;
+        if late.on && kept.num_rows() < b.num_rows() {
+            late.push(filter_record_batch(&b, &datafusion::arrow::compute::not(&keep)?)?);
+        }
         out.push(kept);
     }
     Ok((out, dropped))
@@ -171,6 +179,7 @@ pub struct StreamingAggregate {
     store_config: StateStoreConfig,
     store: Option<StateStore>,
     dropped: u64,
+    late: LateRows,
 }
 
 const NO_EVENT_TIME: i64 = i64::MAX;
@@ -201,6 +210,7 @@ impl StreamingAggregate {
             store_config,
             store: None,
             dropped: 0,
+            late: LateRows::default(),
         })
     }
 
@@ -218,7 +228,7 @@ impl StreamingAggregate {
         if self.mode == OutputMode::Complete {
             return Ok(input);
         }
-        let (kept, dropped) = drop_late(input, et, wm)?;
+        let (kept, dropped) = drop_late(input, et, wm, &mut self.late)?;
         self.dropped += dropped;
         Ok(kept)
     }
@@ -328,6 +338,14 @@ impl StatefulOperator for StreamingAggregate {
 
     fn watermark_driven(&self) -> bool {
         self.event_time.is_some() && self.mode != OutputMode::Complete
+    }
+
+    fn collect_late_rows(&mut self, on: bool) {
+        self.late.on = on;
+    }
+
+    fn take_late_rows(&mut self) -> Vec<RecordBatch> {
+        std::mem::take(&mut self.late.rows)
     }
 }
 

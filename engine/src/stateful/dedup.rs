@@ -14,7 +14,7 @@ use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::execution::TaskContext;
 
 use super::event_time::event_time_micros;
-use super::{EventTimeKey, StatefulOperator};
+use super::{EventTimeKey, LateRows, StatefulOperator};
 use crate::checkpoint::CheckpointDir;
 use crate::error::{Result, SluiceError};
 use crate::plan::BatchContext;
@@ -29,13 +29,14 @@ pub struct StreamingDedup {
     store_config: StateStoreConfig,
     store: Option<StateStore>,
     dropped: u64,
+    late: LateRows,
 }
 
 impl StreamingDedup {
     /// Deduplicate rows of `schema`; `event_time` is the watermarked column, if any.
     pub fn try_new(schema: &SchemaRef, event_time: Option<EventTimeKey>, store_config: StateStoreConfig) -> Result<Self> {
         let conv = RowConverter::new(schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect())?;
-        Ok(Self { conv, event_time, store_config, store: None, dropped: 0 })
+        Ok(Self { conv, event_time, store_config, store: None, dropped: 0, late: LateRows::default() })
     }
 
     fn store(&mut self) -> Result<&mut StateStore> {
@@ -65,12 +66,14 @@ impl StatefulOperator for StreamingDedup {
                 None => None,
             };
             let mut keep = vec![];
+            let mut late = vec![];
             let mut dropped = 0;
             let store = self.store()?;
             for i in 0..batch.num_rows() {
                 let t = times.as_ref().map(|t| t.value(i)).unwrap_or(i64::MAX);
                 if wm_us.is_some_and(|w| t <= w) {
                     dropped += 1;
+                    late.push(i as u32);
                     continue;
                 }
                 let key = rows.row(i);
@@ -80,6 +83,9 @@ impl StatefulOperator for StreamingDedup {
                 }
             }
             self.dropped += dropped;
+            if self.late.on && !late.is_empty() {
+                self.late.push(take_record_batch(&batch, &UInt32Array::from(late))?);
+            }
             if !keep.is_empty() {
                 out.push(take_record_batch(&batch, &UInt32Array::from(keep))?);
             }
@@ -107,5 +113,13 @@ impl StatefulOperator for StreamingDedup {
 
     fn watermark_driven(&self) -> bool {
         self.event_time.is_some()
+    }
+
+    fn collect_late_rows(&mut self, on: bool) {
+        self.late.on = on;
+    }
+
+    fn take_late_rows(&mut self) -> Vec<RecordBatch> {
+        std::mem::take(&mut self.late.rows)
     }
 }

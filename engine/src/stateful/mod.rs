@@ -39,4 +39,23 @@ pub trait StatefulOperator: Send + Sync + std::fmt::Debug {
     async fn commit(&mut self, version: u64) -> Result<StateOperatorProgress>;
     /// Whether a watermark advance alone can make output or eviction due.
     fn watermark_driven(&self) -> bool;
+    /// Keep the input rows dropped as late, for [`Self::take_late_rows`].
+    fn collect_late_rows(&mut self, on: bool);
+    /// The rows dropped as late since the last call (when collecting).
+    fn take_late_rows(&mut self) -> Vec<RecordBatch>;
+}
+
+/// Late rows kept for the `late_rows` sink option.
+#[derive(Debug, Default)]
+pub(crate) struct LateRows {
+    pub on: bool,
+    pub rows: Vec<RecordBatch>,
+}
+
+impl LateRows {
+    pub fn push(&mut self, batch: RecordBatch) {
+        if self.on && batch.num_rows() > 0 {
+            self.rows.push(batch);
+        }
+    }
 }

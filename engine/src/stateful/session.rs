@@ -22,7 +22,7 @@ use datafusion::execution::TaskContext;
 use datafusion::physical_plan::aggregates::AggregateMode;
 
 use super::aggregate::{drop_late, AggStages};
-use super::{AggregateParts, EventTimeKey, StatefulOperator};
+use super::{AggregateParts, EventTimeKey, LateRows, StatefulOperator};
 use crate::checkpoint::CheckpointDir;
 use crate::error::{Result, SluiceError};
 use crate::options::OutputMode;
@@ -66,6 +66,7 @@ pub struct SessionAggregate {
     store_config: StateStoreConfig,
     store: Option<StateStore>,
     dropped: u64,
+    late: LateRows,
 }
 
 fn micros(a: &ArrayRef) -> Result<Vec<i64>> {
@@ -126,7 +127,19 @@ impl SessionAggregate {
         )?;
         let value_conv =
             RowConverter::new(schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect())?;
-        Ok(Self { stages, session, other_keys, key_conv, value_conv, event_time, mode, store_config, store: None, dropped: 0 })
+        Ok(Self {
+            stages,
+            session,
+            other_keys,
+            key_conv,
+            value_conv,
+            event_time,
+            mode,
+            store_config,
+            store: None,
+            dropped: 0,
+            late: LateRows::default(),
+        })
     }
 
     fn schema(&self) -> SchemaRef {
@@ -315,7 +328,7 @@ impl StatefulOperator for SessionAggregate {
     ) -> Result<Vec<RecordBatch>> {
         let input = match (&self.event_time, ctx.watermark_ms) {
             (Some(et), Some(wm)) if self.mode != OutputMode::Complete => {
-                let (kept, dropped) = drop_late(input, et, wm)?;
+                let (kept, dropped) = drop_late(input, et, wm, &mut self.late)?;
                 self.dropped += dropped;
                 kept
             }
@@ -367,5 +380,13 @@ impl StatefulOperator for SessionAggregate {
 
     fn watermark_driven(&self) -> bool {
         self.event_time.is_some() && self.mode == OutputMode::Append
+    }
+
+    fn collect_late_rows(&mut self, on: bool) {
+        self.late.on = on;
+    }
+
+    fn take_late_rows(&mut self) -> Vec<RecordBatch> {
+        std::mem::take(&mut self.late.rows)
     }
 }

@@ -2,6 +2,7 @@
 //! cleaning files through an [`ObjectStore`] (the local file system in this
 //! build).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -10,9 +11,21 @@ use futures::TryStreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use sluice_engine::{Result, SluiceError};
+use sluice_engine::{manifest, Result, SluiceError};
+use tracing::debug;
 
 use super::log::SeenFile;
+
+/// The candidate files of a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    /// The files.
+    pub files: Vec<SeenFile>,
+    /// `true` when the directory is a `files` sink output and `files` are
+    /// its committed files in manifest order (keep that order); `false`
+    /// when they must be ordered by modification time.
+    pub manifest_order: bool,
+}
 
 /// Turn the `path` (or `source_archive_dir`) option into a local path:
 /// plain paths and `file://` URLs are accepted.
@@ -91,17 +104,24 @@ impl SourceDir {
         Path::parse(&text).map_err(|e| self.error(format!("bad file path '{rel}': {e}")))
     }
 
-    /// Every visible file under the directory (recursively). Files and
-    /// folders whose name starts with `.` or `_` (hidden files, `_SUCCESS`,
-    /// `_spark_metadata`, manifests) are skipped.
-    pub async fn list(&mut self) -> Result<Vec<SeenFile>> {
+    /// The candidate files of the directory. For a `files` sink output
+    /// directory (one holding `_sluice_manifest/`): the data files of its
+    /// committed batches, in manifest order (files of uncommitted batches are
+    /// ignored). Otherwise every visible file under the directory
+    /// (recursively): files and folders whose name starts with `.` or `_`
+    /// (hidden files, `_SUCCESS`, `_spark_metadata`) are skipped.
+    pub async fn list(&mut self) -> Result<Listing> {
         let root = self.root()?;
         let items: Vec<_> = self.store.list(Some(&root)).try_collect().await?;
+        let manifest = manifest::has_manifest(&self.local);
         let mut out = Vec::with_capacity(items.len());
         for meta in items {
             let Some(parts) = meta.location.prefix_match(&root) else { continue };
             let parts: Vec<String> = parts.map(|p| p.as_ref().to_string()).collect();
-            if parts.is_empty() || parts.iter().any(|p| p.starts_with('.') || p.starts_with('_')) {
+            let hidden = parts.iter().any(|p| p.starts_with('.') || p.starts_with('_'));
+            // Committed files are named by the manifest, whatever their names.
+            let skip = if manifest { parts.first().is_some_and(|p| p == manifest::MANIFEST_DIR) } else { hidden };
+            if parts.is_empty() || skip {
                 continue;
             }
             out.push(SeenFile {
@@ -110,7 +130,21 @@ impl SourceDir {
                 modified_ms: meta.last_modified.timestamp_millis(),
             });
         }
-        Ok(out)
+        if !manifest {
+            return Ok(Listing { files: out, manifest_order: false });
+        }
+        let mut on_disk: HashMap<String, SeenFile> = out.into_iter().map(|f| (f.path.clone(), f)).collect();
+        let mut files = Vec::new();
+        for entry in manifest::read_entries(&self.local).await? {
+            for file in entry.files {
+                match on_disk.remove(&file.path) {
+                    Some(found) => files.push(found),
+                    None => debug!(source = %self.source_name, file = %self.display_file(&file.path),
+                        batch_id = entry.batch_id, "committed file not on disk (cleaned up?), skipped"),
+                }
+            }
+        }
+        Ok(Listing { files, manifest_order: true })
     }
 
     /// The bytes of a file (relative path). A missing file is an error
@@ -177,7 +211,9 @@ mod tests {
         std::fs::write(p.join("_SUCCESS"), "").unwrap();
         std::fs::write(p.join("_spark_metadata/0"), "x").unwrap();
         let mut dir = SourceDir::new("s", p.to_path_buf());
-        let mut names: Vec<String> = dir.list().await.unwrap().into_iter().map(|f| f.path).collect();
+        let listing = dir.list().await.unwrap();
+        assert!(!listing.manifest_order);
+        let mut names: Vec<String> = listing.files.into_iter().map(|f| f.path).collect();
         names.sort();
         assert_eq!(names, vec!["a.csv".to_string(), "k=1/b.csv".to_string()]);
         assert_eq!(&dir.read("k=1/b.csv").await.unwrap()[..], b"2\n");
@@ -191,7 +227,7 @@ mod tests {
         let e = dir.list().await.unwrap_err().to_string();
         assert!(e.contains("does not exist") && e.contains("nope") && e.contains("create it"), "{e}");
         std::fs::create_dir(&missing).unwrap();
-        assert!(dir.list().await.unwrap().is_empty());
+        assert!(dir.list().await.unwrap().files.is_empty());
         std::fs::remove_dir(&missing).unwrap();
         let e = dir.list().await.unwrap_err().to_string();
         assert!(e.contains("no longer exists"), "{e}");

@@ -8,6 +8,13 @@
 //! of the files of log entries `start+1 ..= end`, so a replay reads exactly
 //! the same files. Files and folders whose name starts with `.` or `_` are
 //! ignored.
+//!
+//! A directory written by the `files` sink (one holding `_sluice_manifest/`,
+//! see [`sluice_engine::manifest`]) is read like Spark reads a directory with
+//! `_spark_metadata`: only the data files of committed batches are
+//! candidates, handed out in manifest order (batch id, then write order;
+//! reversed with `latest_first`), and files of uncommitted (crashed) batches
+//! are ignored.
 
 mod dir;
 mod log;
@@ -236,11 +243,13 @@ impl FilesSource {
     async fn new_files(&self, state: &mut State) -> Result<Vec<SeenFile>> {
         let listed = state.dir.list().await?;
         let log = state.log().await?;
-        let mut new: Vec<SeenFile> = listed.into_iter().filter(|f| !log.contains(&f.path)).collect();
+        let mut new: Vec<SeenFile> = listed.files.into_iter().filter(|f| !log.contains(&f.path)).collect();
         if let Some(frozen) = &state.frozen {
             new.retain(|f| frozen.contains(&f.path));
         }
-        new.sort_by(|a, b| a.modified_ms.cmp(&b.modified_ms).then_with(|| a.path.cmp(&b.path)));
+        if !listed.manifest_order {
+            new.sort_by(|a, b| a.modified_ms.cmp(&b.modified_ms).then_with(|| a.path.cmp(&b.path)));
+        }
         if self.options.latest_first {
             new.reverse();
         }
@@ -333,7 +342,7 @@ impl Source for FilesSource {
         let mut state = self.state.lock().await;
         let listed = state.dir.list().await?;
         let log = state.log().await?;
-        let frozen: HashSet<String> = listed.into_iter().map(|f| f.path).filter(|p| !log.contains(p)).collect();
+        let frozen: HashSet<String> = listed.files.into_iter().map(|f| f.path).filter(|p| !log.contains(p)).collect();
         info!(source = %self.name, files = frozen.len(), "available-now: the files listed now are the last ones read");
         state.frozen = Some(frozen);
         Ok(())

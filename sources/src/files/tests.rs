@@ -268,8 +268,10 @@ async fn available_now_freezes_the_listing() {
 #[tokio::test]
 async fn hidden_files_and_folders_are_ignored() {
     let (data, meta) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    std::fs::create_dir(data.path().join("_sluice_manifest")).unwrap();
-    write(data.path(), "_sluice_manifest/0", "9,z\n", 1);
+    // (A `_sluice_manifest` folder makes the directory a files-sink output:
+    // see `sink_output_reads_only_committed_files_in_manifest_order`.)
+    std::fs::create_dir(data.path().join("_spark_metadata")).unwrap();
+    write(data.path(), "_spark_metadata/0", "9,z\n", 1);
     write(data.path(), ".a.csv.crc", "8,y\n", 1);
     write(data.path(), "_SUCCESS", "", 1);
     write(data.path(), "a.csv", "1,a\n", 1);
@@ -355,4 +357,55 @@ async fn missing_directory_error_names_it() {
     let src = source(&missing, meta.path(), schema_id_name(), &[("format", "csv")]);
     let e = src.latest_offset(None).await.unwrap_err().to_string();
     assert!(e.contains("incoming") && e.contains("does not exist") && e.contains("events"), "{e}");
+}
+
+/// Write the `files` sink manifest entry of `batch_id` naming `files`.
+async fn commit_files(dir: &Path, batch_id: u64, files: &[&str]) {
+    use sluice_engine::manifest::{ManifestEntry, ManifestFile, MANIFEST_DIR};
+    let log = CheckpointDir::open(dir.to_str().unwrap()).unwrap().child(MANIFEST_DIR);
+    let files = files.iter().map(|f| ManifestFile { path: (*f).into(), rows: 1, size: 1 }).collect();
+    log.write_json(&batch_id.to_string(), &ManifestEntry { batch_id, format: "csv".into(), files }).await.unwrap();
+}
+
+#[tokio::test]
+async fn sink_output_reads_only_committed_files_in_manifest_order() {
+    let (data, meta) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // Modification times opposite to the manifest order.
+    write(data.path(), "part-0-x.csv", "1,a\n", 3);
+    std::fs::create_dir_all(data.path().join("k=1")).unwrap();
+    write(data.path(), "k=1/part-1-y.csv", "2,b\n", 2);
+    // Batch 2 crashed before its manifest entry: not a candidate.
+    write(data.path(), "part-2-z.csv", "3,c\n", 1);
+    commit_files(data.path(), 0, &["part-0-x.csv"]).await;
+    commit_files(data.path(), 1, &["k=1/part-1-y.csv"]).await;
+    let src = source(data.path(), meta.path(), schema_id_name(), &[("format", "csv")]);
+    let o0 = src.latest_offset(None).await.unwrap().unwrap();
+    assert_eq!(ids(&src.get_batch(None, &o0).await.unwrap()), vec![Some(1), Some(2)], "manifest order");
+    assert_eq!(src.latest_offset(Some(&o0)).await.unwrap(), Some(o0.clone()), "uncommitted file ignored");
+    // Batch 2 is re-run and committed: its file becomes a candidate.
+    commit_files(data.path(), 2, &["part-2-z.csv"]).await;
+    let o1 = src.latest_offset(Some(&o0)).await.unwrap().unwrap();
+    assert_eq!(ids(&src.get_batch(Some(&o0), &o1).await.unwrap()), vec![Some(3)]);
+}
+
+#[tokio::test]
+async fn sink_output_parquet_one_of_two_files_committed() {
+    let (data, meta) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let schema = schema_id_name();
+    for (name, id) in [("part-0-a.parquet", 1), ("part-1-b.parquet", 2)] {
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(Int64Array::from(vec![id])), Arc::new(StringArray::from(vec!["x"]))],
+        )
+        .unwrap();
+        let file = std::fs::File::create(data.path().join(name)).unwrap();
+        let mut w = ArrowWriter::try_new(file, Arc::clone(&schema), None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+    }
+    commit_files(data.path(), 0, &["part-1-b.parquet"]).await;
+    let src = source(data.path(), meta.path(), schema, &[("format", "parquet")]);
+    let o0 = src.latest_offset(None).await.unwrap().unwrap();
+    assert_eq!(ids(&src.get_batch(None, &o0).await.unwrap()), vec![Some(2)]);
+    assert_eq!(src.latest_offset(Some(&o0)).await.unwrap(), Some(o0));
 }
