@@ -24,6 +24,9 @@ pub use sluice_sinks::{MemorySinkStore, MemorySinks};
 pub use sluice_sources::{MemoryStream, MemoryStreams};
 pub use sluice_sql::{execute_sql, parse_sql, SqlError, StatementResult};
 
+/// The SQL layer (parser, window rewriting).
+pub use sluice_sql as sql;
+
 pub mod stt;
 
 /// The in-memory streams and memory sinks a program shares with its

@@ -88,3 +88,23 @@ async fn partitioned_output_and_empty_manifest() {
     create(&session, "CREATE", "e", &empty).await;
     assert_eq!(scalar(&session, "SELECT count(*) FROM e").await, 0);
 }
+
+#[tokio::test]
+async fn parquet_and_declared_schema() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let session = SluiceSession::new(ConnectorRegistry::new());
+    for (file, rows) in [("part-0-a.parquet", "(1), (2)"), ("part-1-b.parquet", "(10), (20), (30)")] {
+        let path = out.join(file);
+        let sql = format!("COPY (SELECT column1 AS n FROM (VALUES {rows})) TO '{}' STORED AS PARQUET", path.display());
+        session.context().sql(&sql).await.unwrap().collect().await.unwrap();
+    }
+    commit(&out, 0, &["part-1-b.parquet"]).await;
+    let sql = format!("CREATE EXTERNAL TABLE q STORED AS PARQUET LOCATION '{}'", out.display());
+    session.context().sql(&sql).await.unwrap();
+    assert_eq!(scalar(&session, "SELECT sum(n) FROM q").await, 60);
+    let sql = format!("CREATE EXTERNAL TABLE d (n BIGINT) STORED AS PARQUET LOCATION '{}'", out.display());
+    session.context().sql(&sql).await.unwrap();
+    assert_eq!(scalar(&session, "SELECT count(*) FROM d").await, 3);
+}

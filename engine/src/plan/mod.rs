@@ -196,7 +196,8 @@ impl IncrementalPlan {
     /// Load operator state as of `version` (the last committed batch).
     pub async fn restore(&self, dir: &CheckpointDir, version: Option<u64>) -> Result<()> {
         if let Pipeline::Stateful { op, .. } = &self.pipeline {
-            op.lock().await.restore(dir.child("0"), version).await?;
+            let pool = Arc::clone(&self.state.runtime_env().memory_pool);
+            op.lock().await.restore(dir.child("0"), version, &pool).await?;
         }
         Ok(())
     }

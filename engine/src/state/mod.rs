@@ -15,6 +15,7 @@ mod files;
 use std::collections::HashMap;
 use std::time::Instant;
 
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::CheckpointDir;
@@ -67,6 +68,7 @@ pub struct StateStore {
     dir: CheckpointDir,
     config: StateStoreConfig,
     partitions: Vec<Partition>,
+    reservation: Option<MemoryReservation>,
 }
 
 impl StateStore {
@@ -80,8 +82,12 @@ impl StateStore {
                 dir.write_json("_metadata", &StoreMetadata { num_partitions: config.num_partitions }).await?;
             }
         }
-        let mut store =
-            Self { dir, config, partitions: (0..config.num_partitions).map(|_| Partition::default()).collect() };
+        let mut store = Self {
+            dir,
+            config,
+            partitions: (0..config.num_partitions).map(|_| Partition::default()).collect(),
+            reservation: None,
+        };
         if let Some(v) = version {
             store.restore(v).await?;
         }
@@ -154,6 +160,24 @@ impl StateStore {
         self.partitions.iter().map(|p| p.bytes + p.map.len() * 48).sum()
     }
 
+    /// Account this store's memory in `pool` (DataFusion's memory pool) as
+    /// `name`; the reservation follows the state size at every commit.
+    pub fn track_memory(&mut self, pool: &std::sync::Arc<dyn MemoryPool>, name: &str) -> Result<()> {
+        let reservation = MemoryConsumer::new(format!("sluice state: {name}")).register(pool);
+        reservation.try_resize(self.memory_bytes()).map_err(|e| self.memory_error(e))?;
+        self.reservation = Some(reservation);
+        Ok(())
+    }
+
+    fn memory_error(&self, e: datafusion::error::DataFusionError) -> SluiceError {
+        SluiceError::Plan(format!(
+            "the state under {} needs {} bytes, more than the memory pool allows ({e}); raise the memory limit, \
+             add a watermark so old state is evicted, or reduce the number of keys",
+            self.dir.location(),
+            self.memory_bytes()
+        ))
+    }
+
     /// Number of partitions.
     pub fn num_partitions(&self) -> usize {
         self.partitions.len()
@@ -183,6 +207,12 @@ impl StateStore {
         futures::future::try_join_all(writes).await?;
         if snapshot {
             self.purge(version).await?;
+        }
+        let bytes = self.memory_bytes();
+        if let Some(r) = self.reservation.as_ref() {
+            if let Err(e) = r.try_resize(bytes) {
+                return Err(self.memory_error(e));
+            }
         }
         metrics.commit_ms = started.elapsed().as_millis() as u64;
         Ok(metrics)

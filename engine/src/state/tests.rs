@@ -74,3 +74,22 @@ async fn corrupt_state_file_is_named() {
     let e = open(tmp.path(), Some(0)).await.unwrap_err().to_string();
     assert!(e.contains("0.delta") && e.contains("missing"), "{e}");
 }
+
+#[tokio::test]
+async fn memory_is_accounted_in_the_pool_and_limited() {
+    use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool};
+    let tmp = tempfile::tempdir().unwrap();
+    let pool: std::sync::Arc<dyn MemoryPool> = std::sync::Arc::new(GreedyMemoryPool::new(10_000));
+    let mut s = open(tmp.path(), None).await.unwrap();
+    s.track_memory(&pool, "test").unwrap();
+    for k in 0..10u32 {
+        s.put(k.to_le_bytes().to_vec(), vec![0u8; 100]);
+    }
+    s.commit(0).await.unwrap();
+    assert_eq!(pool.reserved(), s.memory_bytes());
+    for k in 10..200u32 {
+        s.put(k.to_le_bytes().to_vec(), vec![0u8; 100]);
+    }
+    let e = s.commit(1).await.unwrap_err().to_string();
+    assert!(e.contains("memory pool") && e.contains("watermark"), "{e}");
+}

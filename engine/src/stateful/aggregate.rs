@@ -277,8 +277,15 @@ fn time_prefix(v: &[u8]) -> i64 {
 
 #[async_trait]
 impl StatefulOperator for StreamingAggregate {
-    async fn restore(&mut self, dir: CheckpointDir, version: Option<u64>) -> Result<()> {
-        self.store = Some(StateStore::open(dir, self.store_config, version).await?);
+    async fn restore(
+        &mut self,
+        dir: CheckpointDir,
+        version: Option<u64>,
+        pool: &Arc<dyn datafusion::execution::memory_pool::MemoryPool>,
+    ) -> Result<()> {
+        let mut store = StateStore::open(dir, self.store_config, version).await?;
+        store.track_memory(pool, "aggregate")?;
+        self.store = Some(store);
         Ok(())
     }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::execution::memory_pool::MemoryPool;
 use datafusion::execution::TaskContext;
 
 pub use aggregate::{AggregateParts, StreamingAggregate};
@@ -26,8 +27,8 @@ use crate::progress::StateOperatorProgress;
 #[async_trait]
 pub trait StatefulOperator: Send + Sync + std::fmt::Debug {
     /// Load the state as of `version` (the last committed batch; `None`:
-    /// start empty) from `dir`.
-    async fn restore(&mut self, dir: CheckpointDir, version: Option<u64>) -> Result<()>;
+    /// start empty) from `dir`, accounting its memory in `pool`.
+    async fn restore(&mut self, dir: CheckpointDir, version: Option<u64>, pool: &Arc<dyn MemoryPool>) -> Result<()>;
     /// Feed one batch's input; return the rows to emit.
     async fn process(
         &mut self,

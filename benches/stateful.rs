@@ -1,0 +1,172 @@
+//! Windowed aggregation throughput and state memory.
+//!
+//! Run with `cargo bench --bench stateful` (`SLUICE_BENCH_ROWS`, default
+//! 10,000,000). Over the same Parquet files (rows with an event time at
+//! 10,000 rows per second of event time, 1,000 keys):
+//! - a tumbling-window (10 s) count by key, append mode with a 5 s watermark;
+//! - a sliding-window (10 s every 2 s) sum by key, append mode.
+//!
+//! Each runs as a Sluice stream (files source, one file per micro-batch,
+//! `available_now`) and as DataFusion's batch execution of the equivalent
+//! query (the baseline, same window functions). Reported: rows/s of both,
+//! their ratio, and the state store's memory per key at its peak.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::{Int64Array, TimestampNanosecondArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use parquet::arrow::ArrowWriter;
+use sluice::{execute_sql, Environment, StreamingDataFrameExt, Trigger};
+
+const FILES: usize = 20;
+const KEYS: i64 = 1000;
+
+fn schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("ts", DataType::Timestamp(TimeUnit::Nanosecond, None), false),
+        Field::new("k", DataType::Int64, false),
+        Field::new("v", DataType::Int64, false),
+    ]))
+}
+
+fn write_files(dir: &std::path::Path, rows: usize) {
+    let per_file = rows / FILES;
+    let base = 1_700_000_000_000_000_000i64;
+    for f in 0..FILES {
+        let file = std::fs::File::create(dir.join(format!("part-{f:04}.parquet"))).expect("create");
+        let mut w = ArrowWriter::try_new(file, schema(), None).expect("writer");
+        let mut i = f * per_file;
+        let end = i + per_file;
+        while i < end {
+            let n = (end - i).min(131_072);
+            let idx: Vec<i64> = (i..i + n).map(|x| x as i64).collect();
+            // 10,000 rows per second of event time, with some disorder.
+            let ts = TimestampNanosecondArray::from_iter_values(
+                idx.iter().map(|x| base + x * 100_000 - (x * 7919 % 13) * 50_000_000),
+            );
+            let batch = RecordBatch::try_new(
+                schema(),
+                vec![
+                    Arc::new(ts),
+                    Arc::new(Int64Array::from_iter_values(idx.iter().map(|x| (x * 31) % KEYS))),
+                    Arc::new(Int64Array::from_iter_values(idx.iter().map(|x| x % 100))),
+                ],
+            )
+            .expect("batch");
+            w.write(&batch).expect("write");
+            i += n;
+        }
+        w.close().expect("close");
+    }
+}
+
+struct Case {
+    name: &'static str,
+    /// The query over a table named `t` (window functions as Sluice rewrites them).
+    batch_sql: &'static str,
+    stream_sql: &'static str,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "tumbling 10 s count by key",
+        batch_sql: "SELECT w['start'] AS ws, k, count(*) AS n FROM (SELECT k, sluice_tumble(ts, 10000000, 0) AS w FROM t) GROUP BY w, k",
+        stream_sql: "SELECT window.start AS ws, k, count(*) AS n FROM t GROUP BY window(ts, '10 seconds'), k",
+    },
+    Case {
+        name: "sliding 10 s / 2 s sum by key",
+        batch_sql: "SELECT w['start'] AS ws, k, sum(v) AS s FROM (SELECT k, v, unnest(sluice_windows(ts, 10000000, 2000000, 0)) AS w FROM t) GROUP BY w, k",
+        stream_sql: "SELECT window.start AS ws, k, sum(v) AS s FROM t GROUP BY window(ts, '10 seconds', '2 seconds'), k",
+    },
+];
+
+async fn batch(dir: &str, sql: &str) -> (Duration, u64) {
+    let ctx = SessionContext::new();
+    for udf in sluice::functions::window_udfs() {
+        ctx.register_udf(udf);
+    }
+    ctx.register_parquet("t", dir, ParquetReadOptions::default()).await.expect("register");
+    let t = Instant::now();
+    let out = ctx.sql(sql).await.expect("sql").collect().await.expect("run");
+    (t.elapsed(), out.iter().map(|b| b.num_rows() as u64).sum())
+}
+
+async fn stream(dir: &str, ck: &str, sql: &str) -> (Duration, u64, u64, u64, usize) {
+    let env = Environment::default();
+    let session = env.default_session();
+    execute_sql(
+        &session,
+        &format!(
+            "CREATE SOURCE t (ts TIMESTAMP NOT NULL, k BIGINT NOT NULL, v BIGINT NOT NULL, \
+             WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) \
+             WITH (connector = 'files', path = '{dir}', format = 'parquet', max_files_per_trigger = 1)"
+        ),
+    )
+    .await
+    .expect("source");
+    let stmt = sluice::parse_sql(&format!("CREATE SINK x AS {sql}")).expect("parse");
+    let sluice::sql::SluiceStatement::CreateSink(mut sink) = stmt.into_iter().next().expect("stmt") else {
+        panic!("not a sink")
+    };
+    sluice::sql::windows::rewrite_windows(&mut sink.query).expect("rewrite");
+    let df = session.context().sql(&sink.query.to_string()).await.expect("plan");
+    let rows = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&rows);
+    let t = Instant::now();
+    let q = df
+        .write_stream()
+        .trigger(Trigger::AvailableNow)
+        .option("checkpoint", ck)
+        .foreach_batch(move |_, b| {
+            counter.fetch_add(b.iter().map(|b| b.num_rows() as u64).sum(), Ordering::Relaxed);
+            Ok(())
+        })
+        .start()
+        .await
+        .expect("start");
+    q.await_termination().await.expect("run");
+    let elapsed = t.elapsed();
+    let progress = q.recent_progress();
+    let peak = progress
+        .iter()
+        .filter_map(|p| p.state_operators.first())
+        .max_by_key(|s| s.memory_used_bytes)
+        .map(|s| (s.memory_used_bytes, s.num_rows_total))
+        .unwrap_or((0, 0));
+    (elapsed, rows.load(Ordering::Relaxed), peak.0, peak.1, progress.len())
+}
+
+fn main() {
+    let rows: usize = std::env::var("SLUICE_BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000_000);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    write_files(&data, rows);
+    let dir = data.display().to_string();
+    rt.block_on(async {
+        println!("windowed aggregation over {rows} rows, {KEYS} keys, {FILES} Parquet files");
+        for (i, case) in CASES.iter().enumerate() {
+            let _ = batch(&dir, case.batch_sql).await;
+            let (bt, bout) = batch(&dir, case.batch_sql).await;
+            let ck = tmp.path().join(format!("ck{i}")).display().to_string();
+            let (st, sout, mem, keys, batches) = stream(&dir, &ck, case.stream_sql).await;
+            let (brate, srate) = (rows as f64 / bt.as_secs_f64(), rows as f64 / st.as_secs_f64());
+            println!("{}", case.name);
+            println!("  datafusion batch : {:>8.0} ms {:>12.0} rows/s  ({bout} windows)", bt.as_secs_f64() * 1e3, brate);
+            println!(
+                "  sluice stream    : {:>8.0} ms {:>12.0} rows/s  ({sout} windows emitted, {batches} batches)",
+                st.as_secs_f64() * 1e3,
+                srate
+            );
+            println!("  ratio sluice/datafusion: {:.2}", srate / brate);
+            if keys > 0 {
+                println!("  state at peak: {keys} keys, {mem} bytes, {:.0} bytes/key", mem as f64 / keys as f64);
+            }
+        }
+    });
+}
