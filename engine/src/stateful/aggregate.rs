@@ -25,13 +25,11 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::{collect, ExecutionPlan};
 
 use super::event_time::event_time_micros;
-use super::{EventTimeKey, LateRows, StatefulOperator};
-use crate::checkpoint::CheckpointDir;
+use super::{EventTimeKey, LateRows, OperatorState, StatefulOperator};
 use crate::error::{Result, SluiceError};
 use crate::options::OutputMode;
 use crate::plan::BatchContext;
-use crate::progress::StateOperatorProgress;
-use crate::state::{StateStore, StateStoreConfig};
+use crate::state::StateStoreConfig;
 
 /// The pieces of a planned DataFusion aggregation.
 #[derive(Debug, Clone)]
@@ -176,10 +174,7 @@ pub struct StreamingAggregate {
     value_conv: RowConverter,
     event_time: Option<EventTimeKey>,
     mode: OutputMode,
-    store_config: StateStoreConfig,
-    store: Option<StateStore>,
-    dropped: u64,
-    late: LateRows,
+    state: OperatorState,
 }
 
 const NO_EVENT_TIME: i64 = i64::MAX;
@@ -207,16 +202,10 @@ impl StreamingAggregate {
             value_conv,
             event_time,
             mode,
-            store_config,
-            store: None,
-            dropped: 0,
-            late: LateRows::default(),
+            state: OperatorState::new("aggregate", store_config),
         })
     }
 
-    fn store(&mut self) -> Result<&mut StateStore> {
-        self.store.as_mut().ok_or_else(|| SluiceError::plan("state store used before restore"))
-    }
 
     async fn run(&self, mode: AggregateMode, input: Vec<RecordBatch>, task: &Arc<TaskContext>) -> Result<Vec<RecordBatch>> {
         self.stages.run(mode, input, task).await
@@ -228,8 +217,8 @@ impl StreamingAggregate {
         if self.mode == OutputMode::Complete {
             return Ok(input);
         }
-        let (kept, dropped) = drop_late(input, et, wm, &mut self.late)?;
-        self.dropped += dropped;
+        let (kept, dropped) = drop_late(input, et, wm, &mut self.state.late)?;
+        self.state.dropped += dropped;
         Ok(kept)
     }
 
@@ -250,7 +239,7 @@ impl StreamingAggregate {
     /// Merge a partial-state batch into the store; returns the merged states.
     async fn merge(&mut self, partial: RecordBatch, task: &Arc<TaskContext>) -> Result<RecordBatch> {
         let keys = self.key_conv.convert_columns(&partial.columns()[..self.num_keys])?;
-        let store = self.store.as_ref().ok_or_else(|| SluiceError::plan("state store used before restore"))?;
+        let store = self.state.store()?;
         let old: Vec<&[u8]> = (0..partial.num_rows()).filter_map(|i| store.get(keys.row(i).as_ref())).collect();
         let old = self.decode(&old)?;
         let merged = self.run(AggregateMode::PartialReduce, vec![old, partial], task).await?;
@@ -258,7 +247,7 @@ impl StreamingAggregate {
         let keys = self.key_conv.convert_columns(&merged.columns()[..self.num_keys])?;
         let values = self.value_conv.convert_columns(merged.columns())?;
         let times = self.event_times(&merged)?;
-        let store = self.store()?;
+        let store = self.state.store_mut()?;
         for i in 0..merged.num_rows() {
             let mut v = Vec::with_capacity(8 + values.row(i).as_ref().len());
             v.extend_from_slice(&times[i].to_le_bytes());
@@ -277,17 +266,10 @@ fn time_prefix(v: &[u8]) -> i64 {
 
 #[async_trait]
 impl StatefulOperator for StreamingAggregate {
-    async fn restore(
-        &mut self,
-        dir: CheckpointDir,
-        version: Option<u64>,
-        pool: &Arc<dyn datafusion::execution::memory_pool::MemoryPool>,
-    ) -> Result<()> {
-        let mut store = StateStore::open(dir, self.store_config, version).await?;
-        store.track_memory(pool, "aggregate")?;
-        self.store = Some(store);
-        Ok(())
+    fn state(&mut self) -> &mut OperatorState {
+        &mut self.state
     }
+
 
     async fn process(
         &mut self,
@@ -308,7 +290,7 @@ impl StatefulOperator for StreamingAggregate {
         }
         match self.mode {
             OutputMode::Complete => {
-                let store = self.store.as_ref().ok_or_else(|| SluiceError::plan("state store used before restore"))?;
+                let store = self.state.store()?;
                 let all: Vec<&[u8]> = store.iter().map(|(_, v)| v).collect();
                 let states = self.decode(&all)?;
                 out.extend(self.run(AggregateMode::Final, vec![states], &task).await?);
@@ -316,7 +298,7 @@ impl StatefulOperator for StreamingAggregate {
             mode => {
                 if let (Some(_), Some(wm)) = (&self.event_time, ctx.watermark_ms) {
                     let wm_us = wm.saturating_mul(1000);
-                    let evicted = self.store()?.evict(|_, v| time_prefix(v) <= wm_us);
+                    let evicted = self.state.store_mut()?.evict(|_, v| time_prefix(v) <= wm_us);
                     if mode == OutputMode::Append && !evicted.is_empty() {
                         let values: Vec<&[u8]> = evicted.iter().map(|(_, v)| v.as_slice()).collect();
                         let states = self.decode(&values)?;
@@ -328,31 +310,11 @@ impl StatefulOperator for StreamingAggregate {
         Ok(out)
     }
 
-    async fn commit(&mut self, version: u64) -> Result<StateOperatorProgress> {
-        let dropped = std::mem::take(&mut self.dropped);
-        let store = self.store()?;
-        let m = store.commit(version).await?;
-        Ok(StateOperatorProgress {
-            operator: "aggregate".into(),
-            num_rows_total: store.len() as u64,
-            num_rows_updated: m.rows_updated,
-            num_rows_removed: m.rows_removed,
-            num_rows_dropped_by_watermark: dropped,
-            memory_used_bytes: store.memory_bytes() as u64,
-            commit_time_ms: m.commit_ms,
-        })
-    }
 
     fn watermark_driven(&self) -> bool {
         self.event_time.is_some() && self.mode != OutputMode::Complete
     }
 
-    fn collect_late_rows(&mut self, on: bool) {
-        self.late.on = on;
-    }
 
-    fn take_late_rows(&mut self) -> Vec<RecordBatch> {
-        std::mem::take(&mut self.late.rows)
-    }
 }
 

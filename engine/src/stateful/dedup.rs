@@ -14,49 +14,34 @@ use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::execution::TaskContext;
 
 use super::event_time::event_time_micros;
-use super::{EventTimeKey, LateRows, StatefulOperator};
-use crate::checkpoint::CheckpointDir;
-use crate::error::{Result, SluiceError};
+use super::{EventTimeKey, OperatorState, StatefulOperator};
+use crate::error::Result;
 use crate::plan::BatchContext;
-use crate::progress::StateOperatorProgress;
-use crate::state::{StateStore, StateStoreConfig};
+use crate::state::StateStoreConfig;
 
 /// Streaming deduplication over all columns of its input.
 #[derive(Debug)]
 pub struct StreamingDedup {
     conv: RowConverter,
     event_time: Option<EventTimeKey>,
-    store_config: StateStoreConfig,
-    store: Option<StateStore>,
-    dropped: u64,
-    late: LateRows,
+    state: OperatorState,
 }
 
 impl StreamingDedup {
     /// Deduplicate rows of `schema`; `event_time` is the watermarked column, if any.
     pub fn try_new(schema: &SchemaRef, event_time: Option<EventTimeKey>, store_config: StateStoreConfig) -> Result<Self> {
         let conv = RowConverter::new(schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect())?;
-        Ok(Self { conv, event_time, store_config, store: None, dropped: 0, late: LateRows::default() })
+        Ok(Self { conv, event_time, state: OperatorState::new("dedup", store_config) })
     }
 
-    fn store(&mut self) -> Result<&mut StateStore> {
-        self.store.as_mut().ok_or_else(|| SluiceError::plan("state store used before restore"))
-    }
 }
 
 #[async_trait]
 impl StatefulOperator for StreamingDedup {
-    async fn restore(
-        &mut self,
-        dir: CheckpointDir,
-        version: Option<u64>,
-        pool: &Arc<dyn datafusion::execution::memory_pool::MemoryPool>,
-    ) -> Result<()> {
-        let mut store = StateStore::open(dir, self.store_config, version).await?;
-        store.track_memory(pool, "dedup")?;
-        self.store = Some(store);
-        Ok(())
+    fn state(&mut self) -> &mut OperatorState {
+        &mut self.state
     }
+
 
     async fn process(
         &mut self,
@@ -75,7 +60,7 @@ impl StatefulOperator for StreamingDedup {
             let mut keep = vec![];
             let mut late = vec![];
             let mut dropped = 0;
-            let store = self.store()?;
+            let store = self.state.store_mut()?;
             for i in 0..batch.num_rows() {
                 let t = times.as_ref().map(|t| t.value(i)).unwrap_or(i64::MAX);
                 if wm_us.is_some_and(|w| t <= w) {
@@ -89,44 +74,24 @@ impl StatefulOperator for StreamingDedup {
                     keep.push(i as u32);
                 }
             }
-            self.dropped += dropped;
-            if self.late.on && !late.is_empty() {
-                self.late.push(take_record_batch(&batch, &UInt32Array::from(late))?);
+            self.state.dropped += dropped;
+            if self.state.late.on && !late.is_empty() {
+                self.state.late.push(take_record_batch(&batch, &UInt32Array::from(late))?);
             }
             if !keep.is_empty() {
                 out.push(take_record_batch(&batch, &UInt32Array::from(keep))?);
             }
         }
         if let (Some(_), Some(w)) = (&self.event_time, wm_us) {
-            self.store()?.evict(|_, v| v.len() == 8 && i64::from_le_bytes(v.try_into().unwrap_or([0xff; 8])) <= w);
+            self.state.store_mut()?.evict(|_, v| v.len() == 8 && i64::from_le_bytes(v.try_into().unwrap_or([0xff; 8])) <= w);
         }
         Ok(out)
     }
 
-    async fn commit(&mut self, version: u64) -> Result<StateOperatorProgress> {
-        let dropped = std::mem::take(&mut self.dropped);
-        let store = self.store()?;
-        let m = store.commit(version).await?;
-        Ok(StateOperatorProgress {
-            operator: "dedup".into(),
-            num_rows_total: store.len() as u64,
-            num_rows_updated: m.rows_updated,
-            num_rows_removed: m.rows_removed,
-            num_rows_dropped_by_watermark: dropped,
-            memory_used_bytes: store.memory_bytes() as u64,
-            commit_time_ms: m.commit_ms,
-        })
-    }
 
     fn watermark_driven(&self) -> bool {
         self.event_time.is_some()
     }
 
-    fn collect_late_rows(&mut self, on: bool) {
-        self.late.on = on;
-    }
 
-    fn take_late_rows(&mut self) -> Vec<RecordBatch> {
-        std::mem::take(&mut self.late.rows)
-    }
 }

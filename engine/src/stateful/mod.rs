@@ -19,16 +19,16 @@ pub use event_time::EventTimeKey;
 pub use session::{SessionAggregate, SessionColumns};
 
 use crate::checkpoint::CheckpointDir;
-use crate::error::Result;
+use crate::error::{Result, SluiceError};
+use crate::state::{StateStore, StateStoreConfig};
 use crate::plan::BatchContext;
 use crate::progress::StateOperatorProgress;
 
 /// An operator that keeps state between micro-batches.
 #[async_trait]
 pub trait StatefulOperator: Send + Sync + std::fmt::Debug {
-    /// Load the state as of `version` (the last committed batch; `None`:
-    /// start empty) from `dir`, accounting its memory in `pool`.
-    async fn restore(&mut self, dir: CheckpointDir, version: Option<u64>, pool: &Arc<dyn MemoryPool>) -> Result<()>;
+    /// The operator's state store, counters and late rows.
+    fn state(&mut self) -> &mut OperatorState;
     /// Feed one batch's input; return the rows to emit.
     async fn process(
         &mut self,
@@ -36,14 +36,77 @@ pub trait StatefulOperator: Send + Sync + std::fmt::Debug {
         input: Vec<RecordBatch>,
         ctx: &BatchContext,
     ) -> Result<Vec<RecordBatch>>;
-    /// Make this batch's state changes durable as `version`.
-    async fn commit(&mut self, version: u64) -> Result<StateOperatorProgress>;
     /// Whether a watermark advance alone can make output or eviction due.
     fn watermark_driven(&self) -> bool;
+
+    /// Load the state as of `version` (the last committed batch; `None`:
+    /// start empty) from `dir`, accounting its memory in `pool`.
+    async fn restore(&mut self, dir: CheckpointDir, version: Option<u64>, pool: &Arc<dyn MemoryPool>) -> Result<()> {
+        self.state().restore(dir, version, pool).await
+    }
+    /// Make this batch's state changes durable as `version`.
+    async fn commit(&mut self, version: u64) -> Result<StateOperatorProgress> {
+        self.state().commit(version).await
+    }
     /// Keep the input rows dropped as late, for [`Self::take_late_rows`].
-    fn collect_late_rows(&mut self, on: bool);
+    fn collect_late_rows(&mut self, on: bool) {
+        self.state().late.on = on;
+    }
     /// The rows dropped as late since the last call (when collecting).
-    fn take_late_rows(&mut self) -> Vec<RecordBatch>;
+    fn take_late_rows(&mut self) -> Vec<RecordBatch> {
+        std::mem::take(&mut self.state().late.rows)
+    }
+}
+
+/// What every stateful operator keeps besides its logic: its state store,
+/// the count of rows dropped as late, and (for `late_rows`) those rows.
+#[derive(Debug)]
+pub struct OperatorState {
+    name: &'static str,
+    config: StateStoreConfig,
+    store: Option<StateStore>,
+    pub(crate) dropped: u64,
+    pub(crate) late: LateRows,
+}
+
+impl OperatorState {
+    /// State of the operator called `name` (in progress reports).
+    pub fn new(name: &'static str, config: StateStoreConfig) -> Self {
+        Self { name, config, store: None, dropped: 0, late: LateRows::default() }
+    }
+
+    async fn restore(&mut self, dir: CheckpointDir, version: Option<u64>, pool: &Arc<dyn MemoryPool>) -> Result<()> {
+        let mut store = StateStore::open(dir, self.config, version).await?;
+        store.track_memory(pool, self.name)?;
+        self.store = Some(store);
+        Ok(())
+    }
+
+    /// The store (after restore).
+    pub fn store(&self) -> Result<&StateStore> {
+        self.store.as_ref().ok_or_else(|| SluiceError::plan("state store used before restore"))
+    }
+
+    /// The store, mutable (after restore).
+    pub fn store_mut(&mut self) -> Result<&mut StateStore> {
+        self.store.as_mut().ok_or_else(|| SluiceError::plan("state store used before restore"))
+    }
+
+    async fn commit(&mut self, version: u64) -> Result<StateOperatorProgress> {
+        let dropped = std::mem::take(&mut self.dropped);
+        let name = self.name;
+        let store = self.store_mut()?;
+        let m = store.commit(version).await?;
+        Ok(StateOperatorProgress {
+            operator: name.into(),
+            num_rows_total: store.len() as u64,
+            num_rows_updated: m.rows_updated,
+            num_rows_removed: m.rows_removed,
+            num_rows_dropped_by_watermark: dropped,
+            memory_used_bytes: store.memory_bytes() as u64,
+            commit_time_ms: m.commit_ms,
+        })
+    }
 }
 
 /// Late rows kept for the `late_rows` sink option.

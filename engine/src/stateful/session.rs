@@ -22,13 +22,11 @@ use datafusion::execution::TaskContext;
 use datafusion::physical_plan::aggregates::AggregateMode;
 
 use super::aggregate::{drop_late, AggStages};
-use super::{AggregateParts, EventTimeKey, LateRows, StatefulOperator};
-use crate::checkpoint::CheckpointDir;
+use super::{AggregateParts, EventTimeKey, OperatorState, StatefulOperator};
 use crate::error::{Result, SluiceError};
 use crate::options::OutputMode;
 use crate::plan::BatchContext;
-use crate::progress::StateOperatorProgress;
-use crate::state::{StateStore, StateStoreConfig};
+use crate::state::StateStoreConfig;
 
 /// Where the session bounds are among the grouping keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,10 +61,7 @@ pub struct SessionAggregate {
     value_conv: RowConverter,
     event_time: Option<EventTimeKey>,
     mode: OutputMode,
-    store_config: StateStoreConfig,
-    store: Option<StateStore>,
-    dropped: u64,
-    late: LateRows,
+    state: OperatorState,
 }
 
 fn micros(a: &ArrayRef) -> Result<Vec<i64>> {
@@ -135,10 +130,7 @@ impl SessionAggregate {
             value_conv,
             event_time,
             mode,
-            store_config,
-            store: None,
-            dropped: 0,
-            late: LateRows::default(),
+            state: OperatorState::new("session_aggregate", store_config),
         })
     }
 
@@ -146,13 +138,7 @@ impl SessionAggregate {
         Arc::clone(&self.stages.partial_schema)
     }
 
-    fn store_ref(&self) -> Result<&StateStore> {
-        self.store.as_ref().ok_or_else(|| SluiceError::plan("state store used before restore"))
-    }
 
-    fn store(&mut self) -> Result<&mut StateStore> {
-        self.store.as_mut().ok_or_else(|| SluiceError::plan("state store used before restore"))
-    }
 
     fn keys_of(&self, batch: &RecordBatch) -> Result<datafusion::arrow::row::Rows> {
         let cols: Vec<ArrayRef> = self.other_keys.iter().map(|i| Arc::clone(batch.column(*i))).collect();
@@ -213,7 +199,7 @@ impl SessionAggregate {
                 touched.push(k);
             }
         }
-        let store = self.store_ref()?;
+        let store = self.state.store()?;
         let mut old_rows: Vec<&[u8]> = vec![];
         for k in &touched {
             if let Some(v) = store.get(k) {
@@ -268,7 +254,7 @@ impl SessionAggregate {
         }
         let encoded: Vec<(Vec<u8>, Vec<u8>)> =
             per_key.into_iter().map(|(k, (min, rows))| (k, encode_list(min, &rows))).collect();
-        let store = self.store()?;
+        let store = self.state.store_mut()?;
         for (k, v) in encoded {
             store.put(k, v);
         }
@@ -279,7 +265,7 @@ impl SessionAggregate {
     fn evict(&mut self, wm_us: i64) -> Result<Vec<Vec<u8>>> {
         let parser_conv = &self.value_conv;
         let schema = Arc::clone(&self.stages.partial_schema);
-        let store = self.store.as_mut().ok_or_else(|| SluiceError::plan("state store used before restore"))?;
+        let store = self.state.store_mut()?;
         let candidates: Vec<(Vec<u8>, Vec<u8>)> =
             store.iter().filter(|(_, v)| min_end(v) <= wm_us).map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
         let mut closed = vec![];
@@ -315,17 +301,10 @@ impl SessionAggregate {
 
 #[async_trait]
 impl StatefulOperator for SessionAggregate {
-    async fn restore(
-        &mut self,
-        dir: CheckpointDir,
-        version: Option<u64>,
-        pool: &Arc<dyn datafusion::execution::memory_pool::MemoryPool>,
-    ) -> Result<()> {
-        let mut store = StateStore::open(dir, self.store_config, version).await?;
-        store.track_memory(pool, "session aggregate")?;
-        self.store = Some(store);
-        Ok(())
+    fn state(&mut self) -> &mut OperatorState {
+        &mut self.state
     }
+
 
     async fn process(
         &mut self,
@@ -335,8 +314,8 @@ impl StatefulOperator for SessionAggregate {
     ) -> Result<Vec<RecordBatch>> {
         let input = match (&self.event_time, ctx.watermark_ms) {
             (Some(et), Some(wm)) if self.mode != OutputMode::Complete => {
-                let (kept, dropped) = drop_late(input, et, wm, &mut self.late)?;
-                self.dropped += dropped;
+                let (kept, dropped) = drop_late(input, et, wm, &mut self.state.late)?;
+                self.state.dropped += dropped;
                 kept
             }
             _ => input,
@@ -348,7 +327,7 @@ impl StatefulOperator for SessionAggregate {
         }
         let states = match self.mode {
             OutputMode::Complete => {
-                let store = self.store_ref()?;
+                let store = self.state.store()?;
                 let mut rows = vec![];
                 for (_, v) in store.iter() {
                     rows.extend(decode_list(v)?);
@@ -370,30 +349,10 @@ impl StatefulOperator for SessionAggregate {
         self.stages.run(AggregateMode::Final, vec![states], &task).await
     }
 
-    async fn commit(&mut self, version: u64) -> Result<StateOperatorProgress> {
-        let dropped = std::mem::take(&mut self.dropped);
-        let store = self.store()?;
-        let m = store.commit(version).await?;
-        Ok(StateOperatorProgress {
-            operator: "session_aggregate".into(),
-            num_rows_total: store.len() as u64,
-            num_rows_updated: m.rows_updated,
-            num_rows_removed: m.rows_removed,
-            num_rows_dropped_by_watermark: dropped,
-            memory_used_bytes: store.memory_bytes() as u64,
-            commit_time_ms: m.commit_ms,
-        })
-    }
 
     fn watermark_driven(&self) -> bool {
         self.event_time.is_some() && self.mode == OutputMode::Append
     }
 
-    fn collect_late_rows(&mut self, on: bool) {
-        self.late.on = on;
-    }
 
-    fn take_late_rows(&mut self) -> Vec<RecordBatch> {
-        std::mem::take(&mut self.late.rows)
-    }
 }
