@@ -49,7 +49,9 @@ async fn memory_to_foreach_batch_with_dataframe_ops() {
     assert_eq!(progress[0].num_input_rows, 3);
     assert_eq!(progress[0].sink.num_output_rows, 2);
     assert_eq!(progress[0].sources[0].end_offset, Some(serde_json::json!(2)));
-    assert!(progress[0].duration_ms.contains_key("execute"));
+    for phase in ["latest_offset", "wal_commit", "plan", "read", "execute", "sink", "commit", "total"] {
+        assert!(progress[0].duration_ms.contains_key(phase), "{phase}");
+    }
     words.push_rows(&["4,d"]).unwrap();
     q.process_all_available().await.unwrap();
     let seen = seen.lock().unwrap().clone();

@@ -297,8 +297,9 @@ impl MicroBatchExecution {
             watermark_ms: entry.watermark_ms,
             batch_timestamp_ms: entry.batch_timestamp_ms,
         };
-        let output = self.plan.execute(input, ctx).await?;
-        let execute_ms = exec.elapsed().as_millis() as u64;
+        let (output, planning) = self.plan.execute(input, ctx).await?;
+        let plan_ms = planning.as_millis() as u64;
+        let execute_ms = (exec.elapsed() - planning).as_millis() as u64;
         // Sink.
         let sink_t = Instant::now();
         let output_rows: u64 = output.iter().map(|b| b.num_rows() as u64).sum();
@@ -330,6 +331,7 @@ impl MicroBatchExecution {
         let secs = (total_ms as f64 / 1000.0).max(1e-3);
         let duration_ms = [
             ("latest_offset", latest_offset_ms),
+            ("plan", plan_ms),
             ("read", read_ms),
             ("execute", execute_ms),
             ("sink", sink_ms),

@@ -12,6 +12,7 @@ pub mod analyze;
 pub mod split;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -241,16 +242,22 @@ impl IncrementalPlan {
         Arc::new(TaskContext::from(&self.state).with_session_config(config))
     }
 
-    /// Run the query over one batch of input.
-    pub async fn execute(&self, input: MicroBatchInput, ctx: BatchContext) -> Result<Vec<RecordBatch>> {
+    /// Run the query over one batch of input. Returns the rows and the time
+    /// spent preparing the batch's plans (the plan itself is built once).
+    pub async fn execute(&self, input: MicroBatchInput, ctx: BatchContext) -> Result<(Vec<RecordBatch>, Duration)> {
+        let started = Instant::now();
         match &self.pipeline {
             Pipeline::Stateless { plan } => {
                 let task = self.task(input, ctx);
-                Ok(collect(reset_plan_states(Arc::clone(plan))?, task).await?)
+                let plan = reset_plan_states(Arc::clone(plan))?;
+                let planning = started.elapsed();
+                Ok((collect(plan, task).await?, planning))
             }
             Pipeline::Stateful { pre, op, post, slot_schema } => {
                 let task = self.task(input, ctx);
-                let rows = collect(reset_plan_states(Arc::clone(pre))?, Arc::clone(&task)).await?;
+                let (pre, post) = (reset_plan_states(Arc::clone(pre))?, reset_plan_states(Arc::clone(post))?);
+                let planning = started.elapsed();
+                let rows = collect(pre, Arc::clone(&task)).await?;
                 let emitted = op.lock().await.process(Arc::clone(&task), rows, &ctx).await?;
                 let emitted = emitted
                     .into_iter()
@@ -259,7 +266,7 @@ impl IncrementalPlan {
                 let mut post_input = MicroBatchInput::default();
                 post_input.data.insert(split::STATE_OUTPUT.to_string(), emitted);
                 let task = self.task(post_input, ctx);
-                Ok(collect(reset_plan_states(Arc::clone(post))?, task).await?)
+                Ok((collect(post, task).await?, planning))
             }
         }
     }
