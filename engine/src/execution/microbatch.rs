@@ -177,19 +177,16 @@ impl MicroBatchExecution {
         }
         // Re-run the uncommitted batch with the same offsets and watermark.
         let start = if latest.batch_id == 0 {
-            BTreeMap::new()
+            OffsetEntry { batch_id: 0, offsets: BTreeMap::new(), watermark_ms: None, batch_timestamp_ms: 0 }
         } else {
-            self.checkpoint
-                .read_offsets(latest.batch_id - 1)
-                .await?
-                .ok_or_else(|| SluiceError::Checkpoint {
-                    path: format!("{}/offsets/{}", self.checkpoint.root().location(), latest.batch_id - 1),
-                    reason: "missing; it is needed to replay the uncommitted batch".into(),
-                })?
-                .offsets
+            self.checkpoint.read_offsets(latest.batch_id - 1).await?.ok_or_else(|| SluiceError::Checkpoint {
+                path: format!("{}/offsets/{}", self.checkpoint.root().location(), latest.batch_id - 1),
+                reason: "missing; it is needed to replay the uncommitted batch".into(),
+            })?
         };
         info!(query = %self.name, batch = latest.batch_id, "re-running the uncommitted batch from the offset log");
-        self.committed = start;
+        self.committed = start.offsets;
+        self.last_batch_watermark_ms = start.watermark_ms;
         self.next_batch_id = latest.batch_id;
         self.watermark_ms = latest.watermark_ms;
         self.plan.restore(&state_dir, latest.batch_id.checked_sub(1)).await?;
@@ -295,6 +292,8 @@ impl MicroBatchExecution {
         let ctx = BatchContext {
             batch_id,
             watermark_ms: entry.watermark_ms,
+            late_watermark_ms: entry.watermark_ms,
+            previous_watermark_ms: self.last_batch_watermark_ms,
             batch_timestamp_ms: entry.batch_timestamp_ms,
         };
         let (output, planning) = self.plan.execute(input, ctx).await?;

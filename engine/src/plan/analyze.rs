@@ -156,7 +156,8 @@ pub fn is_streaming(plan: &LogicalPlan) -> bool {
     !stream_sources(plan).is_empty()
 }
 
-fn contains_streaming_aggregate(plan: &LogicalPlan) -> bool {
+/// Whether the plan contains an aggregation over a stream.
+pub fn contains_streaming_aggregate(plan: &LogicalPlan) -> bool {
     let mut found = false;
     let _ = plan.apply(|node| {
         if let LogicalPlan::Aggregate(a) = node {

@@ -9,6 +9,7 @@
 //! LIMIT) runs over the emitted rows.
 
 pub mod analyze;
+mod keys;
 pub mod split;
 
 use std::sync::Arc;
@@ -30,19 +31,37 @@ use crate::options::OutputMode;
 use crate::progress::StateOperatorProgress;
 use crate::state::StateStoreConfig;
 use crate::stateful::{
-    AggregateParts, EventTimeKey, SessionAggregate, SessionColumns, StatefulOperator, StreamingAggregate, StreamingDedup,
+    AggregateParts, EventTimeKey, SessionAggregate, StatefulOperator, StreamingAggregate, StreamingDedup,
 };
 use crate::stream_table::{MicroBatchInput, StreamingPlanning};
+use keys::{event_time_group, session_columns};
 
 /// Facts about the micro-batch being run.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchContext {
     /// Batch id.
     pub batch_id: u64,
-    /// Event-time watermark in force for this batch (ms since the epoch).
+    /// Event-time watermark in force for this batch (ms since the epoch):
+    /// state it has passed is evicted.
     pub watermark_ms: Option<i64>,
+    /// Watermark late input rows are judged against (the batch's for the
+    /// first stateful operator, the previous batch's for later ones).
+    pub late_watermark_ms: Option<i64>,
+    /// Watermark of the previous batch.
+    pub previous_watermark_ms: Option<i64>,
     /// Processing time of the batch (ms since the epoch).
     pub batch_timestamp_ms: i64,
+}
+
+/// One stateful operator and the stateless plan feeding it.
+#[derive(Debug)]
+struct Stage {
+    /// Reads the sources (first stage) or the previous stage's slot.
+    pre: Arc<dyn ExecutionPlan>,
+    op: tokio::sync::Mutex<Box<dyn StatefulOperator>>,
+    /// Input name the operator's output is handed on under.
+    slot: String,
+    slot_schema: SchemaRef,
 }
 
 #[derive(Debug)]
@@ -50,52 +69,12 @@ enum Pipeline {
     Stateless {
         plan: Arc<dyn ExecutionPlan>,
     },
+    /// Stateful operators in execution order (innermost first), then the
+    /// plan over the last one's output.
     Stateful {
-        pre: Arc<dyn ExecutionPlan>,
-        op: tokio::sync::Mutex<Box<dyn StatefulOperator>>,
+        stages: Vec<Stage>,
         post: Arc<dyn ExecutionPlan>,
-        slot_schema: SchemaRef,
     },
-}
-
-/// The grouping key that carries event time: a window struct or a
-/// `window_end` column if there is one (a window closes at its end), else the
-/// first key derived from a watermarked column.
-fn event_time_group(agg: &datafusion::logical_expr::Aggregate) -> Option<usize> {
-    let derived: Vec<usize> = agg
-        .group_expr
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| analyze::expr_derives_from_watermark(&agg.input, e))
-        .map(|(i, _)| i)
-        .collect();
-    let fields = agg.schema.fields();
-    derived
-        .iter()
-        .copied()
-        .find(|i| {
-            fields.get(*i).is_some_and(|f| {
-                matches!(f.data_type(), datafusion::arrow::datatypes::DataType::Struct(_)) || f.name() == "window_end"
-            })
-        })
-        .or_else(|| derived.first().copied())
-}
-
-/// The grouping keys holding a session window (computed by `sluice_session`).
-fn session_columns(agg: &datafusion::logical_expr::Aggregate) -> Option<SessionColumns> {
-    let fields = agg.schema.fields();
-    let derived: Vec<usize> = agg
-        .group_expr
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| analyze::expr_derives_from_function(&agg.input, e, crate::functions::window::SESSION))
-        .map(|(i, _)| i)
-        .collect();
-    if let Some(i) = derived.iter().copied().find(|i| matches!(fields[*i].data_type(), datafusion::arrow::datatypes::DataType::Struct(_))) {
-        return Some(SessionColumns::Struct(i));
-    }
-    let named = |n: &str| derived.iter().copied().find(|i| fields[*i].name() == n);
-    Some(SessionColumns::Pair { start: named("window_start")?, end: named("window_end")? })
 }
 
 /// A streaming query, validated for its output mode, planned once, ready to
@@ -109,6 +88,77 @@ pub struct IncrementalPlan {
     pipeline: Pipeline,
 }
 
+/// Cut `plan` into its chain of stateful stages (innermost first) and the
+/// plan above the outermost one. `depth` numbers the slots.
+fn build_stages<'a>(
+    state: &'a SessionState,
+    plan: &'a LogicalPlan,
+    mode: OutputMode,
+    depth: usize,
+) -> futures::future::BoxFuture<'a, Result<Option<(Vec<Stage>, LogicalPlan)>>> {
+    Box::pin(async move {
+        let Some(split) = split::split(plan, &split::state_output(depth))? else { return Ok(None) };
+        let original = &split.stateful;
+        let input = original.inputs()[0];
+        let downstream_mode = OutputMode::Append;
+        let (mut stages, node) = match build_stages(state, input, downstream_mode, depth + 1).await? {
+            None => (vec![], original.clone()),
+            Some((inner, inner_post)) => {
+                let node = original.with_new_exprs(original.expressions(), vec![inner_post])?;
+                (inner, node)
+            }
+        };
+        if !stages.is_empty() && mode != OutputMode::Append && analyze::contains_streaming_aggregate(input) {
+            return Err(SluiceError::unsupported(format!(
+                "an aggregation feeding another stateful operator runs in append mode only (as in Spark): in {mode} \
+                 mode it would emit changing rows that the next operator cannot retract; use output_mode = 'append'"
+            )));
+        }
+        let store_config =
+            StateStoreConfig { num_partitions: state.config().target_partitions().max(1), ..Default::default() };
+        let (pre, op): (Arc<dyn ExecutionPlan>, Box<dyn StatefulOperator>) = match (original, &node) {
+            (LogicalPlan::Aggregate(agg), LogicalPlan::Aggregate(_)) => {
+                let physical = state.create_physical_plan(&node).await?;
+                let (parts, pre) = AggregateParts::extract(&physical)?;
+                let event_time = event_time_group(agg)
+                    .map(|index| EventTimeKey { index, expr: Arc::clone(&parts.group_by.expr()[index].0) });
+                if depth > 0 && event_time.is_none() {
+                    return Err(SluiceError::unsupported(
+                        "an aggregation feeding another stateful operator must group by an event-time window with a \
+                         watermark (its rows are emitted once the watermark closes them)",
+                    ));
+                }
+                let op: Box<dyn StatefulOperator> = match session_columns(agg) {
+                    Some(session) => Box::new(SessionAggregate::try_new(parts, session, event_time, mode, store_config)?),
+                    None => Box::new(StreamingAggregate::try_new(parts, event_time, mode, store_config)?),
+                };
+                (pre, op)
+            }
+            (LogicalPlan::Distinct(d), LogicalPlan::Distinct(rewritten)) => {
+                let pre = state.create_physical_plan(rewritten.input()).await?;
+                let pre_schema = pre.schema();
+                let input = d.input();
+                let event_time = input
+                    .schema()
+                    .fields()
+                    .iter()
+                    .position(|f| analyze::column_derives_from_watermark(input, f.name()))
+                    .map(|index| EventTimeKey {
+                        index,
+                        expr: Arc::new(datafusion::physical_expr::expressions::Column::new(
+                            pre_schema.field(index).name(),
+                            index,
+                        )),
+                    });
+                (pre, Box::new(StreamingDedup::try_new(&pre_schema, event_time, store_config)?))
+            }
+            (other, _) => return Err(SluiceError::plan(format!("unexpected stateful node {}", other.display()))),
+        };
+        stages.push(Stage { pre, op: tokio::sync::Mutex::new(op), slot: split.slot, slot_schema: split.slot_schema });
+        Ok(Some((stages, split.post)))
+    })
+}
+
 impl IncrementalPlan {
     /// Validate `logical` for `mode` and plan it.
     pub async fn try_new(mut state: SessionState, logical: LogicalPlan, mode: OutputMode) -> Result<Self> {
@@ -116,51 +166,9 @@ impl IncrementalPlan {
         analysis.validate(mode)?;
         state.config_mut().set_extension(Arc::new(StreamingPlanning));
         let schema = Arc::clone(logical.schema().inner());
-        let pipeline = match split::split(&logical)? {
+        let pipeline = match build_stages(&state, &logical, mode, 0).await? {
             None => Pipeline::Stateless { plan: state.create_physical_plan(&logical).await? },
-            Some(split) => {
-                let store_config = StateStoreConfig {
-                    num_partitions: state.config().target_partitions().max(1),
-                    ..Default::default()
-                };
-                let (pre, op): (Arc<dyn ExecutionPlan>, Box<dyn StatefulOperator>) = match &split.stateful {
-                    LogicalPlan::Aggregate(agg) => {
-                        let physical = state.create_physical_plan(&split.stateful).await?;
-                        let (parts, pre) = AggregateParts::extract(&physical)?;
-                        let event_time = event_time_group(agg)
-                            .map(|index| EventTimeKey { index, expr: Arc::clone(&parts.group_by.expr()[index].0) });
-                        let op: Box<dyn StatefulOperator> = match session_columns(agg) {
-                            Some(session) => {
-                                Box::new(SessionAggregate::try_new(parts, session, event_time, mode, store_config)?)
-                            }
-                            None => Box::new(StreamingAggregate::try_new(parts, event_time, mode, store_config)?),
-                        };
-                        (pre, op)
-                    }
-                    LogicalPlan::Distinct(d) => {
-                        let input = d.input();
-                        let pre = state.create_physical_plan(input).await?;
-                        let pre_schema = pre.schema();
-                        let event_time = input
-                            .schema()
-                            .fields()
-                            .iter()
-                            .position(|f| analyze::column_derives_from_watermark(input, f.name()))
-                            .map(|index| EventTimeKey {
-                                index,
-                                expr: Arc::new(datafusion::physical_expr::expressions::Column::new(
-                                    pre_schema.field(index).name(),
-                                    index,
-                                )),
-                            });
-                        let op = StreamingDedup::try_new(&pre_schema, event_time, store_config)?;
-                        (pre, Box::new(op))
-                    }
-                    other => return Err(SluiceError::plan(format!("unexpected stateful node {}", other.display()))),
-                };
-                let post = state.create_physical_plan(&split.post).await?;
-                Pipeline::Stateful { pre, op: tokio::sync::Mutex::new(op), post, slot_schema: split.slot_schema }
-            }
+            Some((stages, post)) => Pipeline::Stateful { stages, post: state.create_physical_plan(&post).await? },
         };
         Ok(Self { state, analysis, mode, schema, pipeline })
     }
@@ -188,51 +196,60 @@ impl IncrementalPlan {
             (Some(a), Some(b)) => b > a,
             _ => false,
         };
+        if let (true, Pipeline::Stateful { stages, .. }) = (moved, &self.pipeline) {
+            for stage in stages {
+                if stage.op.lock().await.watermark_driven() {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    fn stages(&self) -> &[Stage] {
         match &self.pipeline {
-            Pipeline::Stateful { op, .. } if moved => op.lock().await.watermark_driven(),
-            _ => false,
+            Pipeline::Stateful { stages, .. } => stages,
+            Pipeline::Stateless { .. } => &[],
         }
     }
 
     /// Load operator state as of `version` (the last committed batch).
     pub async fn restore(&self, dir: &CheckpointDir, version: Option<u64>) -> Result<()> {
-        if let Pipeline::Stateful { op, .. } = &self.pipeline {
-            let pool = Arc::clone(&self.state.runtime_env().memory_pool);
-            op.lock().await.restore(dir.child("0"), version, &pool).await?;
+        let pool = Arc::clone(&self.state.runtime_env().memory_pool);
+        for (k, stage) in self.stages().iter().enumerate() {
+            stage.op.lock().await.restore(dir.child(&k.to_string()), version, &pool).await?;
         }
         Ok(())
     }
 
-    /// Schema of the rows a stateful operator drops as late (its input rows),
-    /// or `None` for a stateless query.
+    /// Schema of the rows the first stateful operator drops as late (its
+    /// input rows), or `None` for a stateless query.
     pub fn late_rows_schema(&self) -> Option<SchemaRef> {
-        match &self.pipeline {
-            Pipeline::Stateful { pre, .. } => Some(pre.schema()),
-            Pipeline::Stateless { .. } => None,
-        }
+        self.stages().first().map(|s| s.pre.schema())
     }
 
-    /// Start keeping the rows dropped as late.
+    /// Start keeping the rows the first stateful operator drops as late.
     pub async fn collect_late_rows(&self) {
-        if let Pipeline::Stateful { op, .. } = &self.pipeline {
-            op.lock().await.collect_late_rows(true);
+        if let Some(stage) = self.stages().first() {
+            stage.op.lock().await.collect_late_rows(true);
         }
     }
 
     /// The rows dropped as late in the last batch.
     pub async fn take_late_rows(&self) -> Vec<RecordBatch> {
-        match &self.pipeline {
-            Pipeline::Stateful { op, .. } => op.lock().await.take_late_rows(),
-            Pipeline::Stateless { .. } => vec![],
+        match self.stages().first() {
+            Some(stage) => stage.op.lock().await.take_late_rows(),
+            None => vec![],
         }
     }
 
     /// Make the state changes of batch `version` durable.
     pub async fn commit(&self, version: u64) -> Result<Vec<StateOperatorProgress>> {
-        match &self.pipeline {
-            Pipeline::Stateful { op, .. } => Ok(vec![op.lock().await.commit(version).await?]),
-            Pipeline::Stateless { .. } => Ok(vec![]),
+        let mut out = vec![];
+        for stage in self.stages() {
+            out.push(stage.op.lock().await.commit(version).await?);
         }
+        Ok(out)
     }
 
     fn task(&self, input: MicroBatchInput, ctx: BatchContext) -> Arc<TaskContext> {
@@ -253,19 +270,28 @@ impl IncrementalPlan {
                 let planning = started.elapsed();
                 Ok((collect(plan, task).await?, planning))
             }
-            Pipeline::Stateful { pre, op, post, slot_schema } => {
-                let task = self.task(input, ctx);
-                let (pre, post) = (reset_plan_states(Arc::clone(pre))?, reset_plan_states(Arc::clone(post))?);
+            Pipeline::Stateful { stages, post } => {
+                let pres = stages.iter().map(|s| reset_plan_states(Arc::clone(&s.pre))).collect::<Result<Vec<_>, _>>()?;
+                let post = reset_plan_states(Arc::clone(post))?;
                 let planning = started.elapsed();
-                let rows = collect(pre, Arc::clone(&task)).await?;
-                let emitted = op.lock().await.process(Arc::clone(&task), rows, &ctx).await?;
-                let emitted = emitted
-                    .into_iter()
-                    .map(|b| RecordBatch::try_new(Arc::clone(slot_schema), b.columns().to_vec()))
-                    .collect::<std::result::Result<Vec<_>, _>>()?;
-                let mut post_input = MicroBatchInput::default();
-                post_input.data.insert(split::STATE_OUTPUT.to_string(), emitted);
-                let task = self.task(post_input, ctx);
+                let mut data = input;
+                for (k, (stage, pre)) in stages.iter().zip(pres).enumerate() {
+                    let task = self.task(data, ctx);
+                    let rows = collect(pre, Arc::clone(&task)).await?;
+                    // Downstream operators judge lateness by the previous batch's
+                    // watermark: rows their upstream emitted under the current
+                    // one are on time for them (Spark 3.5+).
+                    let stage_ctx =
+                        if k == 0 { ctx } else { BatchContext { late_watermark_ms: ctx.previous_watermark_ms, ..ctx } };
+                    let emitted = stage.op.lock().await.process(Arc::clone(&task), rows, &stage_ctx).await?;
+                    let emitted = emitted
+                        .into_iter()
+                        .map(|b| RecordBatch::try_new(Arc::clone(&stage.slot_schema), b.columns().to_vec()))
+                        .collect::<std::result::Result<Vec<_>, _>>()?;
+                    data = MicroBatchInput::default();
+                    data.data.insert(stage.slot.clone(), emitted);
+                }
+                let task = self.task(data, ctx);
                 Ok((collect(post, task).await?, planning))
             }
         }

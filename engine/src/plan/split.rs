@@ -21,9 +21,11 @@ use super::analyze::is_streaming;
 use crate::error::{Result, SluiceError};
 use crate::physical::StreamScanExec;
 
-/// The micro-batch input name under which a stateful operator's output is
-/// handed to the rest of the plan.
-pub const STATE_OUTPUT: &str = "__sluice_state_output";
+/// The micro-batch input name under which stateful operator `k`'s output
+/// is handed to the rest of the plan.
+pub fn state_output(k: usize) -> String {
+    format!("__sluice_state_output_{k}")
+}
 
 /// A streaming plan cut at its stateful node.
 #[derive(Debug)]
@@ -34,6 +36,8 @@ pub struct Split {
     pub post: LogicalPlan,
     /// Schema of the rows the stateful node hands to `post`.
     pub slot_schema: SchemaRef,
+    /// Input name of the slot `post` reads.
+    pub slot: String,
 }
 
 fn is_stateful(plan: &LogicalPlan) -> bool {
@@ -55,13 +59,6 @@ fn contains_stateful(plan: &LogicalPlan) -> bool {
 
 fn find(plan: &LogicalPlan) -> Result<Option<LogicalPlan>> {
     if is_stateful(plan) {
-        let input = plan.inputs()[0];
-        if contains_stateful(input) {
-            return Err(SluiceError::unsupported(
-                "chained stateful operators (an aggregation or DISTINCT over another one) are not supported yet; \
-                 write the first result to a sink and read it from another query",
-            ));
-        }
         return Ok(Some(plan.clone()));
     }
     match plan {
@@ -79,8 +76,9 @@ fn find(plan: &LogicalPlan) -> Result<Option<LogicalPlan>> {
     }
 }
 
-/// Cut `plan` at its stateful node, if it has one.
-pub fn split(plan: &LogicalPlan) -> Result<Option<Split>> {
+/// Cut `plan` at its (outermost) stateful node, if it has one; `post`
+/// reads that node's output from the slot called `slot`.
+pub fn split(plan: &LogicalPlan, slot: &str) -> Result<Option<Split>> {
     let Some(stateful) = find(plan)? else { return Ok(None) };
     let schema = stateful.schema();
     let slot_schema = Arc::new(Schema::new(
@@ -91,8 +89,8 @@ pub fn split(plan: &LogicalPlan) -> Result<Option<Split>> {
             .map(|(i, f)| Field::new(format!("__c{i}"), f.data_type().clone(), f.is_nullable()))
             .collect::<Vec<_>>(),
     ));
-    let scan = LogicalPlanBuilder::scan(STATE_OUTPUT, provider_as_source(Arc::new(SlotTable(Arc::clone(&slot_schema)))), None)?
-        .build()?;
+    let table = SlotTable { name: slot.to_string(), schema: Arc::clone(&slot_schema) };
+    let scan = LogicalPlanBuilder::scan(slot, provider_as_source(Arc::new(table)), None)?.build()?;
     let exprs: Vec<Expr> = schema
         .iter()
         .enumerate()
@@ -110,17 +108,20 @@ pub fn split(plan: &LogicalPlan) -> Result<Option<Split>> {
             })
         })?
         .data;
-    Ok(Some(Split { stateful, post, slot_schema }))
+    Ok(Some(Split { stateful, post, slot_schema, slot: slot.to_string() }))
 }
 
 /// The table the post-plan reads the stateful node's output from.
 #[derive(Debug)]
-struct SlotTable(SchemaRef);
+struct SlotTable {
+    name: String,
+    schema: SchemaRef,
+}
 
 #[async_trait]
 impl TableProvider for SlotTable {
     fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.0)
+        Arc::clone(&self.schema)
     }
     fn table_type(&self) -> TableType {
         TableType::Temporary
@@ -132,6 +133,6 @@ impl TableProvider for SlotTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> DFResult<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(StreamScanExec::try_new(STATE_OUTPUT.to_string(), self.schema(), projection.cloned())?))
+        Ok(Arc::new(StreamScanExec::try_new(self.name.clone(), self.schema(), projection.cloned())?))
     }
 }

@@ -277,7 +277,7 @@ impl StatefulOperator for StreamingAggregate {
         input: Vec<RecordBatch>,
         ctx: &BatchContext,
     ) -> Result<Vec<RecordBatch>> {
-        let input = self.drop_late(input, ctx.watermark_ms)?;
+        let input = self.drop_late(input, ctx.late_watermark_ms)?;
         let rows: usize = input.iter().map(|b| b.num_rows()).sum();
         let mut out = vec![];
         if rows > 0 || self.num_keys == 0 {

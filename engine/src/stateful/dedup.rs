@@ -49,7 +49,8 @@ impl StatefulOperator for StreamingDedup {
         input: Vec<RecordBatch>,
         ctx: &BatchContext,
     ) -> Result<Vec<RecordBatch>> {
-        let wm_us = ctx.watermark_ms.map(|w| w.saturating_mul(1000));
+        let wm_us = ctx.late_watermark_ms.map(|w| w.saturating_mul(1000));
+        let evict_us = ctx.watermark_ms.map(|w| w.saturating_mul(1000));
         let mut out = vec![];
         for batch in input {
             let rows = self.conv.convert_columns(batch.columns())?;
@@ -82,7 +83,7 @@ impl StatefulOperator for StreamingDedup {
                 out.push(take_record_batch(&batch, &UInt32Array::from(keep))?);
             }
         }
-        if let (Some(_), Some(w)) = (&self.event_time, wm_us) {
+        if let (Some(_), Some(w)) = (&self.event_time, evict_us) {
             self.state.store_mut()?.evict(|_, v| v.len() == 8 && i64::from_le_bytes(v.try_into().unwrap_or([0xff; 8])) <= w);
         }
         Ok(out)

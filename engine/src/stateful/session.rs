@@ -312,7 +312,7 @@ impl StatefulOperator for SessionAggregate {
         input: Vec<RecordBatch>,
         ctx: &BatchContext,
     ) -> Result<Vec<RecordBatch>> {
-        let input = match (&self.event_time, ctx.watermark_ms) {
+        let input = match (&self.event_time, ctx.late_watermark_ms) {
             (Some(et), Some(wm)) if self.mode != OutputMode::Complete => {
                 let (kept, dropped) = drop_late(input, et, wm, &mut self.state.late)?;
                 self.state.dropped += dropped;
