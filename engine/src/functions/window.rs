@@ -29,6 +29,9 @@ pub const TUMBLE: &str = "sluice_tumble";
 pub const WINDOWS: &str = "sluice_windows";
 /// Name of the session-window function.
 pub const SESSION: &str = "sluice_session";
+/// Name of Spark's `window_time(window)`: a window's event time, its end
+/// minus one microsecond (the time of a row emitted for the window).
+pub const WINDOW_TIME: &str = "window_time";
 
 /// The `{start, end}` struct type of a window.
 pub fn window_fields() -> Fields {
@@ -46,6 +49,7 @@ enum Kind {
     Tumble,
     Windows,
     Session,
+    WindowTime,
 }
 
 /// A window-assignment function.
@@ -61,6 +65,7 @@ impl WindowFunction {
             Kind::Tumble => 3,
             Kind::Windows => 4,
             Kind::Session => 2,
+            Kind::WindowTime => 1,
         };
         Self { kind, signature: Signature::any(arity, Volatility::Immutable) }
     }
@@ -68,7 +73,7 @@ impl WindowFunction {
 
 /// The three window functions, ready to register.
 pub fn window_udfs() -> Vec<ScalarUDF> {
-    [Kind::Tumble, Kind::Windows, Kind::Session].into_iter().map(|k| ScalarUDF::new_from_impl(WindowFunction::new(k))).collect()
+    [Kind::Tumble, Kind::Windows, Kind::Session, Kind::WindowTime].into_iter().map(|k| ScalarUDF::new_from_impl(WindowFunction::new(k))).collect()
 }
 
 /// One of the window functions by name (`sluice_tumble`, `sluice_windows`,
@@ -100,6 +105,7 @@ impl ScalarUDFImpl for WindowFunction {
             Kind::Tumble => TUMBLE,
             Kind::Windows => WINDOWS,
             Kind::Session => SESSION,
+            Kind::WindowTime => WINDOW_TIME,
         }
     }
 
@@ -108,6 +114,14 @@ impl ScalarUDFImpl for WindowFunction {
     }
 
     fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        if self.kind == Kind::WindowTime {
+            return match args.first() {
+                Some(DataType::Struct(f)) if f.iter().any(|f| f.name() == "end") => {
+                    Ok(DataType::Timestamp(TimeUnit::Microsecond, None))
+                }
+                _ => plan_err!("window_time() takes a window struct (with an 'end' field)"),
+            };
+        }
         match args.first() {
             Some(DataType::Timestamp(_, _)) | Some(DataType::Date32) | Some(DataType::Date64) | Some(DataType::Null) => {}
             Some(other) => return plan_err!("window time column must be a TIMESTAMP, found {other}"),
@@ -121,6 +135,15 @@ impl ScalarUDFImpl for WindowFunction {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let n = args.number_rows;
+        if self.kind == Kind::WindowTime {
+            let w = args.args[0].clone().into_array(n)?;
+            let end = w.as_struct().column_by_name("end").cloned();
+            let Some(end) = end else { return exec_err!("window_time() needs a window struct") };
+            let end = cast(&end, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+            let out: TimestampMicrosecondArray =
+                end.as_primitive::<TimestampMicrosecondType>().iter().map(|e| e.map(|e| e - 1)).collect();
+            return Ok(ColumnarValue::Array(Arc::new(out)));
+        }
         let ts = args.args[0].clone().into_array(n)?;
         let ts = cast(&ts, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
         let ts = ts.as_primitive::<TimestampMicrosecondType>();
@@ -140,6 +163,7 @@ impl ScalarUDFImpl for WindowFunction {
                 }
                 Arc::new(struct_of(ts.iter().collect(), |s| s + gap))
             }
+            Kind::WindowTime => return exec_err!("unreachable: window_time handled above"),
             Kind::Windows => {
                 let (size, slide, offset) =
                     (int_arg(&args.args[1], "size")?, int_arg(&args.args[2], "slide")?, int_arg(&args.args[3], "offset")?);
