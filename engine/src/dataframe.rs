@@ -87,9 +87,26 @@ pub fn with_session_window(df: DataFrame, name: &str, time_column: &str, gap: &s
     Ok(df.with_column(name, expr)?)
 }
 
-/// Streaming deduplication (Spark's `dropDuplicates`): each distinct row is
-/// emitted once, the first time it is seen; with a watermark on a column of
-/// the row, state older than the watermark is forgotten.
-pub fn drop_duplicates(df: DataFrame) -> Result<DataFrame> {
-    Ok(df.distinct()?)
+/// Streaming deduplication (Spark's `dropDuplicates`): each distinct row
+/// (or each distinct value of `columns`) is emitted once, the first time it
+/// is seen; with a watermark on a column of the row, state older than the
+/// watermark is forgotten and older rows are dropped as late.
+pub fn drop_duplicates(df: DataFrame, columns: Option<&[&str]>) -> Result<DataFrame> {
+    match columns {
+        None => Ok(df.distinct()?),
+        Some(cols) => {
+            let all: Vec<Expr> = df.schema().columns().into_iter().map(Expr::Column).collect();
+            Ok(df.distinct_on(cols.iter().map(|c| col(*c)).collect(), all, None)?)
+        }
+    }
+}
+
+/// Spark's `dropDuplicatesWithinWatermark`: a row is a duplicate of an
+/// earlier one with the same `columns` while the watermark has not passed
+/// that earlier row's event time plus the watermark delay; the event time
+/// itself need not be equal. Needs a watermark on the stream.
+pub fn drop_duplicates_within_watermark(df: DataFrame, columns: &[&str]) -> Result<DataFrame> {
+    let df = df.alias(crate::plan::WITHIN_WATERMARK)?;
+    let all: Vec<Expr> = df.schema().columns().into_iter().map(Expr::Column).collect();
+    Ok(df.distinct_on(columns.iter().map(|c| col(*c)).collect(), all, None)?)
 }

@@ -235,10 +235,48 @@ async fn dataframe_windows_with_watermark_in_append_mode() {
     assert!(e.contains("no stream") && e.contains("'nope'"), "{e}");
 
     // drop_duplicates on the whole row.
-    let df = drop_duplicates(session.context().table("ev").await.unwrap()).unwrap();
+    let df = drop_duplicates(session.context().table("ev").await.unwrap(), None).unwrap();
     let d = df.write_stream().query_name("dd").option("checkpoint", tmp.path().join("dd").display().to_string()).start().await.unwrap();
     d.process_all_available().await.unwrap();
     ev.push_rows(&["2024-01-01 12:21:00,owl", "2024-01-01 12:30:00,cat"]).unwrap();
     d.process_all_available().await.unwrap();
     assert_eq!(env.sinks.get("dd").unwrap().table_rows().iter().map(|b| b.num_rows()).sum::<usize>(), 4);
+}
+
+#[tokio::test]
+async fn drop_duplicates_by_columns_and_within_watermark() {
+    use sluice::dataframe::{drop_duplicates, drop_duplicates_within_watermark, with_watermark};
+    let (env, session, tmp) = manual_env();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("ts", DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Nanosecond, None), true),
+        Field::new("id", DataType::Utf8, true),
+    ]));
+    let df = session.read_stream().format("memory").schema(schema).name("ev").load().await.unwrap();
+    let by_id = drop_duplicates(df.clone(), Some(&["id"])).unwrap();
+    let q1 = by_id.write_stream().query_name("by_id").option("checkpoint", tmp.path().join("a").display().to_string()).start().await.unwrap();
+    let within = drop_duplicates_within_watermark(with_watermark(df, "ts", "10 minutes").unwrap(), &["id"]).unwrap();
+    let q2 = within.write_stream().query_name("within").option("checkpoint", tmp.path().join("b").display().to_string()).start().await.unwrap();
+    let ev = env.streams.get("ev").unwrap();
+    let run = || async {
+        q1.process_all_available().await.unwrap();
+        q2.process_all_available().await.unwrap();
+    };
+    ev.push_rows(&["2024-01-01 12:00:00,x", "2024-01-01 12:03:00,x", "2024-01-01 12:05:00,y"]).unwrap();
+    run().await;
+    // Watermark 11:55. x again at 12:08: within 10 minutes of 12:00, a duplicate for both.
+    ev.push_rows(&["2024-01-01 12:08:00,x", "2024-01-01 12:30:00,z"]).unwrap();
+    run().await;
+    // Watermark 12:20 > 12:00 + 10 min: x is forgotten by the within-watermark dedup only.
+    ev.push_rows(&["2024-01-01 12:25:00,x"]).unwrap();
+    run().await;
+    let rows = |name: &str| {
+        let mut r = render_batches(&env.sinks.get(name).unwrap().table_rows()).unwrap();
+        r.sort();
+        r
+    };
+    assert_eq!(rows("by_id"), vec!["2024-01-01 12:00:00,x", "2024-01-01 12:05:00,y", "2024-01-01 12:30:00,z"]);
+    assert_eq!(
+        rows("within"),
+        vec!["2024-01-01 12:00:00,x", "2024-01-01 12:05:00,y", "2024-01-01 12:25:00,x", "2024-01-01 12:30:00,z"]
+    );
 }

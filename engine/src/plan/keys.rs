@@ -2,15 +2,61 @@
 //! session window.
 
 use datafusion::arrow::datatypes::DataType;
-use datafusion::logical_expr::Aggregate;
+use datafusion::logical_expr::{Aggregate, Distinct, Expr, LogicalPlan};
 
 use super::analyze;
-use crate::stateful::SessionColumns;
+use crate::error::{Result, SluiceError};
+use crate::stateful::{DedupSpec, EventTimeKey, SessionColumns};
+
+/// Table alias marking the input of `drop_duplicates_within_watermark`.
+pub const WITHIN_WATERMARK: &str = "__sluice_within_watermark";
+
+/// Key and output columns of a `DISTINCT` / `DISTINCT ON` deduplication.
+pub(crate) fn dedup_spec(d: &Distinct, event_time: Option<&EventTimeKey>) -> Result<DedupSpec> {
+    let Distinct::On(on) = d else { return Ok(DedupSpec::default()) };
+    if on.sort_expr.is_some() {
+        return Err(SluiceError::unsupported(
+            "DISTINCT ON ... ORDER BY is not supported on a stream: streaming deduplication keeps the first row seen \
+             for each key; remove the ORDER BY",
+        ));
+    }
+    let schema = on.input.schema();
+    let index = |e: &Expr, what: &str| -> Result<usize> {
+        match e {
+            Expr::Column(c) => schema.index_of_column(c).map_err(SluiceError::from),
+            other => Err(SluiceError::unsupported(format!(
+                "DISTINCT ON on a stream takes plain columns in its {what} list, found {other}"
+            ))),
+        }
+    };
+    let keys = on.on_expr.iter().map(|e| index(e, "ON")).collect::<Result<Vec<_>>>()?;
+    let outputs = on.select_expr.iter().map(|e| index(e, "select")).collect::<Result<Vec<_>>>()?;
+    let within = matches!(on.input.as_ref(), LogicalPlan::SubqueryAlias(a) if a.alias.table() == WITHIN_WATERMARK);
+    let within_watermark_us = match (within, event_time) {
+        (false, _) => None,
+        (true, None) => {
+            return Err(SluiceError::unsupported(
+                "drop_duplicates_within_watermark needs a watermark on an event-time column of the stream",
+            ))
+        }
+        (true, Some(et)) => {
+            let name = schema.field(et.index).name();
+            let delay = analyze::stream_sources(&on.input)
+                .into_iter()
+                .filter_map(|s| s.watermark)
+                .find(|w| w.column.eq_ignore_ascii_case(name))
+                .map(|w| w.delay.as_micros() as i64)
+                .unwrap_or(0);
+            Some(delay)
+        }
+    };
+    Ok(DedupSpec { keys, outputs, within_watermark_us })
+}
 
 /// The grouping key that carries event time: a window struct or a
 /// `window_end` column if there is one (a window closes at its end), else the
 /// first key derived from a watermarked column.
-pub(super) fn event_time_group(agg: &Aggregate) -> Option<usize> {
+pub(crate) fn event_time_group(agg: &Aggregate) -> Option<usize> {
     let derived: Vec<usize> = agg
         .group_expr
         .iter()
@@ -31,7 +77,7 @@ pub(super) fn event_time_group(agg: &Aggregate) -> Option<usize> {
 }
 
 /// The grouping keys holding a session window (computed by `sluice_session`).
-pub(super) fn session_columns(agg: &Aggregate) -> Option<SessionColumns> {
+pub(crate) fn session_columns(agg: &Aggregate) -> Option<SessionColumns> {
     let fields = agg.schema.fields();
     let derived: Vec<usize> = agg
         .group_expr

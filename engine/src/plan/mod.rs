@@ -9,7 +9,7 @@
 //! LIMIT) runs over the emitted rows.
 
 pub mod analyze;
-mod keys;
+pub mod keys;
 pub mod split;
 
 use std::sync::Arc;
@@ -24,6 +24,7 @@ use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::physical_plan::{collect, ExecutionPlan};
 
 pub use analyze::QueryAnalysis;
+pub use keys::WITHIN_WATERMARK;
 
 use crate::checkpoint::CheckpointDir;
 use crate::error::{Result, SluiceError};
@@ -34,7 +35,7 @@ use crate::stateful::{
     AggregateParts, EventTimeKey, SessionAggregate, StatefulOperator, StreamingAggregate, StreamingDedup,
 };
 use crate::stream_table::{MicroBatchInput, StreamingPlanning};
-use keys::{event_time_group, session_columns};
+use keys::{dedup_spec, event_time_group, session_columns};
 
 /// Facts about the micro-batch being run.
 #[derive(Debug, Clone, Copy)]
@@ -150,7 +151,8 @@ fn build_stages<'a>(
                             index,
                         )),
                     });
-                (pre, Box::new(StreamingDedup::try_new(&pre_schema, event_time, store_config)?))
+                let spec = dedup_spec(d, event_time.as_ref())?;
+                (pre, Box::new(StreamingDedup::try_new(&pre_schema, spec, event_time, store_config)?))
             }
             (other, _) => return Err(SluiceError::plan(format!("unexpected stateful node {}", other.display()))),
         };

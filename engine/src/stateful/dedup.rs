@@ -19,19 +19,52 @@ use crate::error::Result;
 use crate::plan::BatchContext;
 use crate::state::StateStoreConfig;
 
-/// Streaming deduplication over all columns of its input.
+/// Which rows count as duplicates.
+#[derive(Debug, Clone, Default)]
+pub struct DedupSpec {
+    /// Key columns (input indices); empty means the whole row.
+    pub keys: Vec<usize>,
+    /// Output columns (input indices); empty means the whole row.
+    pub outputs: Vec<usize>,
+    /// Spark's `dropDuplicatesWithinWatermark`: a key is forgotten once the
+    /// watermark passes its first event time plus this delay (microseconds).
+    pub within_watermark_us: Option<i64>,
+}
+
+/// Streaming deduplication by key columns (the whole row by default).
 #[derive(Debug)]
 pub struct StreamingDedup {
     conv: RowConverter,
+    spec: DedupSpec,
     event_time: Option<EventTimeKey>,
     state: OperatorState,
 }
 
 impl StreamingDedup {
-    /// Deduplicate rows of `schema`; `event_time` is the watermarked column, if any.
-    pub fn try_new(schema: &SchemaRef, event_time: Option<EventTimeKey>, store_config: StateStoreConfig) -> Result<Self> {
-        let conv = RowConverter::new(schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect())?;
-        Ok(Self { conv, event_time, state: OperatorState::new("dedup", store_config) })
+    /// Deduplicate rows of `schema` as `spec` says; `event_time` is the
+    /// watermarked column, if any.
+    pub fn try_new(
+        schema: &SchemaRef,
+        mut spec: DedupSpec,
+        event_time: Option<EventTimeKey>,
+        store_config: StateStoreConfig,
+    ) -> Result<Self> {
+        let all: Vec<usize> = (0..schema.fields().len()).collect();
+        if spec.keys.is_empty() {
+            spec.keys = all.clone();
+        }
+        if spec.outputs.is_empty() {
+            spec.outputs = all;
+        }
+        if spec.within_watermark_us.is_some() && event_time.is_none() {
+            return Err(crate::error::SluiceError::unsupported(
+                "drop_duplicates_within_watermark needs a watermark on an event-time column of its input",
+            ));
+        }
+        let conv = RowConverter::new(
+            spec.keys.iter().map(|i| SortField::new(schema.field(*i).data_type().clone())).collect(),
+        )?;
+        Ok(Self { conv, spec, event_time, state: OperatorState::new("dedup", store_config) })
     }
 
 }
@@ -53,7 +86,9 @@ impl StatefulOperator for StreamingDedup {
         let evict_us = ctx.watermark_ms.map(|w| w.saturating_mul(1000));
         let mut out = vec![];
         for batch in input {
-            let rows = self.conv.convert_columns(batch.columns())?;
+            let key_cols: Vec<_> = self.spec.keys.iter().map(|i| Arc::clone(batch.column(*i))).collect();
+            let rows = self.conv.convert_columns(&key_cols)?;
+            let expiry_extra = self.spec.within_watermark_us.unwrap_or(0);
             let times = match &self.event_time {
                 Some(et) => Some(event_time_micros(batch.column(et.index))?),
                 None => None,
@@ -71,7 +106,8 @@ impl StatefulOperator for StreamingDedup {
                 }
                 let key = rows.row(i);
                 if store.get(key.as_ref()).is_none() {
-                    store.put(key.as_ref().to_vec(), t.to_le_bytes().to_vec());
+                    // The key is forgotten once the watermark passes this time.
+                    store.put(key.as_ref().to_vec(), t.saturating_add(expiry_extra).to_le_bytes().to_vec());
                     keep.push(i as u32);
                 }
             }
@@ -80,7 +116,8 @@ impl StatefulOperator for StreamingDedup {
                 self.state.late.push(take_record_batch(&batch, &UInt32Array::from(late))?);
             }
             if !keep.is_empty() {
-                out.push(take_record_batch(&batch, &UInt32Array::from(keep))?);
+                let kept = take_record_batch(&batch, &UInt32Array::from(keep))?;
+                out.push(kept.project(&self.spec.outputs)?);
             }
         }
         if let (Some(_), Some(w)) = (&self.event_time, evict_us) {

@@ -14,7 +14,7 @@ use datafusion::execution::memory_pool::MemoryPool;
 use datafusion::execution::TaskContext;
 
 pub use aggregate::{AggregateParts, StreamingAggregate};
-pub use dedup::StreamingDedup;
+pub use dedup::{DedupSpec, StreamingDedup};
 pub use event_time::EventTimeKey;
 pub use session::{SessionAggregate, SessionColumns};
 
