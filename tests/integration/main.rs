@@ -3,4 +3,5 @@
 mod api;
 mod connectors;
 mod errors;
+mod s3;
 mod stt_runner;

@@ -27,15 +27,20 @@ pub struct CheckpointDir {
 }
 
 impl CheckpointDir {
-    /// Open (and create, for local paths) a checkpoint location. Accepts a
-    /// local path or a `file://` URL.
+    /// Open (and create, for local paths) a checkpoint location: a local
+    /// path, a `file://` URL, or an `s3://bucket/prefix` URL (configured from
+    /// the usual `AWS_*` environment variables: `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`).
     pub fn open(location: &str) -> Result<Self> {
+        if location.starts_with("s3://") || location.starts_with("s3a://") {
+            return Self::open_s3(location);
+        }
         let local = location.strip_prefix("file://").unwrap_or(location);
         if local.contains("://") {
             return Err(SluiceError::InvalidOption {
                 option: "checkpoint".into(),
                 value: location.into(),
-                reason: "only local paths and file:// URLs are supported as checkpoint locations in this build".into(),
+                reason: "supported checkpoint locations are local paths, file:// and s3:// URLs".into(),
             });
         }
         std::fs::create_dir_all(local).map_err(|e| SluiceError::InvalidOption {
@@ -46,6 +51,21 @@ impl CheckpointDir {
         let abs = std::fs::canonicalize(local)?;
         let store = LocalFileSystem::new_with_prefix(&abs)?;
         Ok(Self { store: Arc::new(store), root: Path::default(), display: abs.display().to_string() })
+    }
+
+    fn open_s3(location: &str) -> Result<Self> {
+        let bad = |reason: String| SluiceError::InvalidOption {
+            option: "checkpoint".into(),
+            value: location.into(),
+            reason,
+        };
+        let url = url::Url::parse(location).map_err(|e| bad(format!("not a URL: {e}")))?;
+        let store = object_store::aws::AmazonS3Builder::from_env()
+            .with_url(location)
+            .build()
+            .map_err(|e| bad(format!("cannot open the S3 location ({e}); set AWS_REGION, credentials and, for other S3 servers, AWS_ENDPOINT")))?;
+        let root = Path::from(url.path().trim_matches('/'));
+        Ok(Self { store: Arc::new(store), root, display: location.trim_end_matches('/').to_string() })
     }
 
     /// A sub-directory.
