@@ -1,5 +1,6 @@
 //! Scalar functions Sluice adds to DataFusion.
 
+pub mod batch_time;
 pub mod window;
 
 pub use window::window_udfs;

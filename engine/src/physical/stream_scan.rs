@@ -24,7 +24,6 @@ use crate::stream_table::MicroBatchInput;
 #[derive(Debug)]
 pub struct StreamScanExec {
     key: String,
-    schema: SchemaRef,
     projection: Option<Vec<usize>>,
     projected: SchemaRef,
     cache: Arc<PlanProperties>,
@@ -44,7 +43,7 @@ impl StreamScanExec {
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
-        Ok(Self { key, schema, projection, projected, cache })
+        Ok(Self { key, projection, projected, cache })
     }
 }
 
@@ -95,7 +94,6 @@ impl ExecutionPlan for StreamScanExec {
             Some(p) => batches.iter().map(|b| b.project(p)).collect::<std::result::Result<Vec<_>, _>>()?,
             None => batches,
         };
-        let _ = &self.schema;
         Ok(Box::pin(MemoryStream::try_new(batches, Arc::clone(&self.projected), None)?))
     }
 }

@@ -83,6 +83,7 @@ enum Pipeline {
 #[derive(Debug)]
 pub struct IncrementalPlan {
     state: SessionState,
+    batch_time: Arc<crate::functions::batch_time::BatchTime>,
     analysis: QueryAnalysis,
     mode: OutputMode,
     schema: SchemaRef,
@@ -168,11 +169,13 @@ impl IncrementalPlan {
         analysis.validate(mode)?;
         state.config_mut().set_extension(Arc::new(StreamingPlanning));
         let schema = Arc::clone(logical.schema().inner());
+        let batch_time = Arc::new(crate::functions::batch_time::BatchTime::default());
+        let logical = crate::functions::batch_time::bind_batch_time(logical, &batch_time)?;
         let pipeline = match build_stages(&state, &logical, mode, 0).await? {
             None => Pipeline::Stateless { plan: state.create_physical_plan(&logical).await? },
             Some((stages, post)) => Pipeline::Stateful { stages, post: state.create_physical_plan(&post).await? },
         };
-        Ok(Self { state, analysis, mode, schema, pipeline })
+        Ok(Self { state, batch_time, analysis, mode, schema, pipeline })
     }
 
     /// What the query is made of.
@@ -254,10 +257,9 @@ impl IncrementalPlan {
         Ok(out)
     }
 
-    fn task(&self, input: MicroBatchInput, ctx: BatchContext) -> Arc<TaskContext> {
+    fn task(&self, input: MicroBatchInput) -> Arc<TaskContext> {
         let mut config = self.state.config().clone();
         config.set_extension(Arc::new(input));
-        let _ = ctx;
         Arc::new(TaskContext::from(&self.state).with_session_config(config))
     }
 
@@ -265,9 +267,10 @@ impl IncrementalPlan {
     /// spent preparing the batch's plans (the plan itself is built once).
     pub async fn execute(&self, input: MicroBatchInput, ctx: BatchContext) -> Result<(Vec<RecordBatch>, Duration)> {
         let started = Instant::now();
+        self.batch_time.set(ctx.batch_timestamp_ms);
         match &self.pipeline {
             Pipeline::Stateless { plan } => {
-                let task = self.task(input, ctx);
+                let task = self.task(input);
                 let plan = reset_plan_states(Arc::clone(plan))?;
                 let planning = started.elapsed();
                 Ok((collect(plan, task).await?, planning))
@@ -278,7 +281,7 @@ impl IncrementalPlan {
                 let planning = started.elapsed();
                 let mut data = input;
                 for (k, (stage, pre)) in stages.iter().zip(pres).enumerate() {
-                    let task = self.task(data, ctx);
+                    let task = self.task(data);
                     let rows = collect(pre, Arc::clone(&task)).await?;
                     // Downstream operators judge lateness by the previous batch's
                     // watermark: rows their upstream emitted under the current
@@ -293,7 +296,7 @@ impl IncrementalPlan {
                     data = MicroBatchInput::default();
                     data.data.insert(stage.slot.clone(), emitted);
                 }
-                let task = self.task(data, ctx);
+                let task = self.task(data);
                 Ok((collect(post, task).await?, planning))
             }
         }
