@@ -3,5 +3,6 @@
 mod api;
 mod connectors;
 mod errors;
+mod query_change;
 mod s3;
 mod stt_runner;

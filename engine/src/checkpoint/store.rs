@@ -207,6 +207,20 @@ impl CheckpointDir {
         Ok(ids)
     }
 
+    /// Names of the sub-directories directly in this directory whose name is
+    /// a number, sorted ascending.
+    pub async fn list_numbered_dirs(&self) -> Result<Vec<u64>> {
+        let listing = match self.store.list_with_delimiter(Some(&self.root)).await {
+            Ok(l) => l,
+            Err(object_store::Error::NotFound { .. }) => return Ok(vec![]),
+            Err(e) => return Err(e.into()),
+        };
+        let mut ids: Vec<u64> =
+            listing.common_prefixes.iter().filter_map(|p| p.filename()?.parse::<u64>().ok()).collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
     /// Delete the file `name` if present.
     pub async fn delete(&self, name: &str) -> Result<()> {
         match self.store.delete(&self.path(name)).await {

@@ -154,6 +154,20 @@ impl MicroBatchExecution {
             self.plan.restore(&state_dir, None).await?;
             return Ok(());
         };
+        let before: Vec<&String> = latest.offsets.keys().collect();
+        let mut now: Vec<&String> = self.sources.iter().map(|s| &s.name).collect();
+        now.sort();
+        if before != now {
+            return Err(SluiceError::Checkpoint {
+                path: format!("{}/offsets/{}", self.checkpoint.root().location(), latest.batch_id),
+                reason: format!(
+                    "the query's sources changed: the checkpoint was written for [{}], the query reads [{}]; \
+                     restore the original sources, or use a new checkpoint location",
+                    before.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                    now.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
         let commit = self.checkpoint.latest_commit().await?;
         let committed_id = commit.as_ref().map(|c| c.batch_id);
         if committed_id == Some(latest.batch_id) {

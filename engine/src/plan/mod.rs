@@ -32,7 +32,7 @@ use crate::options::OutputMode;
 use crate::progress::StateOperatorProgress;
 use crate::state::StateStoreConfig;
 use crate::stateful::{
-    AggregateParts, EventTimeKey, SessionAggregate, StatefulOperator, StreamingAggregate, StreamingDedup,
+    AggregateParts, EventTimeKey, SessionAggregate, StateLayout, StatefulOperator, StreamingAggregate, StreamingDedup,
 };
 use crate::stream_table::{MicroBatchInput, StreamingPlanning};
 use keys::{dedup_spec, event_time_group, session_columns};
@@ -218,11 +218,48 @@ impl IncrementalPlan {
         }
     }
 
-    /// Load operator state as of `version` (the last committed batch).
+    /// Load operator state as of `version` (the last committed batch),
+    /// after checking that the checkpoint's state has this query's layout.
     pub async fn restore(&self, dir: &CheckpointDir, version: Option<u64>) -> Result<()> {
         let pool = Arc::clone(&self.state.runtime_env().memory_pool);
+        let stored: Vec<u64> = dir.list_numbered_dirs().await?;
+        if let Some(extra) = stored.iter().find(|k| **k as usize >= self.stages().len()) {
+            return Err(SluiceError::Checkpoint {
+                path: format!("{}/{extra}", dir.location()),
+                reason: format!(
+                    "the checkpoint holds state of {} stateful operator(s) but the query now has {}: the query \
+                     changed in a way that cannot reuse this state; restore the original query or use a new \
+                     checkpoint location",
+                    stored.len(),
+                    self.stages().len()
+                ),
+            });
+        }
         for (k, stage) in self.stages().iter().enumerate() {
-            stage.op.lock().await.restore(dir.child(&k.to_string()), version, &pool).await?;
+            let op_dir = dir.child(&k.to_string());
+            let mut op = stage.op.lock().await;
+            let layout = op.state_layout();
+            match op_dir.read_json::<StateLayout>("_layout").await? {
+                Some(old) if old != layout => {
+                    return Err(SluiceError::Checkpoint {
+                        path: format!("{}/_layout", op_dir.location()),
+                        reason: format!(
+                            "stateful operator {k} changed: the checkpoint holds state of operator '{}' with keys [{}] \
+                             and state [{}], the query now has operator '{}' with keys [{}] and state [{}]. Its state \
+                             cannot be reused: restore the original query, or use a new checkpoint location",
+                            old.operator,
+                            old.keys.join(", "),
+                            old.values.join(", "),
+                            layout.operator,
+                            layout.keys.join(", "),
+                            layout.values.join(", ")
+                        ),
+                    })
+                }
+                Some(_) => {}
+                None => op_dir.write_json("_layout", &layout).await?,
+            }
+            op.restore(op_dir, version, &pool).await?;
         }
         Ok(())
     }

@@ -315,6 +315,15 @@ impl StatefulOperator for StreamingAggregate {
         self.event_time.is_some() && self.mode != OutputMode::Complete
     }
 
+    fn state_layout(&self) -> super::StateLayout {
+        let fields = self.partial_schema.fields();
+        super::StateLayout {
+            operator: "aggregate".into(),
+            keys: super::StateLayout::describe(&fields[..self.num_keys]),
+            values: super::StateLayout::describe(&fields[self.num_keys..]),
+        }
+    }
+
 
 }
 

@@ -35,6 +35,7 @@ pub struct DedupSpec {
 #[derive(Debug)]
 pub struct StreamingDedup {
     conv: RowConverter,
+    key_fields: Vec<String>,
     spec: DedupSpec,
     event_time: Option<EventTimeKey>,
     state: OperatorState,
@@ -64,7 +65,8 @@ impl StreamingDedup {
         let conv = RowConverter::new(
             spec.keys.iter().map(|i| SortField::new(schema.field(*i).data_type().clone())).collect(),
         )?;
-        Ok(Self { conv, spec, event_time, state: OperatorState::new("dedup", store_config) })
+        let key_fields = spec.keys.iter().map(|i| format!("{}: {}", schema.field(*i).name(), schema.field(*i).data_type())).collect();
+        Ok(Self { conv, key_fields, spec, event_time, state: OperatorState::new("dedup", store_config) })
     }
 
 }
@@ -129,6 +131,11 @@ impl StatefulOperator for StreamingDedup {
 
     fn watermark_driven(&self) -> bool {
         self.event_time.is_some()
+    }
+
+    fn state_layout(&self) -> super::StateLayout {
+        let expiry = if self.spec.within_watermark_us.is_some() { "first seen + watermark delay" } else { "event time" };
+        super::StateLayout { operator: "dedup".into(), keys: self.key_fields.clone(), values: vec![format!("expiry: {expiry}")] }
     }
 
 

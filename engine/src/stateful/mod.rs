@@ -38,6 +38,9 @@ pub trait StatefulOperator: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<RecordBatch>>;
     /// Whether a watermark advance alone can make output or eviction due.
     fn watermark_driven(&self) -> bool;
+    /// What the stored state means: the operator and the layout of its
+    /// keys and values. A restart with a different layout is refused.
+    fn state_layout(&self) -> StateLayout;
 
     /// Load the state as of `version` (the last committed batch; `None`:
     /// start empty) from `dir`, accounting its memory in `pool`.
@@ -55,6 +58,24 @@ pub trait StatefulOperator: Send + Sync + std::fmt::Debug {
     /// The rows dropped as late since the last call (when collecting).
     fn take_late_rows(&mut self) -> Vec<RecordBatch> {
         std::mem::take(&mut self.state().late.rows)
+    }
+}
+
+/// The layout of an operator's stored state, recorded in the checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StateLayout {
+    /// Operator kind (`aggregate`, `session_aggregate`, `dedup`).
+    pub operator: String,
+    /// Key columns, as `name: type`.
+    pub keys: Vec<String>,
+    /// Stored value columns (aggregate states, or dedup expiry), as `name: type`.
+    pub values: Vec<String>,
+}
+
+impl StateLayout {
+    /// Describe fields as `name: type`.
+    pub fn describe(fields: &[datafusion::arrow::datatypes::FieldRef]) -> Vec<String> {
+        fields.iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect()
     }
 }
 

@@ -354,5 +354,16 @@ impl StatefulOperator for SessionAggregate {
         self.event_time.is_some() && self.mode == OutputMode::Append
     }
 
+    fn state_layout(&self) -> super::StateLayout {
+        let schema = self.schema();
+        let fields = schema.fields();
+        let num_keys = self.stages.parts.group_by.expr().len();
+        super::StateLayout {
+            operator: "session_aggregate".into(),
+            keys: super::StateLayout::describe(&fields[..num_keys]),
+            values: super::StateLayout::describe(&fields[num_keys..]),
+        }
+    }
+
 
 }
