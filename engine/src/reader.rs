@@ -7,7 +7,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::dataframe::DataFrame;
 
 use crate::connector::SourceDefinition;
-use crate::error::Result;
+use crate::error::{Result, SluiceError};
 use crate::execution::WatermarkPolicy;
 use crate::options::{Options, OutputMode, Trigger};
 use crate::query::StreamingQuery;
@@ -77,7 +77,11 @@ pub trait StreamingDataFrameExt {
 
 impl StreamingDataFrameExt for DataFrame {
     fn write_stream(&self) -> DataStreamWriter {
-        DataStreamWriter { df: self.clone(), spec: QuerySpec { format: "memory".into(), ..Default::default() } }
+        DataStreamWriter {
+            df: self.clone(),
+            spec: QuerySpec { format: "memory".into(), ..Default::default() },
+            invalid: None,
+        }
     }
 }
 
@@ -95,6 +99,8 @@ impl StreamingDataFrameExt for DataFrame {
 pub struct DataStreamWriter {
     df: DataFrame,
     spec: QuerySpec,
+    /// An option value that could not be used, reported by `start()`.
+    invalid: Option<SluiceError>,
 }
 
 impl DataStreamWriter {
@@ -125,6 +131,17 @@ impl DataStreamWriter {
             self.spec.checkpoint = Some(value);
         } else if key.eq_ignore_ascii_case("late_rows") {
             self.spec.late_rows = Some(value);
+        } else if key.eq_ignore_ascii_case("min_batches_to_retain") {
+            match value.trim().parse() {
+                Ok(n) => self.spec.min_batches_to_retain = Some(n),
+                Err(_) => {
+                    self.invalid = Some(SluiceError::InvalidOption {
+                        option: "min_batches_to_retain".into(),
+                        value,
+                        reason: "expected a positive number of batches".into(),
+                    })
+                }
+            }
         } else {
             self.spec.options.insert(key, value);
         }
@@ -145,6 +162,9 @@ impl DataStreamWriter {
     }
     /// Start the query.
     pub async fn start(self) -> Result<StreamingQuery> {
+        if let Some(e) = self.invalid {
+            return Err(e);
+        }
         let session = SluiceSession::of_dataframe(&self.df)?;
         session.start_query(self.df, self.spec).await
     }

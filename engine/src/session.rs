@@ -20,8 +20,12 @@ use crate::foreach::{ForeachBatchFn, ForeachBatchSink};
 use crate::options::{Options, OutputMode, Trigger};
 use crate::plan::IncrementalPlan;
 use crate::query::StreamingQuery;
+use crate::state::StateStoreConfig;
 use crate::reader::DataStreamReader;
 use crate::stream_table::StreamTable;
+
+/// Batches kept recoverable by default (Spark's `minBatchesToRetain`).
+pub const DEFAULT_MIN_BATCHES_TO_RETAIN: u64 = 100;
 
 /// Session-wide settings.
 #[derive(Debug, Clone)]
@@ -66,6 +70,9 @@ pub struct QuerySpec {
     pub foreach: Option<ForeachBatchFn>,
     /// Name of a memory table receiving the rows dropped as late.
     pub late_rows: Option<String>,
+    /// How many recent batches stay recoverable (offset and commit logs,
+    /// state versions); Spark's `minBatchesToRetain`. Default 100.
+    pub min_batches_to_retain: Option<u64>,
 }
 
 impl std::fmt::Debug for QuerySpec {
@@ -235,7 +242,14 @@ impl SluiceSession {
             return Err(SluiceError::DuplicateQuery(name));
         }
         let (state, logical) = df.into_parts();
-        let plan = Arc::new(IncrementalPlan::try_new(planning_state(state), logical, spec.output_mode).await?);
+        let retain = spec.min_batches_to_retain.unwrap_or(DEFAULT_MIN_BATCHES_TO_RETAIN).max(1);
+        let store_config = StateStoreConfig {
+            num_partitions: self.inner.config.target_partitions.max(1),
+            min_versions_to_retain: retain,
+            ..Default::default()
+        };
+        let plan =
+            Arc::new(IncrementalPlan::try_new(planning_state(state), logical, spec.output_mode, store_config).await?);
         let checkpoint_location = match &spec.checkpoint {
             Some(c) => c.clone(),
             None => {
@@ -314,6 +328,7 @@ impl SluiceSession {
                 checkpoint,
                 clock: Arc::clone(&self.inner.clock),
                 policy: spec.watermark_policy,
+                min_batches_to_retain: retain,
             },
             uuid::Uuid::new_v4().to_string(),
         );

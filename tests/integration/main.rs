@@ -1,6 +1,7 @@
 //! Integration tests (one binary): the engine through the public API and SQL.
 
 mod api;
+mod checkpoint_integrity;
 mod connectors;
 mod errors;
 mod query_change;

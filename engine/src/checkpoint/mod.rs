@@ -122,6 +122,26 @@ impl QueryCheckpoint {
         self.commits.write_json(&entry.batch_id.to_string(), entry).await
     }
 
+    /// Check that every retained batch before the last one has its commit
+    /// entry (commits are written in order, so a gap means a lost file).
+    pub async fn check_commit_log(&self) -> Result<()> {
+        let offsets = self.offsets.list_numbered().await?;
+        let commits: std::collections::BTreeSet<u64> = self.commits.list_numbered().await?.into_iter().collect();
+        let Some((last, earlier)) = offsets.split_last() else { return Ok(()) };
+        for id in earlier {
+            if !commits.contains(id) {
+                return Err(SluiceError::Checkpoint {
+                    path: format!("{}/commits/{id}", self.root.location()),
+                    reason: format!(
+                        "missing, although the offset log goes on to batch {last}: the commit log is damaged; \
+                         restore the file, or delete the checkpoint directory to start the query from scratch"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Remove log entries older than `keep_from` (retention).
     pub async fn purge_before(&self, keep_from: u64) -> Result<()> {
         for dir in [&self.offsets, &self.commits] {

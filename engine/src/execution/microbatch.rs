@@ -63,6 +63,7 @@ pub struct MicroBatchExecution {
     checkpoint: QueryCheckpoint,
     clock: ClockRef,
     policy: WatermarkPolicy,
+    min_batches_to_retain: u64,
     initialized: bool,
     /// An uncommitted batch found at recovery, to re-run first.
     pending_rerun: Option<OffsetEntry>,
@@ -99,6 +100,8 @@ pub struct ExecutionParts {
     pub clock: ClockRef,
     /// Watermark policy.
     pub policy: WatermarkPolicy,
+    /// Batches kept recoverable in the offset and commit logs.
+    pub min_batches_to_retain: u64,
 }
 
 impl MicroBatchExecution {
@@ -115,6 +118,7 @@ impl MicroBatchExecution {
             checkpoint: parts.checkpoint,
             clock: parts.clock,
             policy: parts.policy,
+            min_batches_to_retain: parts.min_batches_to_retain,
             initialized: false,
             pending_rerun: None,
             next_batch_id: 0,
@@ -168,6 +172,7 @@ impl MicroBatchExecution {
                 ),
             });
         }
+        self.checkpoint.check_commit_log().await?;
         let commit = self.checkpoint.latest_commit().await?;
         let committed_id = commit.as_ref().map(|c| c.batch_id);
         if committed_id == Some(latest.batch_id) {
@@ -326,6 +331,10 @@ impl MicroBatchExecution {
         let state_operators = self.plan.commit(batch_id).await?;
         let next_watermark = self.next_watermark(entry.watermark_ms);
         self.checkpoint.write_commit(&CommitEntry { batch_id, next_watermark_ms: next_watermark }).await?;
+        // Retention: every few batches, forget log entries no longer needed.
+        if batch_id % 10 == 0 && batch_id >= self.min_batches_to_retain {
+            self.checkpoint.purge_before(batch_id + 1 - self.min_batches_to_retain).await?;
+        }
         for s in &self.sources {
             if let Some(Some(end)) = entry.offsets.get(&s.name) {
                 s.source.commit(end).await?;

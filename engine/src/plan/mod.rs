@@ -96,6 +96,7 @@ fn build_stages<'a>(
     state: &'a SessionState,
     plan: &'a LogicalPlan,
     mode: OutputMode,
+    store_config: StateStoreConfig,
     depth: usize,
 ) -> futures::future::BoxFuture<'a, Result<Option<(Vec<Stage>, LogicalPlan)>>> {
     Box::pin(async move {
@@ -103,7 +104,7 @@ fn build_stages<'a>(
         let original = &split.stateful;
         let input = original.inputs()[0];
         let downstream_mode = OutputMode::Append;
-        let (mut stages, node) = match build_stages(state, input, downstream_mode, depth + 1).await? {
+        let (mut stages, node) = match build_stages(state, input, downstream_mode, store_config, depth + 1).await? {
             None => (vec![], original.clone()),
             Some((inner, inner_post)) => {
                 let node = original.with_new_exprs(original.expressions(), vec![inner_post])?;
@@ -116,8 +117,6 @@ fn build_stages<'a>(
                  mode it would emit changing rows that the next operator cannot retract; use output_mode = 'append'"
             )));
         }
-        let store_config =
-            StateStoreConfig { num_partitions: state.config().target_partitions().max(1), ..Default::default() };
         let (pre, op): (Arc<dyn ExecutionPlan>, Box<dyn StatefulOperator>) = match (original, &node) {
             (LogicalPlan::Aggregate(agg), LogicalPlan::Aggregate(_)) => {
                 let physical = state.create_physical_plan(&node).await?;
@@ -164,14 +163,19 @@ fn build_stages<'a>(
 
 impl IncrementalPlan {
     /// Validate `logical` for `mode` and plan it.
-    pub async fn try_new(mut state: SessionState, logical: LogicalPlan, mode: OutputMode) -> Result<Self> {
+    pub async fn try_new(
+        mut state: SessionState,
+        logical: LogicalPlan,
+        mode: OutputMode,
+        store_config: StateStoreConfig,
+    ) -> Result<Self> {
         let analysis = QueryAnalysis::of(&logical);
         analysis.validate(mode)?;
         state.config_mut().set_extension(Arc::new(StreamingPlanning));
         let schema = Arc::clone(logical.schema().inner());
         let batch_time = Arc::new(crate::functions::batch_time::BatchTime::default());
         let logical = crate::functions::batch_time::bind_batch_time(logical, &batch_time)?;
-        let pipeline = match build_stages(&state, &logical, mode, 0).await? {
+        let pipeline = match build_stages(&state, &logical, mode, store_config, 0).await? {
             None => Pipeline::Stateless { plan: state.create_physical_plan(&logical).await? },
             Some((stages, post)) => Pipeline::Stateful { stages, post: state.create_physical_plan(&post).await? },
         };
