@@ -13,6 +13,7 @@ pub mod connector;
 pub mod dataframe;
 pub mod error;
 pub mod execution;
+pub mod faults;
 pub mod foreach;
 pub mod functions;
 pub mod manifest;

@@ -3,6 +3,7 @@
 mod api;
 mod checkpoint_integrity;
 mod connectors;
+mod crash;
 mod errors;
 mod query_change;
 mod s3;

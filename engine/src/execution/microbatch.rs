@@ -246,6 +246,7 @@ impl MicroBatchExecution {
         };
         let wal = Instant::now();
         self.checkpoint.write_offsets(&entry).await?;
+        crate::faults::crash_point("after_offset_log");
         let wal_ms = wal.elapsed().as_millis() as u64;
         let mut progress = self.run_batch(entry, started, latest_offset_ms).await?;
         progress.duration_ms.insert("wal_commit".into(), wal_ms);
@@ -322,6 +323,7 @@ impl MicroBatchExecution {
         let sink_t = Instant::now();
         let output_rows: u64 = output.iter().map(|b| b.num_rows() as u64).sum();
         self.sink.add_batch(batch_id, &output).await?;
+        crate::faults::crash_point("after_sink_write");
         if let Some(late) = &self.late_sink {
             late.add_batch(batch_id, &self.plan.take_late_rows().await).await?;
         }
@@ -330,6 +332,7 @@ impl MicroBatchExecution {
         let commit_t = Instant::now();
         let state_operators = self.plan.commit(batch_id).await?;
         let next_watermark = self.next_watermark(entry.watermark_ms);
+        crate::faults::crash_point("before_commit_log");
         self.checkpoint.write_commit(&CommitEntry { batch_id, next_watermark_ms: next_watermark }).await?;
         // Retention: every few batches, forget log entries no longer needed.
         if batch_id % 10 == 0 && batch_id >= self.min_batches_to_retain {

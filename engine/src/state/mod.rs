@@ -198,7 +198,9 @@ impl StateStore {
                 snapshot.then(|| p.map.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect());
             writes.push(async move {
                 dir.write_blob(&format!("{version}.delta"), &files::encode(&delta)?).await?;
+                crate::faults::crash_point("during_state_commit");
                 if let Some(snap) = snap {
+                    crate::faults::crash_point("during_snapshot");
                     dir.write_blob(&format!("{version}.snapshot"), &files::encode(&snap)?).await?;
                 }
                 Ok::<_, SluiceError>(())

@@ -221,6 +221,7 @@ impl Sink for FilesSink {
             *checked_stale = true;
         }
         let files = self.write_files(batch_id, batches).await?;
+        sluice_engine::faults::crash_point("during_sink_write");
         let rows: u64 = files.iter().map(|f| f.rows).sum();
         let entry = ManifestEntry { batch_id, format: self.format.to_string(), files };
         self.manifest.write_json(&entry_name, &entry).await?;

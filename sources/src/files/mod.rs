@@ -288,6 +288,8 @@ impl Source for FilesSource {
         }
         let count = new.len();
         let id = state.log().await?.append(new).await?;
+        // Files are in the seen-files log but not yet in the query's offset log.
+        sluice_engine::faults::crash_point("during_source_listing");
         info!(source = %self.name, log_offset = id, files = count, "new files assigned to the seen-files log");
         Ok(Some(offset_of(id)))
     }

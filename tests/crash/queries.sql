@@ -1,0 +1,25 @@
+-- Queries of the crash-restart harness (tests/crash/crash_test.sh).
+-- $IN, $OUT, $CK and $TRIGGER come from the environment.
+CREATE SOURCE ev (
+  id BIGINT,
+  ts TIMESTAMP,
+  k VARCHAR,
+  v BIGINT,
+  WATERMARK FOR ts AS ts - INTERVAL '5' SECOND
+) WITH (connector = 'files', path = '$IN', format = 'csv', header = 'true', max_files_per_trigger = 2);
+
+-- Stateless ETL, files to files.
+CREATE SINK etl WITH (
+  connector = 'files', path = '$OUT/etl', format = 'csv',
+  trigger = '$TRIGGER', checkpoint = '$CK/etl'
+) AS
+SELECT id, k, v * 2 AS v2 FROM ev WHERE v % 10 <> 0;
+
+-- Windowed aggregation in append mode, files sink.
+CREATE SINK win WITH (
+  connector = 'files', path = '$OUT/win', format = 'csv',
+  trigger = '$TRIGGER', checkpoint = '$CK/win'
+) AS
+SELECT window_start, window_end, k, count(*) AS n, sum(v) AS s
+FROM TUMBLE(ev, ts, INTERVAL '10' SECOND)
+GROUP BY window_start, window_end, k;
