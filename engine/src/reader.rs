@@ -131,6 +131,8 @@ impl DataStreamWriter {
             self.spec.checkpoint = Some(value);
         } else if key.eq_ignore_ascii_case("late_rows") {
             self.spec.late_rows = Some(value);
+        } else if key.eq_ignore_ascii_case("reset_changed_state") {
+            self.spec.reset_changed_state = value.trim().eq_ignore_ascii_case("true");
         } else if key.eq_ignore_ascii_case("min_batches_to_retain") {
             match value.trim().parse() {
                 Ok(n) => self.spec.min_batches_to_retain = Some(n),

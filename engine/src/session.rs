@@ -73,6 +73,10 @@ pub struct QuerySpec {
     /// How many recent batches stay recoverable (offset and commit logs,
     /// state versions); Spark's `minBatchesToRetain`. Default 100.
     pub min_batches_to_retain: Option<u64>,
+    /// On restart, start stateful operators whose state layout changed with
+    /// empty state (with a warning naming them) instead of failing; the
+    /// unchanged ones keep their state.
+    pub reset_changed_state: bool,
 }
 
 impl std::fmt::Debug for QuerySpec {
@@ -329,6 +333,7 @@ impl SluiceSession {
                 clock: Arc::clone(&self.inner.clock),
                 policy: spec.watermark_policy,
                 min_batches_to_retain: retain,
+                reset_changed_state: spec.reset_changed_state,
             },
             uuid::Uuid::new_v4().to_string(),
         );

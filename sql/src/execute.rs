@@ -30,7 +30,8 @@ pub enum StatementResult {
 
 /// Engine options of `CREATE SINK ... WITH (...)`; the rest go to the connector.
 const SINK_ENGINE_OPTIONS: &[&str] =
-    &["connector", "output_mode", "trigger", "interval", "checkpoint", "watermark_policy", "late_rows", "min_batches_to_retain"];
+    &["connector", "output_mode", "trigger", "interval", "checkpoint", "watermark_policy", "late_rows", "min_batches_to_retain",
+      "reset_changed_state"];
 
 /// Parse and run every statement of `sql`, in order; stops at the first error.
 ///
@@ -148,6 +149,7 @@ fn sink_spec(s: &CreateSink) -> Result<QuerySpec> {
         foreach: None,
         late_rows: all.get("late_rows").map(str::to_string),
         min_batches_to_retain: all.parse::<u64>("min_batches_to_retain", "a positive number of batches")?,
+        reset_changed_state: all.bool("reset_changed_state", false)?,
     })
 }
 

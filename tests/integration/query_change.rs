@@ -71,3 +71,32 @@ async fn state_changing_edits_are_refused_with_the_change() {
     // The original query still runs on the checkpoint.
     run(&env, &ck, ORIGINAL).await.unwrap();
 }
+
+#[tokio::test]
+async fn reset_changed_state_keeps_unchanged_operators() {
+    let env = Environment::default();
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = tmp.path().join("ck").display().to_string();
+    // Two chained operators: dedup, then a count per word.
+    let chain = "SELECT word, count(*) AS n FROM (SELECT DISTINCT word, v FROM ev) AS d GROUP BY word";
+    run(&env, &ck, chain).await.unwrap();
+    // Change only the outer aggregation (count -> count and max): refused by default...
+    let changed = "SELECT word, count(*) AS n, max(v) AS top FROM (SELECT DISTINCT word, v FROM ev) AS d GROUP BY word";
+    let e = run(&env, &ck, changed).await.unwrap_err();
+    assert!(e.contains("stateful operator 1 changed") && e.contains("reset_changed_state"), "{e}");
+    // ...and with the option, the aggregation restarts empty while the dedup keeps its state:
+    // ("a",1) was seen before, so it is a duplicate and nothing is counted.
+    let tmp2 = tempfile::tempdir().unwrap();
+    let config = SluiceConfig { auto_trigger: false, checkpoint_root: tmp2.path().to_path_buf(), target_partitions: 2 };
+    let session = env.session(config, Arc::new(ManualClock::new(0)));
+    execute_sql(&session, SOURCES).await.unwrap();
+    let sql = format!(
+        "CREATE SINK out2 WITH (connector = 'memory', output_mode = 'update', checkpoint = '{ck}', reset_changed_state = 'true') AS {changed}"
+    );
+    execute_sql(&session, &sql).await.unwrap();
+    env.streams.get("ev").unwrap().push_rows(&["a,1", "b,2"]).unwrap();
+    session.query("out2").unwrap().process_all_available().await.unwrap();
+    let rows = sluice::stt::render_batches(&env.sinks.get("out2").unwrap().table_rows()).unwrap();
+    assert_eq!(rows, vec!["b,1,2"], "dedup state kept (a,1 is a duplicate), aggregation state reset");
+    session.stop_all().await.unwrap();
+}

@@ -64,6 +64,7 @@ pub struct MicroBatchExecution {
     clock: ClockRef,
     policy: WatermarkPolicy,
     min_batches_to_retain: u64,
+    reset_changed_state: bool,
     initialized: bool,
     /// An uncommitted batch found at recovery, to re-run first.
     pending_rerun: Option<OffsetEntry>,
@@ -102,6 +103,8 @@ pub struct ExecutionParts {
     pub policy: WatermarkPolicy,
     /// Batches kept recoverable in the offset and commit logs.
     pub min_batches_to_retain: u64,
+    /// Start changed stateful operators afresh instead of failing.
+    pub reset_changed_state: bool,
 }
 
 impl MicroBatchExecution {
@@ -119,6 +122,7 @@ impl MicroBatchExecution {
             clock: parts.clock,
             policy: parts.policy,
             min_batches_to_retain: parts.min_batches_to_retain,
+            reset_changed_state: parts.reset_changed_state,
             initialized: false,
             pending_rerun: None,
             next_batch_id: 0,
@@ -155,7 +159,7 @@ impl MicroBatchExecution {
         self.id = meta.id;
         let state_dir = self.checkpoint.root().child("state");
         let Some(latest) = self.checkpoint.latest_offsets().await? else {
-            self.plan.restore(&state_dir, None).await?;
+            self.plan.restore(&state_dir, None, self.reset_changed_state).await?;
             return Ok(());
         };
         let before: Vec<&String> = latest.offsets.keys().collect();
@@ -181,7 +185,7 @@ impl MicroBatchExecution {
             self.next_batch_id = latest.batch_id + 1;
             self.last_batch_watermark_ms = latest.watermark_ms;
             self.watermark_ms = commit.and_then(|c| c.next_watermark_ms).or(latest.watermark_ms);
-            self.plan.restore(&state_dir, Some(latest.batch_id)).await?;
+            self.plan.restore(&state_dir, Some(latest.batch_id), self.reset_changed_state).await?;
             return Ok(());
         }
         if latest.batch_id > 0 && committed_id != Some(latest.batch_id - 1) {
@@ -208,7 +212,7 @@ impl MicroBatchExecution {
         self.last_batch_watermark_ms = start.watermark_ms;
         self.next_batch_id = latest.batch_id;
         self.watermark_ms = latest.watermark_ms;
-        self.plan.restore(&state_dir, latest.batch_id.checked_sub(1)).await?;
+        self.plan.restore(&state_dir, latest.batch_id.checked_sub(1), self.reset_changed_state).await?;
         self.pending_rerun = Some(latest);
         Ok(())
     }

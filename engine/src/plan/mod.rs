@@ -224,10 +224,12 @@ impl IncrementalPlan {
 
     /// Load operator state as of `version` (the last committed batch),
     /// after checking that the checkpoint's state has this query's layout.
-    pub async fn restore(&self, dir: &CheckpointDir, version: Option<u64>) -> Result<()> {
+    /// With `reset_changed`, an operator whose layout changed starts with
+    /// empty state (and a warning) instead of failing; the others keep theirs.
+    pub async fn restore(&self, dir: &CheckpointDir, version: Option<u64>, reset_changed: bool) -> Result<()> {
         let pool = Arc::clone(&self.state.runtime_env().memory_pool);
         let stored: Vec<u64> = dir.list_numbered_dirs().await?;
-        if let Some(extra) = stored.iter().find(|k| **k as usize >= self.stages().len()) {
+        if let Some(extra) = stored.iter().find(|k| **k as usize >= self.stages().len()).filter(|_| !reset_changed) {
             return Err(SluiceError::Checkpoint {
                 path: format!("{}/{extra}", dir.location()),
                 reason: format!(
@@ -243,27 +245,36 @@ impl IncrementalPlan {
             let op_dir = dir.child(&k.to_string());
             let mut op = stage.op.lock().await;
             let layout = op.state_layout();
-            match op_dir.read_json::<StateLayout>("_layout").await? {
-                Some(old) if old != layout => {
-                    return Err(SluiceError::Checkpoint {
-                        path: format!("{}/_layout", op_dir.location()),
-                        reason: format!(
-                            "stateful operator {k} changed: the checkpoint holds state of operator '{}' with keys [{}] \
-                             and state [{}], the query now has operator '{}' with keys [{}] and state [{}]. Its state \
-                             cannot be reused: restore the original query, or use a new checkpoint location",
-                            old.operator,
-                            old.keys.join(", "),
-                            old.values.join(", "),
-                            layout.operator,
-                            layout.keys.join(", "),
-                            layout.values.join(", ")
-                        ),
-                    })
-                }
-                Some(_) => {}
-                None => op_dir.write_json("_layout", &layout).await?,
+            let old = op_dir.read_json::<StateLayout>("_layout").await?;
+            let changed = old.as_ref().is_some_and(|old| *old != layout);
+            if let (Some(old), true, false) = (&old, changed, reset_changed) {
+                return Err(SluiceError::Checkpoint {
+                    path: format!("{}/_layout", op_dir.location()),
+                    reason: format!(
+                        "stateful operator {k} changed: the checkpoint holds state of operator '{}' with keys [{}] \
+                         and state [{}], the query now has operator '{}' with keys [{}] and state [{}]. Its state \
+                         cannot be reused: restore the original query, use a new checkpoint location, or set \
+                         reset_changed_state = 'true' to start this operator's state afresh",
+                        old.operator,
+                        old.keys.join(", "),
+                        old.values.join(", "),
+                        layout.operator,
+                        layout.keys.join(", "),
+                        layout.values.join(", ")
+                    ),
+                });
             }
-            op.restore(op_dir, version, &pool).await?;
+            if changed {
+                tracing::warn!(
+                    operator = k,
+                    kind = %layout.operator,
+                    "stateful operator {k} changed: its state is reset (reset_changed_state); the other operators keep theirs"
+                );
+            }
+            op.restore(op_dir.clone(), version, &pool, changed).await?;
+            if old.is_none() || changed {
+                op_dir.write_json("_layout", &layout).await?;
+            }
         }
         Ok(())
     }

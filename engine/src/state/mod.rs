@@ -98,6 +98,22 @@ impl StateStore {
         crc32fast::hash(key) as usize % self.partitions.len()
     }
 
+    /// Start the store under `dir` afresh at `version`: remove every file
+    /// and write empty snapshots, so later restores of `version` and after
+    /// find a complete history.
+    pub async fn reset(dir: CheckpointDir, config: StateStoreConfig, version: Option<u64>) -> Result<Self> {
+        for f in dir.list_all().await? {
+            dir.delete(&f).await?;
+        }
+        let store = Self::open(dir, config, None).await?;
+        if let Some(v) = version {
+            for i in 0..store.partitions.len() {
+                store.dir.child(&i.to_string()).write_blob(&format!("{v}.snapshot"), &files::encode(&[])?).await?;
+            }
+        }
+        Ok(store)
+    }
+
     /// Value of `key`.
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
         self.partitions[self.partition_of(key)].map.get(key).map(Vec::as_slice)

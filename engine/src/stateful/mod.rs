@@ -43,9 +43,16 @@ pub trait StatefulOperator: Send + Sync + std::fmt::Debug {
     fn state_layout(&self) -> StateLayout;
 
     /// Load the state as of `version` (the last committed batch; `None`:
-    /// start empty) from `dir`, accounting its memory in `pool`.
-    async fn restore(&mut self, dir: CheckpointDir, version: Option<u64>, pool: &Arc<dyn MemoryPool>) -> Result<()> {
-        self.state().restore(dir, version, pool).await
+    /// start empty) from `dir`, accounting its memory in `pool`. With
+    /// `reset`, discard what `dir` holds and start empty at `version`.
+    async fn restore(
+        &mut self,
+        dir: CheckpointDir,
+        version: Option<u64>,
+        pool: &Arc<dyn MemoryPool>,
+        reset: bool,
+    ) -> Result<()> {
+        self.state().restore(dir, version, pool, reset).await
     }
     /// Make this batch's state changes durable as `version`.
     async fn commit(&mut self, version: u64) -> Result<StateOperatorProgress> {
@@ -96,8 +103,18 @@ impl OperatorState {
         Self { name, config, store: None, dropped: 0, late: LateRows::default() }
     }
 
-    async fn restore(&mut self, dir: CheckpointDir, version: Option<u64>, pool: &Arc<dyn MemoryPool>) -> Result<()> {
-        let mut store = StateStore::open(dir, self.config, version).await?;
+    async fn restore(
+        &mut self,
+        dir: CheckpointDir,
+        version: Option<u64>,
+        pool: &Arc<dyn MemoryPool>,
+        reset: bool,
+    ) -> Result<()> {
+        let mut store = if reset {
+            StateStore::reset(dir, self.config, version).await?
+        } else {
+            StateStore::open(dir, self.config, version).await?
+        };
         store.track_memory(pool, self.name)?;
         self.store = Some(store);
         Ok(())
