@@ -1,4 +1,6 @@
-//! Crash points for the crash-restart harness (`tests/crash/`).
+//! Crash points for the crash-restart harness (`tests/crash/`). They are
+//! compiled into debug builds only (the ones tests use); in release builds
+//! `crash_point` is an empty inline function.
 //!
 //! `crash_point(name)` marks a place where a crash must not lose or
 //! duplicate data: after the offset log write, during and after the sink
@@ -9,7 +11,9 @@
 //! the process aborts at the n-th time it reaches that point, like a
 //! `kill -9` there: no destructors, no flushing.
 
+#[cfg(debug_assertions)]
 use std::sync::atomic::{AtomicU64, Ordering};
+#[cfg(debug_assertions)]
 use std::sync::OnceLock;
 
 /// Every crash point, for the harness to iterate over.
@@ -23,9 +27,12 @@ pub const CRASH_POINTS: &[&str] = &[
     "during_source_listing",
 ];
 
+#[cfg(debug_assertions)]
 static ARMED: OnceLock<Option<(String, u64)>> = OnceLock::new();
+#[cfg(debug_assertions)]
 static HITS: AtomicU64 = AtomicU64::new(0);
 
+#[cfg(debug_assertions)]
 fn armed() -> &'static Option<(String, u64)> {
     ARMED.get_or_init(|| {
         let point = std::env::var("SLUICE_CRASH_POINT").ok()?;
@@ -35,6 +42,12 @@ fn armed() -> &'static Option<(String, u64)> {
 }
 
 /// Abort the process here if the harness armed this point (see the module docs).
+#[cfg(not(debug_assertions))]
+#[inline(always)]
+pub fn crash_point(_name: &str) {}
+
+/// Abort the process here if the harness armed this point (see the module docs).
+#[cfg(debug_assertions)]
 pub fn crash_point(name: &str) {
     if let Some((point, nth)) = armed() {
         if point == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 >= *nth {

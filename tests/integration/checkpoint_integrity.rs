@@ -106,9 +106,48 @@ async fn damaged(kind: &str, damage: fn(&Path), file: impl Fn(&Fixture) -> PathB
     );
 }
 
+fn delete(p: &Path) {
+    std::fs::remove_file(p).unwrap()
+}
+
 #[tokio::test]
-async fn offset_log_truncated() {
+async fn offset_log_truncated_flipped_deleted() {
     damaged("offset log", truncate, |f| f.ck.join("offsets/1"), false, 2).await;
+    damaged("offset log", flip, |f| f.ck.join("offsets/1"), false, 2).await;
+    // The latest entry gone while its commit exists.
+    damaged("offset log", delete, |f| f.ck.join("offsets/1"), false, 2).await;
+}
+
+#[tokio::test]
+async fn commit_log_truncated() {
+    damaged("commit log", truncate, |f| f.ck.join("commits/0"), false, 2).await;
+}
+
+#[tokio::test]
+async fn metadata_truncated_and_flipped() {
+    damaged("metadata", truncate, |f| f.ck.join("metadata"), false, 2).await;
+    damaged("metadata", flip, |f| f.ck.join("metadata"), false, 2).await;
+}
+
+#[tokio::test]
+async fn state_snapshot_flipped() {
+    damaged("state snapshot", flip, |f| f.ck.join("state/0/1/10.snapshot"), false, 12).await;
+}
+
+#[tokio::test]
+async fn file_source_log_flipped_and_deleted() {
+    damaged("file source log", flip, |f| last_in(&f.ck.join("sources/0/seen_files")), false, 2).await;
+    damaged("file source log", delete, |f| last_in(&f.ck.join("sources/0/seen_files")), false, 2).await;
+}
+
+/// Deleting the latest commit entry is not damage: it is the state a crash
+/// before the commit leaves, and the batch is re-run with the same offsets.
+#[tokio::test]
+async fn latest_commit_deleted_reruns_the_batch() {
+    let f = ran(2, true).await;
+    std::fs::remove_file(f.ck.join("commits/1")).unwrap();
+    start(&f, true).await.unwrap();
+    assert!(f.ck.join("commits/1").exists());
 }
 
 #[tokio::test]

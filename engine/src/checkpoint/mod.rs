@@ -122,12 +122,29 @@ impl QueryCheckpoint {
         self.commits.write_json(&entry.batch_id.to_string(), entry).await
     }
 
-    /// Check that every retained batch before the last one has its commit
-    /// entry (commits are written in order, so a gap means a lost file).
+    /// Check the logs at recovery: every retained entry is readable, every
+    /// retained batch before the last one has its commit entry (commits are
+    /// written in order, so a gap means a lost file), and no commit is ahead
+    /// of the offset log.
     pub async fn check_commit_log(&self) -> Result<()> {
         let offsets = self.offsets.list_numbered().await?;
         let commits: std::collections::BTreeSet<u64> = self.commits.list_numbered().await?.into_iter().collect();
-        let Some((last, earlier)) = offsets.split_last() else { return Ok(()) };
+        let Some((last, earlier)) = offsets.split_last() else {
+            if let Some(c) = commits.iter().next_back() {
+                return Err(self.missing_offsets(*c));
+            }
+            return Ok(());
+        };
+        if let Some(ahead) = commits.range(last + 1..).next() {
+            return Err(self.missing_offsets(*ahead));
+        }
+        // Every retained entry must be readable: damage is reported, not skipped.
+        for id in &offsets {
+            self.read_offsets(*id).await?;
+        }
+        for id in &commits {
+            self.commits.read_json::<CommitEntry>(&id.to_string()).await?;
+        }
         for id in earlier {
             if !commits.contains(id) {
                 return Err(SluiceError::Checkpoint {
@@ -140,6 +157,15 @@ impl QueryCheckpoint {
             }
         }
         Ok(())
+    }
+
+    fn missing_offsets(&self, id: u64) -> SluiceError {
+        SluiceError::Checkpoint {
+            path: format!("{}/offsets/{id}", self.root.location()),
+            reason: "missing, although batch {id} is in the commit log: the offset log is damaged; restore the \
+                     file, or delete the checkpoint directory to start the query from scratch"
+                .replace("{id}", &id.to_string()),
+        }
     }
 
     /// Remove log entries older than `keep_from` (retention).
