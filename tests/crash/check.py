@@ -7,7 +7,7 @@ only the data files named by the `_sluice_manifest/<batch>` entries
 independently of the engine's own bookkeeping. Prints
 `cycles=N kills=N rows_in=N rows_out=N lost=N duplicated=N`.
 """
-import collections, csv, json, os, sys, zlib
+import collections, csv, json, os, re, sys, zlib
 
 
 def committed_rows(out_dir):
@@ -32,6 +32,47 @@ def committed_rows(out_dir):
     return rows
 
 
+def console_batches(path):
+    """Complete `Batch: N` tables printed by the console sink, by batch id
+    (a process killed mid-print leaves an incomplete table: ignored)."""
+    batches = collections.defaultdict(list)
+    if not os.path.exists(path):
+        return batches
+    lines = open(path, errors="replace").read().split("\n")
+    i = 0
+    while i < len(lines):
+        m = re.match(r"^Batch: (\d+)$", lines[i])
+        if m and i + 5 < len(lines) and lines[i + 2].startswith("+"):
+            rows, k, complete = [], i + 5, False
+            if lines[i + 4].startswith("+"):
+                while k < len(lines):
+                    if lines[k].startswith("+"):
+                        complete = True
+                        break
+                    if not lines[k].startswith("|"):
+                        break
+                    rows.append(tuple(c.strip() for c in lines[k].strip().strip("|").split("|")))
+                    k += 1
+            if complete:
+                batches[int(m.group(1))].append(sorted(rows))
+            i = k
+        i += 1
+    return batches
+
+
+def apply_once(batches):
+    """Apply each batch id once, in order (update mode: latest row per key).
+    Returns the final table and the number of batch ids whose replays differ."""
+    final, inconsistent = {}, 0
+    for bid in sorted(batches):
+        versions = batches[bid]
+        if any(v != versions[0] for v in versions[1:]):
+            inconsistent += 1
+        for row in versions[0]:
+            final[row[0]] = row
+    return final, inconsistent
+
+
 def main():
     crashed, reference, rows_in, cycles, kills = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
     lost = duplicated = rows_out = 0
@@ -44,6 +85,14 @@ def main():
         if not want:
             print(f"reference run of {sink} produced nothing: the harness is broken", file=sys.stderr)
             lost += 1
+    got, inconsistent = apply_once(console_batches(crashed + ".console"))
+    want, _ = apply_once(console_batches(reference + ".console"))
+    if not want:
+        print("reference run of totals printed nothing: the harness is broken", file=sys.stderr)
+        lost += 1
+    rows_out += len(got)
+    lost += sum(1 for k, row in want.items() if got.get(k) != row)
+    duplicated += inconsistent + sum(1 for k in got if k not in want)
     print(f"cycles={cycles} kills={kills} rows_in={rows_in} rows_out={rows_out} lost={lost} duplicated={duplicated}")
     sys.exit(0 if lost == 0 and duplicated == 0 else 1)
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Crash-restart harness: runs a real `sluice run` process on two queries
+# Crash-restart harness: runs a real `sluice run` process on three queries
 # (a files-to-files ETL and a windowed aggregation in append mode, both
-# into files sinks), kills it again and again (kill -9 at random moments,
+# into files sinks, and an update-mode aggregation into the at-least-once
+# console sink, checked by batch id), kills it again and again (kill -9 at random moments,
 # and aborts at every crash point of sluice_engine::faults), restarts it on
 # the same checkpoints, then drains and compares the committed output with
 # an uninterrupted run of the same queries over the same files.
@@ -57,7 +58,7 @@ write_file() { # index dir
 
 run() { # in out ck trigger [extra env...]
   local in=$1 out=$2 ck=$3 trigger=$4; shift 4
-  env IN="$in" OUT="$out" CK="$ck" TRIGGER="$trigger" "$@" "$bin" run "$here/queries.sql" > /dev/null 2>> "$work/log"
+  env IN="$in" OUT="$out" CK="$ck" TRIGGER="$trigger" "$@" "$bin" run "$here/queries.sql" >> "$out.console" 2>> "$work/log"
 }
 
 # The uninterrupted reference.
@@ -75,12 +76,12 @@ for ((c = 0; c < cycles; c++)); do
     point=${points[$(((c / 3) % ${#points[@]}))]}
     set +e
     timeout 20 env SLUICE_CRASH_POINT="$point" SLUICE_CRASH_AFTER=$((1 + RANDOM % 2)) \
-      IN="$work/in" OUT="$work/out" CK="$work/ck" TRIGGER=available_now "$bin" run "$here/queries.sql" > /dev/null 2>> "$work/log"
+      IN="$work/in" OUT="$work/out" CK="$work/ck" TRIGGER=available_now "$bin" run "$here/queries.sql" >> "$work/out.console" 2>> "$work/log"
     status=$?
     set -e
     [ $status -ne 0 ] && kills=$((kills + 1))
   else
-    IN="$work/in" OUT="$work/out" CK="$work/ck" TRIGGER=processing_time "$bin" run "$here/queries.sql" > /dev/null 2>> "$work/log" &
+    IN="$work/in" OUT="$work/out" CK="$work/ck" TRIGGER=processing_time "$bin" run "$here/queries.sql" >> "$work/out.console" 2>> "$work/log" &
     pid=$!
     sleep "0.$(printf %03d $((20 + RANDOM % 600)))"
     if kill -9 "$pid" 2>/dev/null; then kills=$((kills + 1)); fi
