@@ -157,7 +157,11 @@ fn main() {
             let (st, sout, mem, keys, batches) = stream(&dir, &ck, case.stream_sql).await;
             let (brate, srate) = (rows as f64 / bt.as_secs_f64(), rows as f64 / st.as_secs_f64());
             println!("{}", case.name);
-            println!("  datafusion batch : {:>8.0} ms {:>12.0} rows/s  ({bout} windows)", bt.as_secs_f64() * 1e3, brate);
+            println!(
+                "  datafusion batch : {:>8.0} ms {:>12.0} rows/s  ({bout} windows)",
+                bt.as_secs_f64() * 1e3,
+                brate
+            );
             println!(
                 "  sluice stream    : {:>8.0} ms {:>12.0} rows/s  ({sout} windows emitted, {batches} batches)",
                 st.as_secs_f64() * 1e3,

@@ -20,7 +20,8 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use parquet::arrow::ArrowWriter;
 use sluice::{execute_sql, Environment, ManualClock, SluiceConfig};
 
-const QUERY_BODY: &str = "SELECT id, upper(name) AS name, price * qty AS total FROM {T} WHERE qty > 2 AND price < 900.0";
+const QUERY_BODY: &str =
+    "SELECT id, upper(name) AS name, price * qty AS total FROM {T} WHERE qty > 2 AND price < 900.0";
 
 fn schema() -> Arc<Schema> {
     Arc::new(Schema::new(vec![
@@ -107,9 +108,12 @@ async fn trigger_overhead(iterations: usize) -> (Duration, Duration) {
     let session = env.session(config, Arc::new(ManualClock::new(0)));
     execute_sql(&session, "CREATE SOURCE s (id BIGINT, word VARCHAR) WITH (connector = 'memory')").await.expect("src");
     let ck = tmp.path().join("ck").display().to_string();
-    execute_sql(&session, &format!("CREATE SINK o WITH (checkpoint = '{ck}') AS SELECT id, upper(word) AS w FROM s WHERE id > 0"))
-        .await
-        .expect("sink");
+    execute_sql(
+        &session,
+        &format!("CREATE SINK o WITH (checkpoint = '{ck}') AS SELECT id, upper(word) AS w FROM s WHERE id > 0"),
+    )
+    .await
+    .expect("sink");
     let q = session.query("o").expect("query");
     let stream = env.streams.get("s").expect("stream");
     stream.push_rows(&["1,warm"]).expect("push");
@@ -147,7 +151,11 @@ fn main() {
         let sl_rate = rows as f64 / sl_time.as_secs_f64();
         println!("stateless filter+projection over {rows} rows in 8 Parquet files ({df_rows} rows out)");
         println!("  datafusion batch : {:>8.1} ms  {:>12.0} rows/s", df_time.as_secs_f64() * 1e3, df_rate);
-        println!("  sluice stream    : {:>8.1} ms  {:>12.0} rows/s  ({batches} batches, available_now)", sl_time.as_secs_f64() * 1e3, sl_rate);
+        println!(
+            "  sluice stream    : {:>8.1} ms  {:>12.0} rows/s  ({batches} batches, available_now)",
+            sl_time.as_secs_f64() * 1e3,
+            sl_rate
+        );
         println!("  ratio sluice/datafusion: {:.2}", sl_rate / df_rate);
         let (empty, one) = trigger_overhead(300).await;
         println!("per-trigger overhead (memory source, checkpointed, 300 triggers)");

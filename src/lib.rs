@@ -18,7 +18,6 @@
 //! ```
 #![warn(missing_docs)]
 
-
 pub use sluice_engine::*;
 pub use sluice_sinks::{MemorySinkStore, MemorySinks};
 pub use sluice_sources::{MemoryStream, MemoryStreams};

@@ -32,7 +32,10 @@ fn check_copy() -> Result<(), Failed> {
     for name in a {
         let (x, y) = (std::fs::read(shared.join(&name)), std::fs::read(copy.join(&name)));
         if x.ok() != y.ok() {
-            return Err(format!("tests/stt/conformance/{name} differs from ../shared/conformance; run scripts/sync-conformance.sh").into());
+            return Err(format!(
+                "tests/stt/conformance/{name} differs from ../shared/conformance; run scripts/sync-conformance.sh"
+            )
+            .into());
         }
     }
     Ok(())

@@ -47,11 +47,12 @@ pub fn with_watermark(df: DataFrame, column: &str, delay: &str) -> Result<DataFr
             }
             let mut def = table.definition().clone();
             def.watermark = Some(WatermarkSpec { column: column.to_string(), delay });
-            let scan = TableScanBuilder::new(scan.table_name.clone(), provider_as_source(Arc::new(StreamTable::new(def))))
-                .with_projection(scan.projection.clone())
-                .with_filters(scan.filters.clone())
-                .with_fetch(scan.fetch)
-                .build()?;
+            let scan =
+                TableScanBuilder::new(scan.table_name.clone(), provider_as_source(Arc::new(StreamTable::new(def))))
+                    .with_projection(scan.projection.clone())
+                    .with_filters(scan.filters.clone())
+                    .with_fetch(scan.fetch)
+                    .build()?;
             found = true;
             Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
         })?

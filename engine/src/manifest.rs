@@ -77,8 +77,7 @@ pub fn local_path(path: &str) -> Result<PathBuf> {
         return Err(SluiceError::InvalidOption {
             option: "path".into(),
             value: path.into(),
-            reason: "only local paths and file:// URLs are supported for files output directories in this build"
-                .into(),
+            reason: "only local paths and file:// URLs are supported for files output directories in this build".into(),
         });
     }
     if local.trim().is_empty() {
@@ -154,7 +153,9 @@ mod tests {
         let log = CheckpointDir::open(tmp.path().to_str().unwrap()).unwrap().child(MANIFEST_DIR);
         let file = |p: &str| ManifestFile { path: p.into(), rows: 1, size: 1 };
         for (id, files) in [(10, vec![file("k=1/c.csv")]), (2, vec![file("a.csv"), file("b.csv")])] {
-            log.write_json(&id.to_string(), &ManifestEntry { batch_id: id, format: "csv".into(), files }).await.unwrap();
+            log.write_json(&id.to_string(), &ManifestEntry { batch_id: id, format: "csv".into(), files })
+                .await
+                .unwrap();
         }
         assert!(has_manifest(tmp.path()));
         let url = format!("file://{}", tmp.path().display());

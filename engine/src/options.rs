@@ -104,20 +104,15 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
         reason: reason.into(),
     };
     let cleaned = text.trim().trim_start_matches("interval").trim_start_matches("INTERVAL");
-    let tokens: Vec<String> = cleaned
-        .replace('\'', " ")
-        .split_whitespace()
-        .map(str::to_ascii_lowercase)
-        .collect();
+    let tokens: Vec<String> = cleaned.replace('\'', " ").split_whitespace().map(str::to_ascii_lowercase).collect();
     if tokens.is_empty() {
         return Err(bad("empty duration; write e.g. '10 seconds'"));
     }
     let mut total_us: f64 = 0.0;
     let mut i = 0;
     while i < tokens.len() {
-        let number: f64 = tokens[i]
-            .parse()
-            .map_err(|_| bad("expected a number followed by a unit, e.g. '10 minutes'"))?;
+        let number: f64 =
+            tokens[i].parse().map_err(|_| bad("expected a number followed by a unit, e.g. '10 minutes'"))?;
         let unit = tokens.get(i + 1).map(String::as_str).unwrap_or("second");
         let scale_us = match unit.trim_end_matches('s') {
             "microsecond" | "u" | "us" | "micro" => 1.0,
@@ -128,7 +123,9 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
             "hour" | "h" => 3_600_000_000.0,
             "day" | "d" => 86_400_000_000.0,
             "week" => 7.0 * 86_400_000_000.0,
-            _ => return Err(bad("unknown unit; use microseconds, milliseconds, seconds, minutes, hours, days or weeks")),
+            _ => {
+                return Err(bad("unknown unit; use microseconds, milliseconds, seconds, minutes, hours, days or weeks"))
+            }
         };
         total_us += number * scale_us;
         i += 2;

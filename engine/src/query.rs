@@ -260,7 +260,11 @@ impl StreamingQuery {
                     let deadline = if interval_ms > 0 {
                         let now = clock.now_millis();
                         let next = batch_start - batch_start.rem_euclid(interval_ms) + interval_ms;
-                        if now > next { now - now.rem_euclid(interval_ms) + interval_ms } else { next }
+                        if now > next {
+                            now - now.rem_euclid(interval_ms) + interval_ms
+                        } else {
+                            next
+                        }
                     } else if ran {
                         continue;
                     } else {

@@ -20,8 +20,8 @@ use crate::foreach::{ForeachBatchFn, ForeachBatchSink};
 use crate::options::{Options, OutputMode, Trigger};
 use crate::plan::IncrementalPlan;
 use crate::query::StreamingQuery;
-use crate::state::StateStoreConfig;
 use crate::reader::DataStreamReader;
+use crate::state::StateStoreConfig;
 use crate::stream_table::StreamTable;
 
 /// Batches kept recoverable by default (Spark's `minBatchesToRetain`).

@@ -10,8 +10,8 @@ use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr, Statement as SqlStatement};
 use sluice_engine::{
-    Options, OutputMode, QuerySpec, SluiceError, SluiceSession, SourceDefinition, StreamingQuery,
-    Trigger, WatermarkPolicy, WatermarkSpec,
+    Options, OutputMode, QuerySpec, SluiceError, SluiceSession, SourceDefinition, StreamingQuery, Trigger,
+    WatermarkPolicy, WatermarkSpec,
 };
 
 use crate::error::{Result, SqlError};
@@ -29,9 +29,17 @@ pub enum StatementResult {
 }
 
 /// Engine options of `CREATE SINK ... WITH (...)`; the rest go to the connector.
-const SINK_ENGINE_OPTIONS: &[&str] =
-    &["connector", "output_mode", "trigger", "interval", "checkpoint", "watermark_policy", "late_rows", "min_batches_to_retain",
-      "reset_changed_state"];
+const SINK_ENGINE_OPTIONS: &[&str] = &[
+    "connector",
+    "output_mode",
+    "trigger",
+    "interval",
+    "checkpoint",
+    "watermark_policy",
+    "late_rows",
+    "min_batches_to_retain",
+    "reset_changed_state",
+];
 
 /// Parse and run every statement of `sql`, in order; stops at the first error.
 ///

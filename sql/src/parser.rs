@@ -214,13 +214,18 @@ mod tests {
         assert_eq!(s.name, "events");
         assert_eq!(s.columns.len(), 2);
         assert_eq!(s.watermark.unwrap().0.value, "ts");
-        assert_eq!(s.options, vec![("connector".into(), "memory".into()), ("max_files_per_trigger".into(), "2".into())]);
+        assert_eq!(
+            s.options,
+            vec![("connector".into(), "memory".into()), ("max_files_per_trigger".into(), "2".into())]
+        );
     }
 
     #[test]
     fn create_sink_and_passthrough() {
-        let v = parse_sql("CREATE SINK c WITH (connector='memory') AS SELECT a FROM s; CREATE TABLE t (a INT); DROP SINK IF EXISTS c")
-            .unwrap();
+        let v = parse_sql(
+            "CREATE SINK c WITH (connector='memory') AS SELECT a FROM s; CREATE TABLE t (a INT); DROP SINK IF EXISTS c",
+        )
+        .unwrap();
         assert!(matches!(&v[0], SluiceStatement::CreateSink(c) if c.name == "c"));
         assert!(matches!(&v[1], SluiceStatement::DataFusion(_)));
         assert!(matches!(&v[2], SluiceStatement::DropSink { if_exists: true, .. }));

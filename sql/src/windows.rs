@@ -34,7 +34,11 @@ pub fn duration_of(e: &Expr) -> Result<Duration> {
             format!("{value} {unit}")
         }
         Expr::Value(v) => v.to_string().trim_matches('\'').to_string(),
-        other => return Err(SqlError::Parse(format!("expected a duration such as INTERVAL '10' MINUTE or '10 minutes', found {other}"))),
+        other => {
+            return Err(SqlError::Parse(format!(
+                "expected a duration such as INTERVAL '10' MINUTE or '10 minutes', found {other}"
+            )))
+        }
     };
     parse_duration(&text).map_err(|e| SqlError::Parse(e.to_string()))
 }
@@ -61,7 +65,8 @@ fn grouping_window_expr(name: &str, args: &[Expr]) -> Result<String> {
     let ts = args.first().ok_or_else(|| SqlError::Parse(format!("{name}() needs a time column")))?;
     match name {
         "window" => {
-            let size = micros(duration_of(args.get(1).ok_or_else(|| SqlError::Parse("window() needs a size".into()))?)?);
+            let size =
+                micros(duration_of(args.get(1).ok_or_else(|| SqlError::Parse("window() needs a size".into()))?)?);
             let slide = args.get(2).map(duration_of).transpose()?.map(micros).unwrap_or(size);
             let offset = args.get(3).map(duration_of).transpose()?.map(micros).unwrap_or(0);
             Ok(if slide == size {
@@ -71,7 +76,9 @@ fn grouping_window_expr(name: &str, args: &[Expr]) -> Result<String> {
             })
         }
         _ => {
-            let gap = micros(duration_of(args.get(1).ok_or_else(|| SqlError::Parse("session_window() needs a gap".into()))?)?);
+            let gap = micros(duration_of(
+                args.get(1).ok_or_else(|| SqlError::Parse("session_window() needs a gap".into()))?,
+            )?);
             Ok(format!("sluice_session({ts}, {gap})"))
         }
     }
@@ -178,9 +185,9 @@ fn rewrite_tvf(tf: &mut TableFactor) -> Result<()> {
          get_field(__sluice_w, 'end') AS window_end FROM (SELECT *, {assign} AS __sluice_w FROM {table})"
     );
     let subquery = parse_query(&sql)?;
-    let alias = alias.clone().or_else(|| {
-        ObjectName::from(vec![Ident::new(table)]).0.last().and_then(|p| p.as_ident()).map(alias_of)
-    });
+    let alias = alias
+        .clone()
+        .or_else(|| ObjectName::from(vec![Ident::new(table)]).0.last().and_then(|p| p.as_ident()).map(alias_of));
     *tf = TableFactor::Derived { lateral: false, subquery, alias, sample: None };
     Ok(())
 }
@@ -235,8 +242,12 @@ mod tests {
 
     #[test]
     fn spark_window_grouping() {
-        let s = rw("SELECT window.start, word, count(*) FROM events GROUP BY window(ts, '10 minutes', '5 minutes'), word");
-        assert!(s.contains("unnest(sluice_windows(ts, 600000000, 300000000, 0)) AS window FROM events) AS events"), "{s}");
+        let s =
+            rw("SELECT window.start, word, count(*) FROM events GROUP BY window(ts, '10 minutes', '5 minutes'), word");
+        assert!(
+            s.contains("unnest(sluice_windows(ts, 600000000, 300000000, 0)) AS window FROM events) AS events"),
+            "{s}"
+        );
         assert!(s.contains("GROUP BY window, word"), "{s}");
         let s = rw("SELECT count(*) FROM e GROUP BY window(ts, INTERVAL '1' MINUTE)");
         assert!(s.contains("sluice_tumble(ts, 60000000, 0) AS window"), "{s}");

@@ -86,7 +86,8 @@ pub fn parse_stt(text: &str) -> Result<Vec<Located>, String> {
                 Record::Query { sql: sql.join("\n"), ordered: rest.first() == Some(&"ordered"), rows }
             }
             "watermark" => {
-                let sink = rest.first().ok_or_else(|| format!("line {start}: 'watermark' needs a sink name"))?.to_string();
+                let sink =
+                    rest.first().ok_or_else(|| format!("line {start}: 'watermark' needs a sink name"))?.to_string();
                 let (_, rows) = split_dashes(&body)?;
                 Record::Watermark { sink, expected: rows.join("\n") }
             }

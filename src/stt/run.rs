@@ -28,11 +28,8 @@ struct Runner {
 }
 
 fn new_session(env: &Environment, clock: &Arc<ManualClock>, tmp: &Path) -> SluiceSession {
-    let config = SluiceConfig {
-        auto_trigger: false,
-        checkpoint_root: tmp.join("default-checkpoints"),
-        target_partitions: 2,
-    };
+    let config =
+        SluiceConfig { auto_trigger: false, checkpoint_root: tmp.join("default-checkpoints"), target_partitions: 2 };
     env.session(config, Arc::clone(clock) as _)
 }
 
@@ -107,7 +104,8 @@ impl Runner {
             }
             Record::Watermark { sink, expected } => {
                 let q = self.session.query(sink).ok_or_else(|| format!("no query '{sink}'"))?;
-                let got = q.watermark_ms().map(|ms| render_timestamp_micros(ms * 1000)).unwrap_or_else(|| "NULL".into());
+                let got =
+                    q.watermark_ms().map(|ms| render_timestamp_micros(ms * 1000)).unwrap_or_else(|| "NULL".into());
                 if &got != expected {
                     return Err(format!("watermark: expected {expected}, got {got}"));
                 }

@@ -23,7 +23,8 @@ fn schema() -> Arc<Schema> {
 async fn memory_to_foreach_batch_with_dataframe_ops() {
     let (env, session, tmp) = manual_env();
     let df = session.read_stream().format("memory").schema(schema()).name("words").load().await.unwrap();
-    let df = df.filter(col("id").gt(lit(1))).unwrap().select(vec![col("word"), (col("id") * lit(10)).alias("x")]).unwrap();
+    let df =
+        df.filter(col("id").gt(lit(1))).unwrap().select(vec![col("word"), (col("id") * lit(10)).alias("x")]).unwrap();
     let seen: Arc<Mutex<Vec<(u64, Vec<String>)>>> = Arc::default();
     let sink = Arc::clone(&seen);
     let q = df
@@ -67,7 +68,9 @@ async fn memory_to_foreach_batch_with_dataframe_ops() {
 async fn restart_resumes_after_last_commit_and_memory_table_is_queryable() {
     let (env, session, tmp) = manual_env();
     let ck = tmp.path().join("ck-restart").display().to_string();
-    sluice::execute_sql(&session, "CREATE SOURCE ev (id BIGINT, word VARCHAR) WITH (connector = 'memory')").await.unwrap();
+    sluice::execute_sql(&session, "CREATE SOURCE ev (id BIGINT, word VARCHAR) WITH (connector = 'memory')")
+        .await
+        .unwrap();
     let sql = format!(
         "CREATE SINK out WITH (connector = 'memory', output_mode = 'append', checkpoint = '{ck}') AS SELECT id, upper(word) AS w FROM ev"
     );
@@ -80,7 +83,9 @@ async fn restart_resumes_after_last_commit_and_memory_table_is_queryable() {
     // A brand-new session on the same checkpoint: batch 0 is not re-run.
     let config = SluiceConfig { auto_trigger: false, checkpoint_root: tmp.path().to_path_buf(), target_partitions: 2 };
     let session2 = env.session(config, Arc::new(ManualClock::new(0)));
-    sluice::execute_sql(&session2, "CREATE SOURCE ev (id BIGINT, word VARCHAR) WITH (connector = 'memory')").await.unwrap();
+    sluice::execute_sql(&session2, "CREATE SOURCE ev (id BIGINT, word VARCHAR) WITH (connector = 'memory')")
+        .await
+        .unwrap();
     sluice::execute_sql(&session2, &sql).await.unwrap();
     ev.push_rows(&["2,b"]).unwrap();
     let p = session2.query("out").unwrap().process_all_available().await.unwrap();
@@ -96,11 +101,11 @@ async fn restart_resumes_after_last_commit_and_memory_table_is_queryable() {
 async fn uncommitted_batch_is_rerun_with_the_same_offsets() {
     let (env, session, tmp) = manual_env();
     let ck = tmp.path().join("ck-replay");
-    sluice::execute_sql(&session, "CREATE SOURCE ev (id BIGINT, word VARCHAR) WITH (connector = 'memory')").await.unwrap();
-    let sql = format!(
-        "CREATE SINK out2 WITH (connector = 'memory', checkpoint = '{}') AS SELECT id FROM ev",
-        ck.display()
-    );
+    sluice::execute_sql(&session, "CREATE SOURCE ev (id BIGINT, word VARCHAR) WITH (connector = 'memory')")
+        .await
+        .unwrap();
+    let sql =
+        format!("CREATE SINK out2 WITH (connector = 'memory', checkpoint = '{}') AS SELECT id FROM ev", ck.display());
     sluice::execute_sql(&session, &sql).await.unwrap();
     let ev = env.streams.get("ev").unwrap();
     ev.push_rows(&["1,a"]).unwrap();
@@ -114,7 +119,9 @@ async fn uncommitted_batch_is_rerun_with_the_same_offsets() {
     ev.push_rows(&["3,c"]).unwrap();
     let config = SluiceConfig { auto_trigger: false, checkpoint_root: tmp.path().to_path_buf(), target_partitions: 2 };
     let session2 = env.session(config, Arc::new(ManualClock::new(0)));
-    sluice::execute_sql(&session2, "CREATE SOURCE ev (id BIGINT, word VARCHAR) WITH (connector = 'memory')").await.unwrap();
+    sluice::execute_sql(&session2, "CREATE SOURCE ev (id BIGINT, word VARCHAR) WITH (connector = 'memory')")
+        .await
+        .unwrap();
     sluice::execute_sql(&session2, &sql).await.unwrap();
     let p = session2.query("out2").unwrap().process_all_available().await.unwrap();
     assert_eq!(p.iter().map(|p| (p.batch_id, p.num_input_rows)).collect::<Vec<_>>(), vec![(1, 1), (2, 1)]);
@@ -236,7 +243,13 @@ async fn dataframe_windows_with_watermark_in_append_mode() {
 
     // drop_duplicates on the whole row.
     let df = drop_duplicates(session.context().table("ev").await.unwrap(), None).unwrap();
-    let d = df.write_stream().query_name("dd").option("checkpoint", tmp.path().join("dd").display().to_string()).start().await.unwrap();
+    let d = df
+        .write_stream()
+        .query_name("dd")
+        .option("checkpoint", tmp.path().join("dd").display().to_string())
+        .start()
+        .await
+        .unwrap();
     d.process_all_available().await.unwrap();
     ev.push_rows(&["2024-01-01 12:21:00,owl", "2024-01-01 12:30:00,cat"]).unwrap();
     d.process_all_available().await.unwrap();
@@ -253,9 +266,21 @@ async fn drop_duplicates_by_columns_and_within_watermark() {
     ]));
     let df = session.read_stream().format("memory").schema(schema).name("ev").load().await.unwrap();
     let by_id = drop_duplicates(df.clone(), Some(&["id"])).unwrap();
-    let q1 = by_id.write_stream().query_name("by_id").option("checkpoint", tmp.path().join("a").display().to_string()).start().await.unwrap();
+    let q1 = by_id
+        .write_stream()
+        .query_name("by_id")
+        .option("checkpoint", tmp.path().join("a").display().to_string())
+        .start()
+        .await
+        .unwrap();
     let within = drop_duplicates_within_watermark(with_watermark(df, "ts", "10 minutes").unwrap(), &["id"]).unwrap();
-    let q2 = within.write_stream().query_name("within").option("checkpoint", tmp.path().join("b").display().to_string()).start().await.unwrap();
+    let q2 = within
+        .write_stream()
+        .query_name("within")
+        .option("checkpoint", tmp.path().join("b").display().to_string())
+        .start()
+        .await
+        .unwrap();
     let ev = env.streams.get("ev").unwrap();
     let run = || async {
         q1.process_all_available().await.unwrap();

@@ -86,8 +86,10 @@ fn flip(p: &Path) {
 }
 
 fn last_in(dir: &Path) -> PathBuf {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect();
-    files.sort_by_key(|p| p.file_name().and_then(|n| n.to_str()).and_then(|n| n.split('.').next()?.parse::<u64>().ok()));
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect();
+    files
+        .sort_by_key(|p| p.file_name().and_then(|n| n.to_str()).and_then(|n| n.split('.').next()?.parse::<u64>().ok()));
     files.pop().unwrap()
 }
 

@@ -105,7 +105,8 @@ impl Etl {
 fn read_ids(files: &[String]) -> Vec<i64> {
     let mut ids = vec![];
     for file in files {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(file).unwrap()).unwrap().build().unwrap();
+        let reader =
+            ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(file).unwrap()).unwrap().build().unwrap();
         for batch in reader {
             let batch = batch.unwrap();
             let col = batch.column(batch.schema().index_of("id").unwrap());
@@ -119,11 +120,7 @@ fn read_ids(files: &[String]) -> Vec<i64> {
 
 fn files_of_batch(files: &[String], batch_id: u64) -> Vec<String> {
     let prefix = format!("part-{batch_id}-");
-    files
-        .iter()
-        .filter(|f| Path::new(f).file_name().unwrap().to_str().unwrap().starts_with(&prefix))
-        .cloned()
-        .collect()
+    files.iter().filter(|f| Path::new(f).file_name().unwrap().to_str().unwrap().starts_with(&prefix)).cloned().collect()
 }
 
 /// Sessions 1 and 2 of the crash tests: three files, a clean stop, two more
@@ -247,7 +244,8 @@ async fn read_bad_csv(mode: &str) -> Result<Vec<String>, String> {
     let out = match result {
         Ok(progress) => {
             assert_eq!(progress.len(), 1);
-            let rows = session.context().sql("SELECT id, name FROM parsed ORDER BY name").await.unwrap().collect().await;
+            let rows =
+                session.context().sql("SELECT id, name FROM parsed ORDER BY name").await.unwrap().collect().await;
             Ok(render_batches(&rows.unwrap()).unwrap())
         }
         Err(e) => Err(e.to_string()),
@@ -368,7 +366,10 @@ async fn unknown_files_options_list_the_valid_ones() {
     let session = manual_session(&env, tmp.path());
     let e = execute_sql(
         &session,
-        &format!("CREATE SOURCE src (id BIGINT) WITH (connector = 'files', path = '{}', maxfiles = '3')", p(tmp.path())),
+        &format!(
+            "CREATE SOURCE src (id BIGINT) WITH (connector = 'files', path = '{}', maxfiles = '3')",
+            p(tmp.path())
+        ),
     )
     .await
     .unwrap_err()
@@ -385,13 +386,18 @@ async fn unknown_files_options_list_the_valid_ones() {
     let out = tmp.path().join("out");
     let e = execute_sql(
         &session,
-        &format!("CREATE SINK s WITH (connector = 'files', path = '{}', compression = 'zstd') AS SELECT id FROM ev", p(&out)),
+        &format!(
+            "CREATE SINK s WITH (connector = 'files', path = '{}', compression = 'zstd') AS SELECT id FROM ev",
+            p(&out)
+        ),
     )
     .await
     .unwrap_err()
     .to_string();
     assert!(
-        e.contains("unknown option 'compression'") && e.contains("sink connector 'files'") && e.contains("partition_by"),
+        e.contains("unknown option 'compression'")
+            && e.contains("sink connector 'files'")
+            && e.contains("partition_by"),
         "{e}"
     );
     assert!(session.query("s").is_none(), "no query was started");

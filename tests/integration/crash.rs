@@ -44,9 +44,10 @@ fn the_checker_sees_a_lost_batch() {
     assert!(ok, "{line}");
     // Drop one committed batch of the ETL output: the checker must count its rows as lost.
     let manifest = keep.join("out/etl/_sluice_manifest");
-    let first = std::fs::read_dir(&manifest).unwrap().map(|e| e.unwrap().path()).find(|p| {
-        std::fs::read_to_string(p).map(|t| t.contains(".csv")).unwrap_or(false)
-    });
+    let first = std::fs::read_dir(&manifest)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| std::fs::read_to_string(p).map(|t| t.contains(".csv")).unwrap_or(false));
     std::fs::remove_file(first.expect("a non-empty committed batch")).unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = Command::new("python3")

@@ -50,7 +50,9 @@ async fn unsupported_mode_combinations_name_the_fix() {
     assert!(e.contains("ORDER BY") && e.contains("complete"), "{e}");
     let e = err(&[SRC, "CREATE SINK s AS SELECT a.id FROM ev a JOIN ev b ON a.id = b.id"]).await;
     assert!(e.contains("stream-stream joins"), "{e}");
-    let e = err(&[SRC, "CREATE TABLE t (id BIGINT)", "CREATE SINK s AS SELECT t.id FROM t LEFT JOIN ev ON t.id = ev.id"]).await;
+    let e =
+        err(&[SRC, "CREATE TABLE t (id BIGINT)", "CREATE SINK s AS SELECT t.id FROM t LEFT JOIN ev ON t.id = ev.id"])
+            .await;
     assert!(e.contains("outer side must be the stream"), "{e}");
 }
 

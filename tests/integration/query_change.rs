@@ -15,7 +15,8 @@ async fn run(env: &Environment, ck: &str, query: &str) -> Result<(), String> {
     let config = SluiceConfig { auto_trigger: false, checkpoint_root: tmp.path().to_path_buf(), target_partitions: 2 };
     let session = env.session(config, Arc::new(ManualClock::new(0)));
     execute_sql(&session, SOURCES).await.unwrap();
-    let sql = format!("CREATE SINK out WITH (connector = 'memory', output_mode = 'update', checkpoint = '{ck}') AS {query}");
+    let sql =
+        format!("CREATE SINK out WITH (connector = 'memory', output_mode = 'update', checkpoint = '{ck}') AS {query}");
     let result = async {
         execute_sql(&session, &sql).await.map_err(|e| e.to_string())?;
         env.streams.get("ev").unwrap().push_rows(&["a,1"]).unwrap();
@@ -52,8 +53,12 @@ async fn state_changing_edits_are_refused_with_the_change() {
     let ck = tmp.path().join("ck").display().to_string();
     run(&env, &ck, ORIGINAL).await.unwrap();
 
-    let e = run(&env, &ck, "SELECT word, v, count(*) AS n, sum(v) AS total FROM ev GROUP BY word, v").await.unwrap_err();
-    assert!(e.contains("stateful operator 0 changed") && e.contains("keys [word: Utf8View]") && e.contains("v: Int64"), "{e}");
+    let e =
+        run(&env, &ck, "SELECT word, v, count(*) AS n, sum(v) AS total FROM ev GROUP BY word, v").await.unwrap_err();
+    assert!(
+        e.contains("stateful operator 0 changed") && e.contains("keys [word: Utf8View]") && e.contains("v: Int64"),
+        "{e}"
+    );
     assert!(e.contains("new checkpoint location"), "{e}");
 
     let e = run(&env, &ck, "SELECT word, count(*) AS n, max(v) AS top FROM ev GROUP BY word").await.unwrap_err();

@@ -34,7 +34,8 @@ async fn run_once(env: &Environment, ck: &str, rows: &[&str]) -> Vec<String> {
 #[tokio::test]
 #[ignore = "needs an S3 endpoint: run through scripts/with-moto.sh (CI does)"]
 async fn stateful_query_checkpoints_to_s3_and_resumes() {
-    let bucket = std::env::var("SLUICE_TEST_S3_BUCKET").expect("SLUICE_TEST_S3_BUCKET: run through scripts/with-moto.sh");
+    let bucket =
+        std::env::var("SLUICE_TEST_S3_BUCKET").expect("SLUICE_TEST_S3_BUCKET: run through scripts/with-moto.sh");
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     let ck = format!("s3://{bucket}/ck-{nanos}");
     let env = Environment::default();

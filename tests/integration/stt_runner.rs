@@ -15,7 +15,8 @@ const BASE: &str = "statement ok\nCREATE SOURCE s (a BIGINT, b VARCHAR) WITH (co
 #[tokio::test]
 async fn passes_and_fails_for_the_right_reasons() {
     let dir = tempfile::tempdir().unwrap();
-    let good = write(dir.path(), "good.stt", &format!("{BASE}check o\n----\n4,\"y, z\"\n2,x\n\ntrigger\n\ncheck o\n----\n"));
+    let good =
+        write(dir.path(), "good.stt", &format!("{BASE}check o\n----\n4,\"y, z\"\n2,x\n\ntrigger\n\ncheck o\n----\n"));
     assert_eq!(run_file(&good, RunOptions::default()).await, Ok(()));
     assert_eq!(run_file(&good, RunOptions { restart_every_batch: true }).await, Ok(()));
 

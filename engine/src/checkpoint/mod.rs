@@ -84,7 +84,8 @@ impl QueryCheckpoint {
         if !self.offsets.list_numbered().await?.is_empty() {
             return Err(SluiceError::Checkpoint {
                 path: format!("{}/metadata", self.root.location()),
-                reason: "missing, but the offset log exists; restore the file or delete the checkpoint directory".into(),
+                reason: "missing, but the offset log exists; restore the file or delete the checkpoint directory"
+                    .into(),
             });
         }
         self.root.write_json("metadata", &fresh).await?;

@@ -54,11 +54,8 @@ impl CheckpointDir {
     }
 
     fn open_s3(location: &str) -> Result<Self> {
-        let bad = |reason: String| SluiceError::InvalidOption {
-            option: "checkpoint".into(),
-            value: location.into(),
-            reason,
-        };
+        let bad =
+            |reason: String| SluiceError::InvalidOption { option: "checkpoint".into(), value: location.into(), reason };
         let url = url::Url::parse(location).map_err(|e| bad(format!("not a URL: {e}")))?;
         let store = object_store::aws::AmazonS3Builder::from_env()
             .with_url(location)

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::compute::kernels::aggregate::max;
 use datafusion::arrow::compute::cast;
+use datafusion::arrow::compute::kernels::aggregate::max;
 use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
 use datafusion::arrow::record_batch::RecordBatch;
 use tracing::{debug, info};
@@ -152,10 +152,8 @@ impl MicroBatchExecution {
             return Ok(());
         }
         self.initialized = true;
-        let meta = self
-            .checkpoint
-            .metadata_or_init(QueryMetadata { id: self.id.clone(), name: self.name.clone() })
-            .await?;
+        let meta =
+            self.checkpoint.metadata_or_init(QueryMetadata { id: self.id.clone(), name: self.name.clone() }).await?;
         self.id = meta.id;
         let state_dir = self.checkpoint.root().child("state");
         let Some(latest) = self.checkpoint.latest_offsets().await? else {

@@ -19,9 +19,7 @@ use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Fields, TimeUnit, TimestampMicrosecondType};
 use datafusion::common::{exec_err, plan_err, Result, ScalarValue};
-use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
-};
+use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
 
 /// Name of the tumbling-window function.
 pub const TUMBLE: &str = "sluice_tumble";
@@ -73,7 +71,10 @@ impl WindowFunction {
 
 /// The three window functions, ready to register.
 pub fn window_udfs() -> Vec<ScalarUDF> {
-    [Kind::Tumble, Kind::Windows, Kind::Session, Kind::WindowTime].into_iter().map(|k| ScalarUDF::new_from_impl(WindowFunction::new(k))).collect()
+    [Kind::Tumble, Kind::Windows, Kind::Session, Kind::WindowTime]
+        .into_iter()
+        .map(|k| ScalarUDF::new_from_impl(WindowFunction::new(k)))
+        .collect()
 }
 
 /// One of the window functions by name (`sluice_tumble`, `sluice_windows`,
@@ -123,7 +124,10 @@ impl ScalarUDFImpl for WindowFunction {
             };
         }
         match args.first() {
-            Some(DataType::Timestamp(_, _)) | Some(DataType::Date32) | Some(DataType::Date64) | Some(DataType::Null) => {}
+            Some(DataType::Timestamp(_, _))
+            | Some(DataType::Date32)
+            | Some(DataType::Date64)
+            | Some(DataType::Null) => {}
             Some(other) => return plan_err!("window time column must be a TIMESTAMP, found {other}"),
             None => return plan_err!("window function needs a time column"),
         }
@@ -165,8 +169,11 @@ impl ScalarUDFImpl for WindowFunction {
             }
             Kind::WindowTime => return exec_err!("unreachable: window_time handled above"),
             Kind::Windows => {
-                let (size, slide, offset) =
-                    (int_arg(&args.args[1], "size")?, int_arg(&args.args[2], "slide")?, int_arg(&args.args[3], "offset")?);
+                let (size, slide, offset) = (
+                    int_arg(&args.args[1], "size")?,
+                    int_arg(&args.args[2], "slide")?,
+                    int_arg(&args.args[3], "offset")?,
+                );
                 if size <= 0 || slide <= 0 {
                     return exec_err!("window size and slide must be positive");
                 }

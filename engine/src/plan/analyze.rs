@@ -115,9 +115,9 @@ impl QueryAnalysis {
                 "complete output mode is not supported for a streaming query without aggregation: there is no result \
                  table to rewrite; use output_mode = 'append' or 'update', or aggregate with GROUP BY",
             )),
-            OutputMode::Complete if self.limit && !self.aggregate => Err(SluiceError::unsupported(
-                "LIMIT in complete output mode is only possible after an aggregation",
-            )),
+            OutputMode::Complete if self.limit && !self.aggregate => {
+                Err(SluiceError::unsupported("LIMIT in complete output mode is only possible after an aggregation"))
+            }
             OutputMode::Append if self.aggregate && !self.event_time_aggregate => Err(SluiceError::unsupported(
                 "append output mode is not supported for a streaming aggregation without a watermark: a group's row \
                  would never be final. Declare WATERMARK FOR <column> on the source and group by an event-time window \

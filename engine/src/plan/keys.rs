@@ -69,9 +69,7 @@ pub(crate) fn event_time_group(agg: &Aggregate) -> Option<usize> {
         .iter()
         .copied()
         .find(|i| {
-            fields.get(*i).is_some_and(|f| {
-                matches!(f.data_type(), DataType::Struct(_)) || f.name() == "window_end"
-            })
+            fields.get(*i).is_some_and(|f| matches!(f.data_type(), DataType::Struct(_)) || f.name() == "window_end")
         })
         .or_else(|| derived.first().copied())
 }

@@ -130,7 +130,9 @@ fn build_stages<'a>(
                     ));
                 }
                 let op: Box<dyn StatefulOperator> = match session_columns(agg) {
-                    Some(session) => Box::new(SessionAggregate::try_new(parts, session, event_time, mode, store_config)?),
+                    Some(session) => {
+                        Box::new(SessionAggregate::try_new(parts, session, event_time, mode, store_config)?)
+                    }
                     None => Box::new(StreamingAggregate::try_new(parts, event_time, mode, store_config)?),
                 };
                 (pre, op)
@@ -328,7 +330,8 @@ impl IncrementalPlan {
                 Ok((collect(plan, task).await?, planning))
             }
             Pipeline::Stateful { stages, post } => {
-                let pres = stages.iter().map(|s| reset_plan_states(Arc::clone(&s.pre))).collect::<Result<Vec<_>, _>>()?;
+                let pres =
+                    stages.iter().map(|s| reset_plan_states(Arc::clone(&s.pre))).collect::<Result<Vec<_>, _>>()?;
                 let post = reset_plan_states(Arc::clone(post))?;
                 let planning = started.elapsed();
                 let mut data = input;

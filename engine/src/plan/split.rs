@@ -94,7 +94,9 @@ pub fn split(plan: &LogicalPlan, slot: &str) -> Result<Option<Split>> {
     let exprs: Vec<Expr> = schema
         .iter()
         .enumerate()
-        .map(|(i, (q, f))| Expr::Column(Column::new_unqualified(format!("__c{i}"))).alias_qualified(q.cloned(), f.name()))
+        .map(|(i, (q, f))| {
+            Expr::Column(Column::new_unqualified(format!("__c{i}"))).alias_qualified(q.cloned(), f.name())
+        })
         .collect();
     let replacement = LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(scan))?);
     let target = stateful.clone();

@@ -39,9 +39,8 @@ async fn compaction_and_retention_delete_old_files() {
         s.put(b"k".to_vec(), v.to_le_bytes().to_vec());
         s.commit(v).await.unwrap();
     }
-    let names = files::list_versions(&CheckpointDir::open(tmp.path().to_str().unwrap()).unwrap().child("0"))
-        .await
-        .unwrap();
+    let names =
+        files::list_versions(&CheckpointDir::open(tmp.path().to_str().unwrap()).unwrap().child("0")).await.unwrap();
     // Snapshots at 4, 8, 12; retention 2 keeps base snapshot 8 and what follows.
     assert!(names.iter().all(|f| f.version >= 8), "{names:?}");
     assert!(names.contains(&VersionFile { version: 8, snapshot: true }));

@@ -65,7 +65,9 @@ impl AggregateParts {
                     ));
                 }
                 if agg.group_expr().has_grouping_set() {
-                    return Err(SluiceError::unsupported("GROUPING SETS / ROLLUP / CUBE are not supported on streams yet"));
+                    return Err(SluiceError::unsupported(
+                        "GROUPING SETS / ROLLUP / CUBE are not supported on streams yet",
+                    ));
                 }
                 let parts = AggregateParts {
                     group_by: agg.group_expr().clone(),
@@ -119,7 +121,12 @@ impl AggStages {
 
     /// Run one stage: `Partial` over input rows; `PartialReduce` or `Final`
     /// over state rows.
-    pub async fn run(&self, mode: AggregateMode, input: Vec<RecordBatch>, task: &Arc<TaskContext>) -> Result<Vec<RecordBatch>> {
+    pub async fn run(
+        &self,
+        mode: AggregateMode,
+        input: Vec<RecordBatch>,
+        task: &Arc<TaskContext>,
+    ) -> Result<Vec<RecordBatch>> {
         let (schema, group_by, filters) = match mode {
             AggregateMode::Partial => {
                 (Arc::clone(&self.parts.input_schema), self.parts.group_by.clone(), self.parts.filters.clone())
@@ -191,7 +198,8 @@ impl StreamingAggregate {
         let num_keys = parts.group_by.expr().len();
         let stages = AggStages::try_new(parts)?;
         let partial_schema = Arc::clone(&stages.partial_schema);
-        let fields = |n: usize| partial_schema.fields().iter().take(n).map(|f| SortField::new(f.data_type().clone())).collect();
+        let fields =
+            |n: usize| partial_schema.fields().iter().take(n).map(|f| SortField::new(f.data_type().clone())).collect();
         let key_conv = RowConverter::new(fields(num_keys))?;
         let value_conv = RowConverter::new(fields(partial_schema.fields().len()))?;
         Ok(Self {
@@ -206,20 +214,13 @@ impl StreamingAggregate {
         })
     }
 
-
-    async fn run(&self, mode: AggregateMode, input: Vec<RecordBatch>, task: &Arc<TaskContext>) -> Result<Vec<RecordBatch>> {
+    async fn run(
+        &self,
+        mode: AggregateMode,
+        input: Vec<RecordBatch>,
+        task: &Arc<TaskContext>,
+    ) -> Result<Vec<RecordBatch>> {
         self.stages.run(mode, input, task).await
-    }
-
-    /// Drop input rows whose event-time key is at or below the watermark.
-    fn drop_late(&mut self, input: Vec<RecordBatch>, watermark_ms: Option<i64>) -> Result<Vec<RecordBatch>> {
-        let (Some(et), Some(wm)) = (&self.event_time, watermark_ms) else { return Ok(input) };
-        if self.mode == OutputMode::Complete {
-            return Ok(input);
-        }
-        let (kept, dropped) = drop_late(input, et, wm, &mut self.state.late)?;
-        self.state.dropped += dropped;
-        Ok(kept)
     }
 
     fn event_times(&self, batch: &RecordBatch) -> Result<Vec<i64>> {
@@ -270,14 +271,14 @@ impl StatefulOperator for StreamingAggregate {
         &mut self.state
     }
 
-
     async fn process(
         &mut self,
         task: Arc<TaskContext>,
         input: Vec<RecordBatch>,
         ctx: &BatchContext,
     ) -> Result<Vec<RecordBatch>> {
-        let input = self.drop_late(input, ctx.late_watermark_ms)?;
+        let event_time = self.event_time.as_ref().filter(|_| self.mode != OutputMode::Complete);
+        let input = self.state.drop_late(input, event_time, ctx.late_watermark_ms)?;
         let rows: usize = input.iter().map(|b| b.num_rows()).sum();
         let mut out = vec![];
         if rows > 0 || self.num_keys == 0 {
@@ -310,7 +311,6 @@ impl StatefulOperator for StreamingAggregate {
         Ok(out)
     }
 
-
     fn watermark_driven(&self) -> bool {
         self.event_time.is_some() && self.mode != OutputMode::Complete
     }
@@ -323,7 +323,4 @@ impl StatefulOperator for StreamingAggregate {
             values: super::StateLayout::describe(&fields[self.num_keys..]),
         }
     }
-
-
 }
-

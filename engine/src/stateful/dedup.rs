@@ -65,10 +65,13 @@ impl StreamingDedup {
         let conv = RowConverter::new(
             spec.keys.iter().map(|i| SortField::new(schema.field(*i).data_type().clone())).collect(),
         )?;
-        let key_fields = spec.keys.iter().map(|i| format!("{}: {}", schema.field(*i).name(), schema.field(*i).data_type())).collect();
+        let key_fields = spec
+            .keys
+            .iter()
+            .map(|i| format!("{}: {}", schema.field(*i).name(), schema.field(*i).data_type()))
+            .collect();
         Ok(Self { conv, key_fields, spec, event_time, state: OperatorState::new("dedup", store_config) })
     }
-
 }
 
 #[async_trait]
@@ -76,7 +79,6 @@ impl StatefulOperator for StreamingDedup {
     fn state(&mut self) -> &mut OperatorState {
         &mut self.state
     }
-
 
     async fn process(
         &mut self,
@@ -123,20 +125,24 @@ impl StatefulOperator for StreamingDedup {
             }
         }
         if let (Some(_), Some(w)) = (&self.event_time, evict_us) {
-            self.state.store_mut()?.evict(|_, v| v.len() == 8 && i64::from_le_bytes(v.try_into().unwrap_or([0xff; 8])) <= w);
+            self.state
+                .store_mut()?
+                .evict(|_, v| v.len() == 8 && i64::from_le_bytes(v.try_into().unwrap_or([0xff; 8])) <= w);
         }
         Ok(out)
     }
-
 
     fn watermark_driven(&self) -> bool {
         self.event_time.is_some()
     }
 
     fn state_layout(&self) -> super::StateLayout {
-        let expiry = if self.spec.within_watermark_us.is_some() { "first seen + watermark delay" } else { "event time" };
-        super::StateLayout { operator: "dedup".into(), keys: self.key_fields.clone(), values: vec![format!("expiry: {expiry}")] }
+        let expiry =
+            if self.spec.within_watermark_us.is_some() { "first seen + watermark delay" } else { "event time" };
+        super::StateLayout {
+            operator: "dedup".into(),
+            keys: self.key_fields.clone(),
+            values: vec![format!("expiry: {expiry}")],
+        }
     }
-
-
 }

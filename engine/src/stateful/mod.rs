@@ -20,9 +20,9 @@ pub use session::{SessionAggregate, SessionColumns};
 
 use crate::checkpoint::CheckpointDir;
 use crate::error::{Result, SluiceError};
-use crate::state::{StateStore, StateStoreConfig};
 use crate::plan::BatchContext;
 use crate::progress::StateOperatorProgress;
+use crate::state::{StateStore, StateStoreConfig};
 
 /// An operator that keeps state between micro-batches.
 #[async_trait]
@@ -118,6 +118,20 @@ impl OperatorState {
         store.track_memory(pool, self.name)?;
         self.store = Some(store);
         Ok(())
+    }
+
+    /// Drop input rows whose event time is at or below `watermark_ms` (when
+    /// both are known), counting them and keeping them for `late_rows`.
+    pub(crate) fn drop_late(
+        &mut self,
+        input: Vec<RecordBatch>,
+        event_time: Option<&EventTimeKey>,
+        watermark_ms: Option<i64>,
+    ) -> Result<Vec<RecordBatch>> {
+        let (Some(et), Some(wm)) = (event_time, watermark_ms) else { return Ok(input) };
+        let (kept, dropped) = aggregate::drop_late(input, et, wm, &mut self.late)?;
+        self.dropped += dropped;
+        Ok(kept)
     }
 
     /// The store (after restore).

@@ -21,7 +21,7 @@ use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::aggregates::AggregateMode;
 
-use super::aggregate::{drop_late, AggStages};
+use super::aggregate::AggStages;
 use super::{AggregateParts, EventTimeKey, OperatorState, StatefulOperator};
 use crate::error::{Result, SluiceError};
 use crate::options::OutputMode;
@@ -138,8 +138,6 @@ impl SessionAggregate {
         Arc::clone(&self.stages.partial_schema)
     }
 
-
-
     fn keys_of(&self, batch: &RecordBatch) -> Result<datafusion::arrow::row::Rows> {
         let cols: Vec<ArrayRef> = self.other_keys.iter().map(|i| Arc::clone(batch.column(*i))).collect();
         Ok(self.key_conv.convert_columns(&cols)?)
@@ -150,7 +148,9 @@ impl SessionAggregate {
             SessionColumns::Struct(i) => {
                 let s = batch.column(i).as_struct();
                 let field = |n: &str| {
-                    s.column_by_name(n).cloned().ok_or_else(|| SluiceError::plan(format!("session struct has no '{n}'")))
+                    s.column_by_name(n)
+                        .cloned()
+                        .ok_or_else(|| SluiceError::plan(format!("session struct has no '{n}'")))
                 };
                 Ok((micros(&field("start")?)?, micros(&field("end")?)?))
             }
@@ -272,7 +272,10 @@ impl SessionAggregate {
         for (k, v) in candidates {
             let rows = decode_list(&v)?;
             let parser = parser_conv.parser();
-            let batch = RecordBatch::try_new(Arc::clone(&schema), parser_conv.convert_rows(rows.iter().map(|r| parser.parse(r)))?)?;
+            let batch = RecordBatch::try_new(
+                Arc::clone(&schema),
+                parser_conv.convert_rows(rows.iter().map(|r| parser.parse(r)))?,
+            )?;
             let ends: Vec<i64> = match self.session {
                 SessionColumns::Struct(i) => {
                     let e = batch.column(i).as_struct().column_by_name("end").cloned();
@@ -305,21 +308,14 @@ impl StatefulOperator for SessionAggregate {
         &mut self.state
     }
 
-
     async fn process(
         &mut self,
         task: Arc<TaskContext>,
         input: Vec<RecordBatch>,
         ctx: &BatchContext,
     ) -> Result<Vec<RecordBatch>> {
-        let input = match (&self.event_time, ctx.late_watermark_ms) {
-            (Some(et), Some(wm)) if self.mode != OutputMode::Complete => {
-                let (kept, dropped) = drop_late(input, et, wm, &mut self.state.late)?;
-                self.state.dropped += dropped;
-                kept
-            }
-            _ => input,
-        };
+        let event_time = self.event_time.as_ref().filter(|_| self.mode != OutputMode::Complete);
+        let input = self.state.drop_late(input, event_time, ctx.late_watermark_ms)?;
         if input.iter().any(|b| b.num_rows() > 0) {
             let partial = self.stages.run(AggregateMode::Partial, input, &task).await?;
             let partial = concat_batches(&self.schema(), &partial)?;
@@ -349,7 +345,6 @@ impl StatefulOperator for SessionAggregate {
         self.stages.run(AggregateMode::Final, vec![states], &task).await
     }
 
-
     fn watermark_driven(&self) -> bool {
         self.event_time.is_some() && self.mode == OutputMode::Append
     }
@@ -364,6 +359,4 @@ impl StatefulOperator for SessionAggregate {
             values: super::StateLayout::describe(&fields[num_keys..]),
         }
     }
-
-
 }

@@ -5,8 +5,6 @@
 //! only committed files without depending on this crate; they are
 //! re-exported here for existing callers.
 
-pub use sluice_engine::manifest::{
-    committed_entries, committed_files, ManifestEntry, ManifestFile, MANIFEST_DIR,
-};
+pub use sluice_engine::manifest::{committed_entries, committed_files, ManifestEntry, ManifestFile, MANIFEST_DIR};
 
 pub(crate) use sluice_engine::manifest::local_path;

@@ -53,7 +53,10 @@ impl SeenFilesLog {
             if entry.log_offset != id {
                 return Err(SluiceError::Checkpoint {
                     path: format!("{}/{id}", dir.location()),
-                    reason: format!("holds log entry {} instead of {id}; the seen-files log is damaged", entry.log_offset),
+                    reason: format!(
+                        "holds log entry {} instead of {id}; the seen-files log is damaged",
+                        entry.log_offset
+                    ),
                 });
             }
             seen.extend(entry.files.iter().map(|f| f.path.clone()));

@@ -43,8 +43,16 @@ pub use log::{LogEntry, SeenFile};
 pub use parse::{FileFormat, ParseMode, ParseSettings};
 
 /// Options of the `files` connector.
-const OPTIONS: &[&str] =
-    &["path", "format", "header", "max_files_per_trigger", "latest_first", "clean_source", "source_archive_dir", "mode"];
+const OPTIONS: &[&str] = &[
+    "path",
+    "format",
+    "header",
+    "max_files_per_trigger",
+    "latest_first",
+    "clean_source",
+    "source_archive_dir",
+    "mode",
+];
 
 /// What to do with a file once the batch that read it is committed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -167,8 +167,7 @@ fn split_csv(bytes: &[u8], file: &str, width: usize, header: bool) -> Result<Raw
             }
         }
         let line = record.position().map_or(0, |p| p.line());
-        let mut problem =
-            (record.len() != width).then(|| format!("expected {width} fields, found {}", record.len()));
+        let mut problem = (record.len() != width).then(|| format!("expected {width} fields, found {}", record.len()));
         let mut values = Vec::with_capacity(width);
         for (i, field) in record.iter().take(width).enumerate() {
             match std::str::from_utf8(field) {
@@ -203,9 +202,9 @@ fn split_json(bytes: &[u8], schema: &SchemaRef) -> RawRows {
                 let values = fields
                     .iter()
                     .map(|f| {
-                        let v = map.get(f.name()).or_else(|| {
-                            map.iter().find(|(k, _)| k.eq_ignore_ascii_case(f.name())).map(|(_, v)| v)
-                        });
+                        let v = map
+                            .get(f.name())
+                            .or_else(|| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(f.name())).map(|(_, v)| v));
                         match v {
                             None | Some(serde_json::Value::Null) => None,
                             Some(serde_json::Value::String(s)) => Some(s.clone()),
@@ -314,19 +313,17 @@ fn read_parquet(bytes: Bytes, file: &str, schema: &SchemaRef) -> Result<Vec<Reco
         .map_err(|e| bad(format!("not a readable Parquet file ({e}); check the `format` option")))?;
     let file_schema = Arc::clone(builder.schema());
     let find = |name: &str| {
-        file_schema.index_of(name).ok().or_else(|| {
-            file_schema.fields().iter().position(|f| f.name().eq_ignore_ascii_case(name))
-        })
+        file_schema
+            .index_of(name)
+            .ok()
+            .or_else(|| file_schema.fields().iter().position(|f| f.name().eq_ignore_ascii_case(name)))
     };
     let mut wanted: Vec<usize> = schema.fields().iter().filter_map(|f| find(f.name())).collect();
     wanted.sort_unstable();
     wanted.dedup();
     let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
-    let reader = builder
-        .with_projection(mask)
-        .with_batch_size(8192)
-        .build()
-        .map_err(|e| bad(format!("cannot read: {e}")))?;
+    let reader =
+        builder.with_projection(mask).with_batch_size(8192).build().map_err(|e| bad(format!("cannot read: {e}")))?;
     let mut out = vec![];
     for batch in reader {
         let batch = batch.map_err(|e| bad(format!("cannot read: {e}")))?;

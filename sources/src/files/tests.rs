@@ -309,7 +309,16 @@ async fn clean_source_delete_and_archive_on_commit() {
 fn options_are_checked() {
     assert_eq!(
         FilesSourceFactory.valid_options(),
-        &["path", "format", "header", "max_files_per_trigger", "latest_first", "clean_source", "source_archive_dir", "mode"]
+        &[
+            "path",
+            "format",
+            "header",
+            "max_files_per_trigger",
+            "latest_first",
+            "clean_source",
+            "source_archive_dir",
+            "mode"
+        ]
     );
     let parse = |kv: &[(&str, &str)]| FilesOptions::parse(&kv.iter().map(|(k, v)| (*k, *v)).collect());
     let e = parse(&[]).unwrap_err().to_string();

@@ -92,10 +92,7 @@ impl MemoryStreams {
     /// The stream called `name`, created with `schema` if missing.
     pub fn get_or_create(&self, name: &str, schema: SchemaRef) -> Arc<MemoryStream> {
         Arc::clone(
-            self.inner
-                .lock()
-                .entry(name.to_ascii_lowercase())
-                .or_insert_with(|| Arc::new(MemoryStream::new(schema))),
+            self.inner.lock().entry(name.to_ascii_lowercase()).or_insert_with(|| Arc::new(MemoryStream::new(schema))),
         )
     }
 }

@@ -30,10 +30,9 @@ pub fn parse_rows<S: AsRef<str>>(schema: &SchemaRef, lines: &[S]) -> Result<Reco
         let line = line.as_ref();
         let mut reader = csv::ReaderBuilder::new().has_headers(false).from_reader(line.as_bytes());
         let mut record = csv::StringRecord::new();
-        let ok = reader.read_record(&mut record).map_err(|e| SluiceError::Malformed {
-            location: format!("row {}", line_no + 1),
-            reason: e.to_string(),
-        })?;
+        let ok = reader
+            .read_record(&mut record)
+            .map_err(|e| SluiceError::Malformed { location: format!("row {}", line_no + 1), reason: e.to_string() })?;
         // A lone empty line is one empty value for a one-column schema.
         if !ok {
             record = csv::StringRecord::from(vec![""]);

@@ -14,9 +14,7 @@ fn source(meta: &Path, clock: Arc<ManualClock>, opts: &[(&str, &str)]) -> Arc<dy
     let schema = RateSourceFactory.default_schema(&options).unwrap();
     let definition = SourceDefinition { name: "r".into(), connector: "rate".into(), options, schema, watermark: None };
     RateSourceFactory.validate(&definition).unwrap();
-    RateSourceFactory
-        .create(SourceContext { definition, metadata_path: meta.to_str().unwrap().into(), clock })
-        .unwrap()
+    RateSourceFactory.create(SourceContext { definition, metadata_path: meta.to_str().unwrap().into(), clock }).unwrap()
 }
 
 fn values(batches: &[RecordBatch]) -> Vec<i64> {

@@ -21,7 +21,9 @@ use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use serde_json::json;
-use sluice_engine::{Options, Result, SluiceError, Source, SourceContext, SourceDefinition, SourceFactory, SourceOffset};
+use sluice_engine::{
+    Options, Result, SluiceError, Source, SourceContext, SourceDefinition, SourceFactory, SourceOffset,
+};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -111,13 +113,7 @@ impl SourceFactory for SocketSourceFactory {
         );
         let buffer = Arc::new(Mutex::new(Buffer::default()));
         let task = runtime.spawn(read_lines(def.name.clone(), options.address(), Arc::clone(&buffer)));
-        Ok(Arc::new(SocketSource {
-            name: def.name,
-            schema: def.schema,
-            options,
-            buffer,
-            task: Mutex::new(Some(task)),
-        }))
+        Ok(Arc::new(SocketSource { name: def.name, schema: def.schema, options, buffer, task: Mutex::new(Some(task)) }))
     }
 }
 
@@ -187,7 +183,9 @@ pub struct SocketSource {
 impl SocketSource {
     fn parse_offset(&self, offset: Option<&SourceOffset>) -> Result<u64> {
         let Some(v) = offset else { return Ok(0) };
-        v.as_u64().ok_or_else(|| self.error(format!("offset {v} is not a line count; the checkpoint was written by another connector")))
+        v.as_u64().ok_or_else(|| {
+            self.error(format!("offset {v} is not a line count; the checkpoint was written by another connector"))
+        })
     }
 
     fn error(&self, reason: String) -> SluiceError {

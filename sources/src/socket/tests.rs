@@ -36,7 +36,9 @@ async fn wait_for(src: &Arc<dyn Source>, start: Option<&SourceOffset>, want: u64
 fn lines(batches: &[RecordBatch]) -> Vec<String> {
     batches
         .iter()
-        .flat_map(|b| b.column(0).as_string::<i32>().iter().map(|s| s.unwrap_or_default().to_string()).collect::<Vec<_>>())
+        .flat_map(|b| {
+            b.column(0).as_string::<i32>().iter().map(|s| s.unwrap_or_default().to_string()).collect::<Vec<_>>()
+        })
         .collect()
 }
 
