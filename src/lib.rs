@@ -26,6 +26,7 @@ pub use sluice_sql::{execute_sql, parse_sql, SqlError, StatementResult};
 /// The SQL layer (parser, window rewriting).
 pub use sluice_sql as sql;
 
+pub mod bench;
 pub mod stt;
 
 /// The in-memory streams and memory sinks a program shares with its

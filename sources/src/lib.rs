@@ -10,6 +10,7 @@ use sluice_engine::ConnectorRegistry;
 
 pub mod files;
 pub mod memory;
+pub mod nexmark;
 pub mod rate;
 pub mod socket;
 
@@ -22,6 +23,7 @@ pub use socket::{SocketSource, SocketSourceFactory};
 /// in-memory streams (shared with whoever pushes rows into them).
 pub fn register_all(registry: &mut ConnectorRegistry, memory: MemoryStreams) {
     registry.register_source(Arc::new(memory::MemorySourceFactory::new(memory)));
+    registry.register_source(Arc::new(nexmark::NexmarkSourceFactory));
     registry.register_source(Arc::new(files::FilesSourceFactory));
     registry.register_source(Arc::new(rate::RateSourceFactory));
     registry.register_source(Arc::new(socket::SocketSourceFactory));

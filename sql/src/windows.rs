@@ -220,6 +220,14 @@ impl VisitorMut for Rewriter {
     }
 }
 
+/// Rewrite the windows of a query given as SQL text, returning SQL that
+/// DataFusion runs as is (for batch engines comparing with Sluice).
+pub fn rewrite_windows_sql(sql: &str) -> Result<String> {
+    let mut q = parse_query(sql)?;
+    rewrite_windows(&mut q)?;
+    Ok(q.to_string())
+}
+
 /// Rewrite every window grouping call and window table function in `query`.
 pub fn rewrite_windows(query: &mut Query) -> Result<()> {
     let mut r = Rewriter { error: None };

@@ -1,5 +1,6 @@
 //! Command-line interface.
 
+mod bench;
 mod repl;
 mod run;
 mod test;
@@ -33,6 +34,16 @@ enum Command {
         #[arg(long, default_value_t = true)]
         env_substitute: bool,
     },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        bench: BenchCommand,
+    },
+    /// The Nexmark event generator.
+    Nexmark {
+        #[command(subcommand)]
+        command: NexmarkCommand,
+    },
     /// Run stream-test files (`*.stt`, see STREAMTEST.md); prints one line
     /// per file and `N passed, M failed`. Exit code 1 on any failure.
     Test {
@@ -45,6 +56,46 @@ enum Command {
         /// The list of files not yet passing (one name and reason a line).
         #[arg(long, default_value = "tests/stt/not_yet_passing.txt")]
         not_yet_passing: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Run Nexmark queries (benches/nexmark/*.sql) over pre-generated events as
+    /// fast as possible (available_now) and report events/s, per core, batches,
+    /// p50/p99 batch time and peak memory.
+    Nexmark {
+        /// Query names (q0, q1, ...); all when none is given.
+        #[arg(long = "query")]
+        queries: Vec<String>,
+        /// Events in the stream.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Also run the batch-equivalent query on `datafusion` and print the ratio.
+        #[arg(long)]
+        baseline: Option<String>,
+        /// Use events already written by `sluice nexmark generate` (Parquet).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Where the query files are.
+        #[arg(long, default_value = "benches/nexmark")]
+        queries_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NexmarkCommand {
+    /// Write events as Parquet or CSV files (person/, auction/, bid/) for other engines.
+    Generate {
+        /// Events in the stream.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// parquet or csv.
+        #[arg(long, default_value = "parquet")]
+        format: String,
     },
 }
 
@@ -65,6 +116,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
         None => repl::repl().await,
         Some(Command::Run { file, env_substitute }) => run::run_file(&file, env_substitute).await,
+        Some(Command::Bench { bench: BenchCommand::Nexmark { queries, events, baseline, data, queries_dir } }) => {
+            bench::nexmark(&queries, events, baseline.as_deref(), data.as_deref(), &queries_dir).await
+        }
+        Some(Command::Nexmark { command: NexmarkCommand::Generate { events, out, format } }) => {
+            bench::generate_files(events, &out, &format)
+        }
         Some(Command::Test { paths, restart_every_batch, not_yet_passing }) => {
             test::test(&paths, restart_every_batch, &not_yet_passing).await
         }

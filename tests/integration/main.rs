@@ -5,6 +5,7 @@ mod checkpoint_integrity;
 mod connectors;
 mod crash;
 mod errors;
+mod nexmark;
 mod query_change;
 mod s3;
 mod stt_runner;

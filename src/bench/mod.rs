@@ -1,0 +1,179 @@
+//! The Nexmark benchmark runner (`sluice bench nexmark`): each query of
+//! `benches/nexmark/` over pre-generated Parquet events, as fast as the
+//! engine goes (`available_now`), next to DataFusion's batch execution of the
+//! same query on the same files.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use sluice_engine::{
+    Options, OutputMode, SluiceError, SourceDefinition, StreamingDataFrameExt, Trigger, WatermarkSpec,
+};
+use sluice_sources::nexmark::{
+    schema_of, write_files, StreamSettings, Table, DEFAULT_BASE_TIME_MS, DEFAULT_EVENT_RATE,
+};
+
+use crate::Environment;
+
+/// Boxed error of the runner.
+pub type BenchResult<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// One query file.
+#[derive(Debug, Clone)]
+pub struct NexmarkQuery {
+    /// Name (`q0`).
+    pub name: String,
+    /// The SELECT.
+    pub sql: String,
+    /// Output mode (`-- mode:` line).
+    pub mode: OutputMode,
+    /// Column saying when a windowed row is final (`-- closed-by:` line).
+    pub closed_by: Option<String>,
+    /// Why plain DataFusion cannot run an equivalent batch query
+    /// (`-- no-batch-equivalent:` line), if it cannot.
+    pub no_batch_equivalent: Option<String>,
+}
+
+/// Load `dir/<name>.sql`.
+pub fn load_query(dir: &Path, name: &str) -> BenchResult<NexmarkQuery> {
+    let path = dir.join(format!("{name}.sql"));
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let header = |key: &str| {
+        text.lines().find_map(|l| l.trim().strip_prefix("--")?.trim().strip_prefix(key)).map(|v| v.trim().to_string())
+    };
+    let mode = header("mode:").unwrap_or_else(|| "append".into()).parse::<OutputMode>()?;
+    let sql = text.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
+    Ok(NexmarkQuery {
+        name: name.into(),
+        sql: sql.trim().trim_end_matches(';').into(),
+        mode,
+        closed_by: header("closed-by:"),
+        no_batch_equivalent: header("no-batch-equivalent:"),
+    })
+}
+
+/// Every query name in `dir`, sorted.
+pub fn query_names(dir: &Path) -> BenchResult<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".sql").map(String::from))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Write `events` Nexmark events as Parquet under `dir/{person,auction,bid}`.
+pub fn generate(dir: &Path, events: u64) -> BenchResult<()> {
+    let settings =
+        StreamSettings { events, seed: 0, base_time_ms: DEFAULT_BASE_TIME_MS, event_rate: DEFAULT_EVENT_RATE };
+    write_files(dir, settings, "parquet", (events / 20).max(10_000))?;
+    Ok(())
+}
+
+/// What a streaming run measured.
+#[derive(Debug, Clone)]
+pub struct StreamReport {
+    /// Wall time from start to termination.
+    pub elapsed: Duration,
+    /// Micro-batches run.
+    pub batches: usize,
+    /// Median and 99th percentile batch duration (over the last 100 batches).
+    pub p50_ms: u64,
+    /// See `p50_ms`.
+    pub p99_ms: u64,
+    /// Rows written to the sink.
+    pub rows_out: u64,
+    /// Final watermark (ms).
+    pub watermark_ms: Option<i64>,
+}
+
+/// Peak resident memory of this process, in MiB (Linux), if known.
+pub fn peak_memory_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 =
+        status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Run `query` as a stream over the files in `data`; with `keep`, return the
+/// rows the sink received (in `mode`, default the query's own).
+pub async fn run_stream(
+    data: &Path,
+    query: &NexmarkQuery,
+    checkpoint: &Path,
+    mode: Option<OutputMode>,
+    keep: bool,
+) -> BenchResult<(StreamReport, Vec<Vec<RecordBatch>>)> {
+    let env = Environment::default();
+    let session = env.default_session();
+    for table in [Table::Person, Table::Auction, Table::Bid] {
+        let options: Options = [
+            ("path", data.join(table.name()).display().to_string()),
+            ("format", "parquet".to_string()),
+            ("max_files_per_trigger", "1".to_string()),
+        ]
+        .into_iter()
+        .collect();
+        session.create_source(SourceDefinition {
+            name: table.name().into(),
+            connector: "files".into(),
+            options,
+            schema: schema_of(table),
+            watermark: Some(WatermarkSpec { column: "date_time".into(), delay: Duration::from_secs(5) }),
+        })?;
+    }
+    let sql = sluice_sql::windows::rewrite_windows_sql(&query.sql)?;
+    let df = session.context().sql(&sql).await?;
+    let batches: Arc<Mutex<Vec<Vec<RecordBatch>>>> = Arc::default();
+    let rows = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (sink, counter) = (Arc::clone(&batches), Arc::clone(&rows));
+    let started = Instant::now();
+    let q = df
+        .write_stream()
+        .output_mode(mode.unwrap_or(query.mode))
+        .trigger(Trigger::AvailableNow)
+        .option("checkpoint", checkpoint.display().to_string())
+        .foreach_batch(move |_, b| {
+            counter.fetch_add(b.iter().map(|b| b.num_rows() as u64).sum(), std::sync::atomic::Ordering::Relaxed);
+            if keep {
+                sink.lock().map_err(|_| SluiceError::plan("poisoned"))?.push(b.to_vec());
+            }
+            Ok(())
+        })
+        .start()
+        .await?;
+    q.await_termination().await?;
+    let elapsed = started.elapsed();
+    let mut durations: Vec<u64> =
+        q.recent_progress().iter().map(|p| p.duration_ms.get("total").copied().unwrap_or(0)).collect();
+    durations.sort_unstable();
+    let pct = |p: f64| durations.get(((durations.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0);
+    let report = StreamReport {
+        elapsed,
+        batches: q.last_progress().map(|p| p.batch_id as usize + 1).unwrap_or(0),
+        p50_ms: pct(0.5),
+        p99_ms: pct(0.99),
+        rows_out: rows.load(std::sync::atomic::Ordering::Relaxed),
+        watermark_ms: q.watermark_ms(),
+    };
+    let kept = std::mem::take(&mut *batches.lock().map_err(|_| "poisoned")?);
+    Ok((report, kept))
+}
+
+/// Run `query` with DataFusion's batch engine over the same files.
+pub async fn run_batch(data: &Path, query: &NexmarkQuery) -> BenchResult<(Duration, Vec<RecordBatch>)> {
+    let ctx = SessionContext::new();
+    for udf in sluice_engine::functions::window_udfs() {
+        ctx.register_udf(udf);
+    }
+    for table in [Table::Person, Table::Auction, Table::Bid] {
+        let dir: PathBuf = data.join(table.name());
+        ctx.register_parquet(table.name(), dir.display().to_string(), ParquetReadOptions::default()).await?;
+    }
+    let sql = sluice_sql::windows::rewrite_windows_sql(&query.sql)?;
+    let started = Instant::now();
+    let rows = ctx.sql(&sql).await?.collect().await?;
+    Ok((started.elapsed(), rows))
+}

@@ -1,0 +1,68 @@
+//! Every Nexmark query Sluice runs gives the same result as DataFusion's
+//! batch execution of the same query over the same generated events.
+
+use std::path::Path;
+
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::compute::{cast, filter_record_batch};
+use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
+use sluice::bench::{generate, load_query, query_names, run_batch, run_stream};
+use sluice::stt::render_batches;
+use sluice::OutputMode;
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_query_matches_datafusion_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    generate(&data, 200_000).unwrap();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/nexmark");
+    let names = query_names(&dir).unwrap();
+    assert!(names.len() >= 10, "{names:?}");
+    for name in names {
+        let q = load_query(&dir, &name).unwrap();
+        let ck = tmp.path().join(format!("ck-{name}"));
+        // Update-mode queries are compared on their final result (complete mode).
+        let mode = (q.mode == OutputMode::Update).then_some(OutputMode::Complete);
+        let (report, batches) = run_stream(&data, &q, &ck, mode, true).await.unwrap();
+        assert!(report.batches >= 3, "{name}: one file per batch: {report:?}");
+        let got: Vec<String> = match mode {
+            Some(_) => render_batches(batches.iter().rev().find(|b| !b.is_empty()).unwrap()).unwrap(),
+            None => batches.iter().flat_map(|b| render_batches(b).unwrap()).collect(),
+        };
+        if q.no_batch_equivalent.is_some() {
+            assert!(report.rows_out > 0, "{name}: emits rows");
+            continue;
+        }
+        let (_, mut want) = run_batch(&data, &q).await.unwrap();
+        if let Some(col) = &q.closed_by {
+            // Only windows the final watermark closed are emitted in append mode.
+            let wm = report.watermark_ms.expect("a watermark");
+            want = want
+                .iter()
+                .map(|b| {
+                    let t = cast(b.column_by_name(col).unwrap(), &DataType::Timestamp(TimeUnit::Millisecond, None))
+                        .unwrap();
+                    let keep = t
+                        .as_primitive::<TimestampMillisecondType>()
+                        .iter()
+                        .map(|v| Some(v.is_some_and(|v| v <= wm)))
+                        .collect();
+                    filter_record_batch(b, &keep).unwrap()
+                })
+                .collect();
+        }
+        let want = render_batches(&want).unwrap();
+        assert!(!want.is_empty(), "{name}: the query selects something");
+        let (got, want) = (sorted(got), sorted(want));
+        if got != want {
+            let missing: Vec<_> = want.iter().filter(|r| !got.contains(r)).take(5).collect();
+            let extra: Vec<_> = got.iter().filter(|r| !want.contains(r)).take(5).collect();
+            panic!("{name}: Sluice ({} rows) differs from DataFusion batch ({} rows); missing {missing:?}, extra {extra:?}", got.len(), want.len());
+        }
+    }
+}
