@@ -173,7 +173,7 @@ async fn processing_time_trigger_follows_the_manual_clock() {
     let wait_for = |n: usize| {
         let q = q.clone();
         async move {
-            for _ in 0..400 {
+            for _ in 0..2000 {
                 if q.recent_progress().len() >= n {
                     return true;
                 }

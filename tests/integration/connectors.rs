@@ -321,7 +321,7 @@ async fn socket_source_reads_lines_from_a_server() {
     let q = session.query("sock_out").unwrap();
     let store = env.sinks.get("sock_out").unwrap();
     let rows = || store.table_rows().iter().map(|b| b.num_rows()).sum::<usize>();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while rows() < 3 && tokio::time::Instant::now() < deadline {
         q.process_all_available().await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
