@@ -132,7 +132,16 @@ impl DataStreamWriter {
         } else if key.eq_ignore_ascii_case("late_rows") {
             self.spec.late_rows = Some(value);
         } else if key.eq_ignore_ascii_case("reset_changed_state") {
-            self.spec.reset_changed_state = value.trim().eq_ignore_ascii_case("true");
+            match value.trim().parse() {
+                Ok(b) => self.spec.reset_changed_state = b,
+                Err(_) => {
+                    self.invalid = Some(SluiceError::InvalidOption {
+                        option: "reset_changed_state".into(),
+                        value,
+                        reason: "expected true or false".into(),
+                    })
+                }
+            }
         } else if key.eq_ignore_ascii_case("min_batches_to_retain") {
             match value.trim().parse() {
                 Ok(n) => self.spec.min_batches_to_retain = Some(n),

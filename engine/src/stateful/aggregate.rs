@@ -231,6 +231,12 @@ impl StreamingAggregate {
     }
 
     fn decode(&self, values: &[&[u8]]) -> Result<RecordBatch> {
+        if values.iter().any(|v| v.len() < 8) {
+            return Err(SluiceError::plan(
+                "a stored aggregation state entry is too short: the state is damaged; restore the checkpoint or \
+                 use a new checkpoint location",
+            ));
+        }
         let parser = self.value_conv.parser();
         let rows = values.iter().map(|v| parser.parse(&v[8..]));
         let arrays = self.value_conv.convert_rows(rows)?;
@@ -259,10 +265,10 @@ impl StreamingAggregate {
     }
 }
 
+/// The event-time prefix of a stored value (a short, damaged value counts
+/// as expired rather than panicking; `decode` reports it).
 fn time_prefix(v: &[u8]) -> i64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&v[..8]);
-    i64::from_le_bytes(b)
+    v.get(..8).and_then(|b| b.try_into().ok()).map(i64::from_le_bytes).unwrap_or(i64::MIN)
 }
 
 #[async_trait]
