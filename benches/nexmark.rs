@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use sluice::bench::{generate, load_query, query_names, run_batch, run_stream};
+use sluice::bench::{compare, generate, load_query, query_names};
 
 fn main() {
     let events: u64 = std::env::var("SLUICE_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
@@ -18,17 +18,11 @@ fn main() {
     rt.block_on(async {
         for name in query_names(&dir).expect("queries") {
             let q = load_query(&dir, &name).expect("query");
-            let (report, _) =
-                run_stream(&data, &q, &tmp.path().join(format!("ck-{name}")), None, false).await.expect("run");
-            let rate = events as f64 / report.elapsed.as_secs_f64();
-            if q.no_batch_equivalent.is_some() {
-                println!("{name:<14} {rate:>14.0} {:>14} {:>7}", "n/a", "n/a");
-                continue;
+            let c = compare(&data, tmp.path(), &q, events, true).await.expect("run");
+            match c.batch_events_per_s {
+                Some(df) => println!("{name:<14} {:>14.0} {df:>14.0} {:>7.2}", c.events_per_s, c.events_per_s / df),
+                None => println!("{name:<14} {:>14.0} {:>14} {:>7}", c.events_per_s, "n/a", "n/a"),
             }
-            let _ = run_batch(&data, &q).await.expect("warm-up");
-            let (t, _) = run_batch(&data, &q).await.expect("batch");
-            let df = events as f64 / t.as_secs_f64();
-            println!("{name:<14} {rate:>14.0} {df:>14.0} {:>7.2}", rate / df);
         }
     });
 }

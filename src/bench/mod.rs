@@ -177,3 +177,36 @@ pub async fn run_batch(data: &Path, query: &NexmarkQuery) -> BenchResult<(Durati
     let rows = ctx.sql(&sql).await?.collect().await?;
     Ok((started.elapsed(), rows))
 }
+
+/// A query run as a stream and, when it has a batch equivalent, by
+/// DataFusion's batch engine (after a warm-up run) on the same files.
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    /// The streaming run.
+    pub stream: StreamReport,
+    /// Sluice events per second (all events of the stream).
+    pub events_per_s: f64,
+    /// DataFusion batch events per second, if measured.
+    pub batch_events_per_s: Option<f64>,
+}
+
+/// Run `query` over the `events` in `data` as a stream (checkpoint under
+/// `work`) and, with `baseline`, with DataFusion batch.
+pub async fn compare(
+    data: &Path,
+    work: &Path,
+    query: &NexmarkQuery,
+    events: u64,
+    baseline: bool,
+) -> BenchResult<Comparison> {
+    let (stream, _) = run_stream(data, query, &work.join(format!("ck-{}", query.name)), None, false).await?;
+    let events_per_s = events as f64 / stream.elapsed.as_secs_f64();
+    let batch_events_per_s = if baseline && query.no_batch_equivalent.is_none() {
+        let _ = run_batch(data, query).await?;
+        let (t, _) = run_batch(data, query).await?;
+        Some(events as f64 / t.as_secs_f64())
+    } else {
+        None
+    };
+    Ok(Comparison { stream, events_per_s, batch_events_per_s })
+}

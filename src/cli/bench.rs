@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use sluice::bench::{generate, load_query, peak_memory_mib, query_names, run_batch, run_stream};
+use sluice::bench::{compare, generate, load_query, peak_memory_mib, query_names};
 
 /// Run Nexmark queries over `events` pre-generated events.
 pub async fn nexmark(
@@ -13,6 +13,9 @@ pub async fn nexmark(
     data: Option<&Path>,
     queries_dir: &Path,
 ) -> Result<ExitCode, String> {
+    if let Some(other) = baseline.filter(|b| *b != "datafusion") {
+        return Err(format!("unknown baseline '{other}'; the baseline is 'datafusion'"));
+    }
     let err = |e: Box<dyn std::error::Error + Send + Sync>| e.to_string();
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
     let data: PathBuf = match data {
@@ -32,28 +35,20 @@ pub async fn nexmark(
     );
     for name in names {
         let q = load_query(queries_dir, &name).map_err(err)?;
-        let ck = tmp.path().join(format!("ck-{name}"));
-        let (report, _) = run_stream(&data, &q, &ck, None, false).await.map_err(err)?;
-        let rate = events as f64 / report.elapsed.as_secs_f64();
-        let (df, ratio) = match (baseline, &q.no_batch_equivalent) {
-            (Some("datafusion"), None) => {
-                let _ = run_batch(&data, &q).await.map_err(err)?;
-                let (t, _) = run_batch(&data, &q).await.map_err(err)?;
-                let df = events as f64 / t.as_secs_f64();
-                (format!("{df:.0}"), format!("{:.2}", rate / df))
-            }
-            (Some("datafusion"), Some(_)) => ("n/a".into(), "n/a".into()),
-            (Some(other), _) => return Err(format!("unknown baseline '{other}'; the baseline is 'datafusion'")),
-            (None, _) => ("-".into(), "-".into()),
+        let c = compare(&data, tmp.path(), &q, events, baseline.is_some()).await.map_err(err)?;
+        let (df, ratio) = match (baseline, c.batch_events_per_s) {
+            (None, _) => ("-".to_string(), "-".to_string()),
+            (Some(_), None) => ("n/a".to_string(), "n/a".to_string()),
+            (Some(_), Some(df)) => (format!("{df:.0}"), format!("{:.2}", c.events_per_s / df)),
         };
         println!(
             "{:<14} {:>12.0} {:>13.0} {:>8} {:>7} {:>7} {:>9.0} {:>14} {:>7}",
             name,
-            rate,
-            rate / cores,
-            report.batches,
-            report.p50_ms,
-            report.p99_ms,
+            c.events_per_s,
+            c.events_per_s / cores,
+            c.stream.batches,
+            c.stream.p50_ms,
+            c.stream.p99_ms,
             peak_memory_mib().unwrap_or(0.0),
             df,
             ratio
