@@ -15,6 +15,14 @@ fn manual_env() -> (Environment, sluice::SluiceSession, tempfile::TempDir) {
     (env, session, tmp)
 }
 
+/// `ts TIMESTAMP, <name> VARCHAR`.
+fn timed_schema(name: &str) -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("ts", DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Nanosecond, None), true),
+        Field::new(name, DataType::Utf8, true),
+    ]))
+}
+
 fn schema() -> Arc<Schema> {
     Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true), Field::new("word", DataType::Utf8, true)]))
 }
@@ -205,10 +213,7 @@ async fn dataframe_windows_with_watermark_in_append_mode() {
     use datafusion::functions_aggregate::expr_fn::count;
     use sluice::dataframe::{drop_duplicates, with_watermark, with_window};
     let (env, session, tmp) = manual_env();
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("ts", DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Nanosecond, None), true),
-        Field::new("word", DataType::Utf8, true),
-    ]));
+    let schema = timed_schema("word");
     let df = session.read_stream().format("memory").schema(schema).name("ev").load().await.unwrap();
     let df = with_watermark(df, "ts", "10 minutes").unwrap();
     let df = with_window(df, "window", "ts", "10 minutes", Some("5 minutes")).unwrap();
@@ -260,10 +265,7 @@ async fn dataframe_windows_with_watermark_in_append_mode() {
 async fn drop_duplicates_by_columns_and_within_watermark() {
     use sluice::dataframe::{drop_duplicates, drop_duplicates_within_watermark, with_watermark};
     let (env, session, tmp) = manual_env();
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("ts", DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Nanosecond, None), true),
-        Field::new("id", DataType::Utf8, true),
-    ]));
+    let schema = timed_schema("id");
     let df = session.read_stream().format("memory").schema(schema).name("ev").load().await.unwrap();
     let by_id = drop_duplicates(df.clone(), Some(&["id"])).unwrap();
     let q1 = by_id
