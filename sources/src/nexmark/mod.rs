@@ -65,6 +65,9 @@ impl StreamSettings {
     }
 }
 
+/// Rows per Parquet row group in files written by [`write_files`].
+const ROW_GROUP_ROWS: usize = 128 * 1024;
+
 /// Write the first `settings.events` events as files of `format` (`parquet`
 /// or `csv`) under `dir/person`, `dir/auction` and `dir/bid`, in chunks of
 /// `events_per_file`, so other engines can read identical data.
@@ -81,7 +84,11 @@ pub fn write_files(dir: &std::path::Path, settings: StreamSettings, format: &str
             let file = std::fs::File::create(&path)?;
             match format {
                 "parquet" => {
-                    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None)
+                    // Row groups of 128Ki rows, so readers can decode a file's row groups in parallel.
+                    let props = parquet::file::properties::WriterProperties::builder()
+                        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+                        .build();
+                    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), Some(props))
                         .map_err(|e| SluiceError::plan(e.to_string()))?;
                     w.write(&batch).map_err(|e| SluiceError::plan(e.to_string()))?;
                     w.close().map_err(|e| SluiceError::plan(e.to_string()))?;

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray, TimestampNanosecondArray};
+use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use nexmark::event::Event;
@@ -45,7 +45,7 @@ impl Table {
 }
 
 fn ts() -> DataType {
-    DataType::Timestamp(TimeUnit::Nanosecond, None)
+    DataType::Timestamp(TimeUnit::Microsecond, None)
 }
 
 /// The columns of a table.
@@ -89,7 +89,7 @@ fn ints(v: impl Iterator<Item = i64>) -> ArrayRef {
 }
 
 fn times(v: impl Iterator<Item = u64>) -> ArrayRef {
-    Arc::new(TimestampNanosecondArray::from_iter_values(v.map(|ms| ms as i64 * 1_000_000)))
+    Arc::new(TimestampMicrosecondArray::from_iter_values(v.map(|ms| ms as i64 * 1_000)))
 }
 
 /// The rows of `table` among `events`.
