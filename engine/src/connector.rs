@@ -66,6 +66,24 @@ pub trait Source: Send + Sync + Debug {
     /// Rows in `(start, end]`.
     async fn get_batch(&self, start: Option<&SourceOffset>, end: &SourceOffset) -> Result<Vec<RecordBatch>>;
 
+    /// Rows in `(start, end]`, only the `columns` of [`Source::schema`]
+    /// (ascending indices): the returned batches have the schema
+    /// `schema().project(columns)`. The engine asks for the columns its plan
+    /// reads; sources that can skip columns cheaply (Parquet files) override
+    /// this, the others read whole rows and drop the rest.
+    async fn get_batch_columns(
+        &self,
+        start: Option<&SourceOffset>,
+        end: &SourceOffset,
+        columns: &[usize],
+    ) -> Result<Vec<RecordBatch>> {
+        let batches = self.get_batch(start, end).await?;
+        if columns.len() == self.schema().fields().len() {
+            return Ok(batches);
+        }
+        Ok(batches.iter().map(|b| b.project(columns)).collect::<std::result::Result<Vec<_>, _>>()?)
+    }
+
     /// Called after the batch ending at `end` is committed; data up to it
     /// will never be asked for again.
     async fn commit(&self, _end: &SourceOffset) -> Result<()> {

@@ -32,6 +32,10 @@ pub struct StreamingPlanning;
 pub struct MicroBatchInput {
     /// Batch rows per source (lower-case source name).
     pub data: HashMap<String, Vec<RecordBatch>>,
+    /// For inputs read with only some columns: the indices (into the
+    /// table's full schema, ascending) of the columns the batches hold.
+    /// Inputs missing here hold every column.
+    pub columns: HashMap<String, Vec<usize>>,
 }
 
 /// A source registered as an unbounded table.

@@ -78,6 +78,9 @@ pub struct MicroBatchExecution {
     /// Max event time seen per source (ms).
     max_event_time: BTreeMap<String, i64>,
     last_batch_end_ms: Option<i64>,
+    /// Per source: the columns the plan reads (and the watermark needs),
+    /// when fewer than all.
+    read_columns: BTreeMap<String, Vec<usize>>,
 }
 
 /// Everything the executor needs to start.
@@ -110,7 +113,9 @@ pub struct ExecutionParts {
 impl MicroBatchExecution {
     /// Create the executor; nothing runs and nothing is read until the first step.
     pub fn new(parts: ExecutionParts, id: String) -> Self {
+        let read_columns = read_columns(&parts.plan, &parts.sources);
         Self {
+            read_columns,
             id,
             name: parts.name,
             plan: parts.plan,
@@ -288,10 +293,17 @@ impl MicroBatchExecution {
         for s in &self.sources {
             let start = self.committed.get(&s.name).cloned().flatten();
             let end = entry.offsets.get(&s.name).cloned().flatten();
-            let batches = match &end {
-                Some(end) if Some(end) != start.as_ref() => s.source.get_batch(start.as_ref(), end).await?,
+            let columns = self.read_columns.get(&s.name);
+            let batches = match (&end, columns) {
+                (Some(end), Some(c)) if Some(end) != start.as_ref() => {
+                    s.source.get_batch_columns(start.as_ref(), end, c).await?
+                }
+                (Some(end), None) if Some(end) != start.as_ref() => s.source.get_batch(start.as_ref(), end).await?,
                 _ => vec![],
             };
+            if let Some(c) = columns {
+                input.columns.insert(s.name.to_ascii_lowercase(), c.clone());
+            }
             let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
             total_rows += rows;
             if let Some(spec) = &s.watermark {
@@ -433,4 +445,28 @@ fn max_event_time_ms(batches: &[RecordBatch], column: &str) -> Result<Option<i64
         }
     }
     Ok(out)
+}
+
+/// The columns to read from each source: those the plan's scans use plus
+/// the watermark column, when fewer than all.
+fn read_columns(plan: &IncrementalPlan, sources: &[QuerySource]) -> BTreeMap<String, Vec<usize>> {
+    let used = plan.input_columns();
+    let mut out = BTreeMap::new();
+    for s in sources {
+        let Some(Some(set)) = used.get(&s.name.to_ascii_lowercase()) else { continue };
+        let schema = s.source.schema();
+        let mut set = set.clone();
+        if let Some(spec) = &s.watermark {
+            match schema.index_of(&spec.column) {
+                Ok(i) => {
+                    set.insert(i);
+                }
+                Err(_) => continue,
+            }
+        }
+        if set.len() < schema.fields().len() {
+            out.insert(s.name.clone(), set.into_iter().collect());
+        }
+    }
+    out
 }

@@ -24,6 +24,7 @@ use crate::stream_table::MicroBatchInput;
 #[derive(Debug)]
 pub struct StreamScanExec {
     key: String,
+    schema: SchemaRef,
     projection: Option<Vec<usize>>,
     projected: SchemaRef,
     cache: Arc<PlanProperties>,
@@ -43,7 +44,17 @@ impl StreamScanExec {
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
-        Ok(Self { key, projection, projected, cache })
+        Ok(Self { key, schema, projection, projected, cache })
+    }
+
+    /// The input this scan reads (a lower-case source name or a slot).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The columns of the input's full schema this scan reads (`None`: all).
+    pub fn projection(&self) -> Option<&[usize]> {
+        self.projection.as_deref()
     }
 }
 
@@ -90,7 +101,26 @@ impl ExecutionPlan for StreamScanExec {
             DataFusionError::Internal(format!("no micro-batch input attached for stream '{}'", self.key))
         })?;
         let batches = input.data.get(&self.key).cloned().unwrap_or_default();
-        let batches = match &self.projection {
+        let projection = match (&self.projection, input.columns.get(&self.key)) {
+            (p, None) => p.clone(),
+            // The batches hold only `read` columns: find ours among them.
+            (p, Some(read)) => {
+                let wanted: Vec<usize> = p.clone().unwrap_or_else(|| (0..self.schema.fields().len()).collect());
+                let positions = wanted
+                    .iter()
+                    .map(|i| read.iter().position(|r| r == i))
+                    .collect::<Option<Vec<usize>>>()
+                    .ok_or_else(|| {
+                        DataFusionError::Internal(format!(
+                            "stream '{}' was read without a column its scan needs ({wanted:?} not in {read:?})",
+                            self.key
+                        ))
+                    })?;
+                (positions.len() != read.len() || positions.iter().enumerate().any(|(k, p)| k != *p))
+                    .then_some(positions)
+            }
+        };
+        let batches = match &projection {
             Some(p) => batches.iter().map(|b| b.project(p)).collect::<std::result::Result<Vec<_>, _>>()?,
             None => batches,
         };

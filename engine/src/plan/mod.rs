@@ -12,12 +12,14 @@ pub mod analyze;
 pub mod keys;
 pub mod split;
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::execution::context::SessionState;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::execution_plan::reset_plan_states;
@@ -29,6 +31,7 @@ pub use keys::WITHIN_WATERMARK;
 use crate::checkpoint::CheckpointDir;
 use crate::error::{Result, SluiceError};
 use crate::options::OutputMode;
+use crate::physical::StreamScanExec;
 use crate::progress::StateOperatorProgress;
 use crate::state::StateStoreConfig;
 use crate::stateful::{
@@ -163,6 +166,22 @@ fn build_stages<'a>(
     })
 }
 
+/// The session state without the optimizer rule that rewrites a single
+/// `COUNT(DISTINCT x)` into two nested aggregations: on a stream the
+/// distinct aggregate keeps its distinct values as operator state instead
+/// (as Spark does), which runs incrementally through the usual
+/// partial/merge/final stages.
+fn without_two_stage_distinct(state: SessionState) -> SessionState {
+    let rules: Vec<_> = state
+        .optimizer()
+        .rules
+        .iter()
+        .filter(|r| r.name() != "single_distinct_aggregation_to_group_by")
+        .cloned()
+        .collect();
+    SessionStateBuilder::new_from_existing(state).with_optimizer_rules(rules).build()
+}
+
 impl IncrementalPlan {
     /// Validate `logical` for `mode` and plan it.
     pub async fn try_new(
@@ -174,6 +193,7 @@ impl IncrementalPlan {
         let analysis = QueryAnalysis::of(&logical);
         analysis.validate(mode)?;
         state.config_mut().set_extension(Arc::new(StreamingPlanning));
+        let state = without_two_stage_distinct(state);
         let schema = Arc::clone(logical.schema().inner());
         let batch_time = Arc::new(crate::functions::batch_time::BatchTime::default());
         let logical = crate::functions::batch_time::bind_batch_time(logical, &batch_time)?;
@@ -309,6 +329,36 @@ impl IncrementalPlan {
             out.push(stage.op.lock().await.commit(version).await?);
         }
         Ok(out)
+    }
+
+    /// The columns each input (lower-case source name) is read with, over
+    /// every scan of it in the query's plans: `None` when some scan needs
+    /// all of them.
+    pub fn input_columns(&self) -> HashMap<String, Option<BTreeSet<usize>>> {
+        fn walk(plan: &Arc<dyn ExecutionPlan>, out: &mut HashMap<String, Option<BTreeSet<usize>>>) {
+            if let Some(scan) = plan.downcast_ref::<StreamScanExec>() {
+                let entry = out.entry(scan.key().to_string()).or_insert_with(|| Some(BTreeSet::new()));
+                match (entry.as_mut(), scan.projection()) {
+                    (Some(set), Some(p)) => set.extend(p.iter().copied()),
+                    (_, None) => *entry = None,
+                    (None, Some(_)) => {}
+                }
+            }
+            for child in plan.children() {
+                walk(child, out);
+            }
+        }
+        let mut out = HashMap::new();
+        match &self.pipeline {
+            Pipeline::Stateless { plan } => walk(plan, &mut out),
+            Pipeline::Stateful { stages, post } => {
+                for stage in stages {
+                    walk(&stage.pre, &mut out);
+                }
+                walk(post, &mut out);
+            }
+        }
+        out
     }
 
     fn task(&self, input: MicroBatchInput) -> Arc<TaskContext> {

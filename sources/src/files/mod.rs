@@ -247,6 +247,43 @@ impl FilesSource {
         }
     }
 
+    /// The rows of the files of log entries `(start, end]`, only `columns`
+    /// when given. Each file is decoded on a blocking thread.
+    async fn read(
+        &self,
+        start: Option<&SourceOffset>,
+        end: &SourceOffset,
+        columns: Option<&[usize]>,
+    ) -> Result<Vec<RecordBatch>> {
+        let from = self.parse_offset(start)?.map_or(0, |s| s + 1);
+        let Some(to) = self.parse_offset(Some(end))? else { return Ok(vec![]) };
+        let mut state = self.state.lock().await;
+        let log = state.log().await?;
+        let mut files = vec![];
+        for id in from..=to {
+            let entry = log.entry(id).ok_or_else(|| self.missing_entry(log, id, "a batch needs its files"))?;
+            files.extend(entry.files.iter().map(|f| f.path.clone()));
+        }
+        let columns: Option<Arc<[usize]>> = columns.map(Arc::from);
+        let mut out = vec![];
+        for rel in files {
+            let bytes = state.dir.read(&rel).await?;
+            let file = state.dir.display_file(&rel);
+            debug!(source = %self.name, %file, "reading");
+            let (schema, settings, columns) = (Arc::clone(&self.schema), self.options.settings, columns.clone());
+            let batches = tokio::task::spawn_blocking(move || {
+                parse::parse_file(bytes, &file, &schema, &settings, columns.as_deref())
+            })
+            .await
+            .map_err(|e| SluiceError::Source {
+                source_name: self.name.clone(),
+                reason: format!("the file reader stopped: {e}"),
+            })??;
+            out.extend(batches.into_iter().filter(|b| b.num_rows() > 0));
+        }
+        Ok(out)
+    }
+
     /// Newly listed files in hand-out order, at most `max_files_per_trigger`.
     async fn new_files(&self, state: &mut State) -> Result<Vec<SeenFile>> {
         let listed = state.dir.list().await?;
@@ -303,24 +340,16 @@ impl Source for FilesSource {
     }
 
     async fn get_batch(&self, start: Option<&SourceOffset>, end: &SourceOffset) -> Result<Vec<RecordBatch>> {
-        let from = self.parse_offset(start)?.map_or(0, |s| s + 1);
-        let Some(to) = self.parse_offset(Some(end))? else { return Ok(vec![]) };
-        let mut state = self.state.lock().await;
-        let log = state.log().await?;
-        let mut files = vec![];
-        for id in from..=to {
-            let entry = log.entry(id).ok_or_else(|| self.missing_entry(log, id, "a batch needs its files"))?;
-            files.extend(entry.files.iter().map(|f| f.path.clone()));
-        }
-        let mut out = vec![];
-        for rel in files {
-            let bytes = state.dir.read(&rel).await?;
-            let file = state.dir.display_file(&rel);
-            debug!(source = %self.name, %file, "reading");
-            let batches = parse::parse_file(bytes, &file, &self.schema, &self.options.settings)?;
-            out.extend(batches.into_iter().filter(|b| b.num_rows() > 0));
-        }
-        Ok(out)
+        self.read(start, end, None).await
+    }
+
+    async fn get_batch_columns(
+        &self,
+        start: Option<&SourceOffset>,
+        end: &SourceOffset,
+        columns: &[usize],
+    ) -> Result<Vec<RecordBatch>> {
+        self.read(start, end, Some(columns)).await
     }
 
     async fn commit(&self, end: &SourceOffset) -> Result<()> {

@@ -15,7 +15,7 @@ use arrow::compute::{can_cast_types, cast_with_options, filter, CastOptions};
 use arrow::datatypes::{DataType, FieldRef, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ProjectionMask;
 use sluice_engine::{Result, SluiceError};
 use tracing::warn;
@@ -119,15 +119,34 @@ fn is_string(t: &DataType) -> bool {
 }
 
 /// Parse the bytes of `file` (its display name, used in errors) into
-/// batches of `schema`.
-pub fn parse_file(bytes: Bytes, file: &str, schema: &SchemaRef, settings: &ParseSettings) -> Result<Vec<RecordBatch>> {
+/// batches of `schema`, keeping only `columns` (indices into `schema`) when
+/// given. Parquet decodes only those columns, its row groups in parallel;
+/// text formats parse whole rows (a malformed row is malformed whatever
+/// columns the query reads) and drop the others.
+pub fn parse_file(
+    bytes: Bytes,
+    file: &str,
+    schema: &SchemaRef,
+    settings: &ParseSettings,
+    columns: Option<&[usize]>,
+) -> Result<Vec<RecordBatch>> {
     let raw = match settings.format {
-        FileFormat::Parquet => return read_parquet(bytes, file, schema),
+        FileFormat::Parquet => {
+            let projected = match columns {
+                Some(c) => Arc::new(schema.project(c)?),
+                None => Arc::clone(schema),
+            };
+            return read_parquet(bytes, file, &projected);
+        }
         FileFormat::Csv => split_csv(&bytes, file, schema.fields().len(), settings.header)?,
         FileFormat::Json => split_json(&bytes, schema),
         FileFormat::Text => split_text(&bytes),
     };
-    Ok(finish(raw, file, schema, settings.mode)?.into_iter().collect())
+    let batches = finish(raw, file, schema, settings.mode)?.into_iter();
+    Ok(match columns {
+        Some(c) => batches.map(|b| b.project(c)).collect::<std::result::Result<Vec<_>, _>>()?,
+        None => batches.collect(),
+    })
 }
 
 /// String fields of the rows of one file, column by column.
@@ -309,9 +328,9 @@ fn cast_column(strings: &StringArray, field: &FieldRef) -> Result<ArrayRef> {
 
 fn read_parquet(bytes: Bytes, file: &str, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
     let bad = |reason: String| SluiceError::Malformed { location: file.to_string(), reason };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
+    let metadata = ArrowReaderMetadata::load(&bytes, ArrowReaderOptions::default())
         .map_err(|e| bad(format!("not a readable Parquet file ({e}); check the `format` option")))?;
-    let file_schema = Arc::clone(builder.schema());
+    let file_schema = Arc::clone(metadata.schema());
     let find = |name: &str| {
         file_schema
             .index_of(name)
@@ -321,13 +340,41 @@ fn read_parquet(bytes: Bytes, file: &str, schema: &SchemaRef) -> Result<Vec<Reco
     let mut wanted: Vec<usize> = schema.fields().iter().filter_map(|f| find(f.name())).collect();
     wanted.sort_unstable();
     wanted.dedup();
-    let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
-    let reader =
-        builder.with_projection(mask).with_batch_size(8192).build().map_err(|e| bad(format!("cannot read: {e}")))?;
+    let groups = metadata.metadata().num_row_groups();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(groups).max(1);
+    let chunk = groups.div_ceil(threads).max(1);
+    let read_groups = |row_groups: Vec<usize>| -> Result<Vec<RecordBatch>> {
+        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes.clone(), metadata.clone());
+        let mask = ProjectionMask::roots(builder.parquet_schema(), wanted.iter().copied());
+        let reader = builder
+            .with_projection(mask)
+            .with_row_groups(row_groups)
+            .with_batch_size(8192)
+            .build()
+            .map_err(|e| bad(format!("cannot read: {e}")))?;
+        let mut out = vec![];
+        for batch in reader {
+            let batch = batch.map_err(|e| bad(format!("cannot read: {e}")))?;
+            out.push(conform(&batch, schema, &bad)?);
+        }
+        Ok(out)
+    };
+    if threads <= 1 {
+        return read_groups((0..groups).collect());
+    }
+    // Decode the row groups in `threads` contiguous runs at once, keeping file order.
+    let runs: Vec<Vec<usize>> = (0..groups).collect::<Vec<_>>().chunks(chunk).map(<[usize]>::to_vec).collect();
+    let results: Vec<Result<Vec<RecordBatch>>> = std::thread::scope(|scope| {
+        let read_groups = &read_groups;
+        let handles: Vec<_> = runs.into_iter().map(|run| scope.spawn(move || read_groups(run))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(bad("a Parquet decoding thread panicked".into()))))
+            .collect()
+    });
     let mut out = vec![];
-    for batch in reader {
-        let batch = batch.map_err(|e| bad(format!("cannot read: {e}")))?;
-        out.push(conform(&batch, schema, &bad)?);
+    for r in results {
+        out.extend(r?);
     }
     Ok(out)
 }
