@@ -60,8 +60,8 @@ impl AggregateParts {
                 let agg = agg.downcast_ref::<AggregateExec>().ok_or_else(|| SluiceError::plan("not an aggregation"))?;
                 if contains_aggregate(agg.input()) {
                     return Err(SluiceError::unsupported(
-                        "this aggregation is planned in two stages (for example COUNT(DISTINCT ...)), which streaming \
-                         does not support yet; use approx_distinct(...) instead",
+                        "this aggregation is planned as two nested aggregations, which streaming does not support \
+                         yet; write the inner aggregation as its own query (a sink the outer one reads)",
                     ));
                 }
                 if agg.group_expr().has_grouping_set() {
@@ -245,9 +245,19 @@ impl StreamingAggregate {
 
     /// Merge a partial-state batch into the store; returns the merged states.
     async fn merge(&mut self, partial: RecordBatch, task: &Arc<TaskContext>) -> Result<RecordBatch> {
+        let no_keys = self.num_keys == 0;
         let keys = self.key_conv.convert_columns(&partial.columns()[..self.num_keys])?;
+        // A global aggregate (no GROUP BY) keeps its one row under the empty key.
+        let key_of = |keys: &'_ datafusion::arrow::row::Rows, i: usize| -> Vec<u8> {
+            if no_keys {
+                vec![]
+            } else {
+                keys.row(i).as_ref().to_vec()
+            }
+        };
         let store = self.state.store()?;
-        let old: Vec<&[u8]> = (0..partial.num_rows()).filter_map(|i| store.get(keys.row(i).as_ref())).collect();
+        let old: Vec<&[u8]> =
+            (0..partial.num_rows()).filter_map(|i| store.get(if no_keys { &[] } else { keys.row(i).data() })).collect();
         let old = self.decode(&old)?;
         let merged = self.run(AggregateMode::PartialReduce, vec![old, partial], task).await?;
         let merged = concat_batches(&self.partial_schema, &merged)?;
@@ -259,7 +269,7 @@ impl StreamingAggregate {
             let mut v = Vec::with_capacity(8 + values.row(i).as_ref().len());
             v.extend_from_slice(&times[i].to_le_bytes());
             v.extend_from_slice(values.row(i).as_ref());
-            store.put(keys.row(i).as_ref().to_vec(), v);
+            store.put(key_of(&keys, i), v);
         }
         Ok(merged)
     }
