@@ -6,6 +6,10 @@ use std::path::Path;
 
 use sluice::bench::{compare, generate, load_query, query_names};
 
+/// The same allocator as the `sluice` binary (`sluice bench nexmark`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let events: u64 = std::env::var("SLUICE_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");

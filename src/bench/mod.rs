@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use datafusion::arrow::array::{Int64Array, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::datasource::MemTable;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use sluice_engine::{
     Options, OutputMode, SluiceError, SourceDefinition, StreamingDataFrameExt, Trigger, WatermarkSpec,
@@ -72,6 +75,26 @@ pub fn generate(dir: &Path, events: u64) -> BenchResult<()> {
     Ok(())
 }
 
+/// Rows of the static `side_input` table (Nexmark q13): `key` 0..10000 and
+/// a `value` string per key.
+pub const SIDE_INPUT_KEYS: i64 = 10_000;
+
+/// The static `side_input` table q13 joins the bid stream with.
+pub fn side_input_table() -> BenchResult<Arc<MemTable>> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("key", DataType::Int64, false),
+        Field::new("value", DataType::Utf8, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            Arc::new(Int64Array::from_iter_values(0..SIDE_INPUT_KEYS)),
+            Arc::new(StringArray::from_iter_values((0..SIDE_INPUT_KEYS).map(|k| format!("value-{k}")))),
+        ],
+    )?;
+    Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+}
+
 /// What a streaming run measured.
 #[derive(Debug, Clone)]
 pub struct StreamReport {
@@ -124,6 +147,7 @@ pub async fn run_stream(
             watermark: Some(WatermarkSpec { column: "date_time".into(), delay: Duration::from_secs(5) }),
         })?;
     }
+    session.context().register_table("side_input", side_input_table()?)?;
     let sql = sluice_sql::windows::rewrite_windows_sql(&query.sql)?;
     let df = session.context().sql(&sql).await?;
     let batches: Arc<Mutex<Vec<Vec<RecordBatch>>>> = Arc::default();
@@ -172,6 +196,7 @@ pub async fn run_batch(data: &Path, query: &NexmarkQuery) -> BenchResult<(Durati
         let dir: PathBuf = data.join(table.name());
         ctx.register_parquet(table.name(), dir.display().to_string(), ParquetReadOptions::default()).await?;
     }
+    ctx.register_table("side_input", side_input_table()?)?;
     let sql = sluice_sql::windows::rewrite_windows_sql(&query.sql)?;
     let started = Instant::now();
     let rows = ctx.sql(&sql).await?.collect().await?;
