@@ -44,7 +44,7 @@ impl QueryAnalysis {
             match node {
                 LogicalPlan::Aggregate(agg) if is_streaming(&agg.input) => {
                     info.aggregate = true;
-                    if agg.group_expr.iter().any(|e| expr_derives_from_watermark(&agg.input, e)) {
+                    if super::keys::event_time_group(agg).is_some() {
                         info.event_time_aggregate = true;
                     }
                 }
@@ -178,6 +178,9 @@ enum Origin<'a> {
     Watermark,
     /// A call of the named scalar function.
     Function(&'a str),
+    /// The watermarked column itself, only renamed on the way (as in Spark,
+    /// an expression over it such as `date_trunc` is no longer event time).
+    WatermarkColumn,
 }
 
 fn calls(expr: &Expr, fname: &str) -> bool {
@@ -192,6 +195,13 @@ fn calls(expr: &Expr, fname: &str) -> bool {
 }
 
 fn expr_derives(input: &LogicalPlan, expr: &Expr, origin: Origin) -> bool {
+    if let Origin::WatermarkColumn = origin {
+        let mut e = expr;
+        while let Expr::Alias(a) = e {
+            e = &a.expr;
+        }
+        return matches!(e, Expr::Column(c) if column_derives(input, &c.name, origin));
+    }
     if let Origin::Function(f) = origin {
         if calls(expr, f) {
             return true;
@@ -202,7 +212,7 @@ fn expr_derives(input: &LogicalPlan, expr: &Expr, origin: Origin) -> bool {
 
 fn column_derives(plan: &LogicalPlan, name: &str, origin: Origin) -> bool {
     if let Some(def) = stream_source_of(plan) {
-        return matches!(origin, Origin::Watermark)
+        return matches!(origin, Origin::Watermark | Origin::WatermarkColumn)
             && def.watermark.as_ref().is_some_and(|w| w.column.eq_ignore_ascii_case(name));
     }
     match plan {
@@ -235,10 +245,16 @@ pub fn expr_derives_from_watermark(input: &LogicalPlan, expr: &Expr) -> bool {
     expr_derives(input, expr, Origin::Watermark)
 }
 
-/// Whether the output column `name` of `plan` is derived from a watermarked
-/// event-time column (followed through projections, aliases and unnests).
-pub fn column_derives_from_watermark(plan: &LogicalPlan, name: &str) -> bool {
-    column_derives(plan, name, Origin::Watermark)
+/// Whether `expr`, evaluated over `input`, is a source's watermarked
+/// event-time column itself (renamed at most).
+pub fn expr_is_watermark_column(input: &LogicalPlan, expr: &Expr) -> bool {
+    expr_derives(input, expr, Origin::WatermarkColumn)
+}
+
+/// Whether the output column `name` of `plan` is a source's watermarked
+/// event-time column itself (renamed at most).
+pub fn column_is_watermark_column(plan: &LogicalPlan, name: &str) -> bool {
+    column_derives(plan, name, Origin::WatermarkColumn)
 }
 
 /// Whether `expr`, evaluated over `input`, is computed by a call of the

@@ -54,8 +54,10 @@ pub(crate) fn dedup_spec(d: &Distinct, event_time: Option<&EventTimeKey>) -> Res
 }
 
 /// The grouping key that carries event time: a window struct or a
-/// `window_end` column if there is one (a window closes at its end), else the
-/// first key derived from a watermarked column.
+/// `window_end` column over a watermarked column if there is one (a window
+/// closes at its end), else the watermarked column itself. As in Spark, a key
+/// merely computed from it (`to_char(ts, ...)`, `date_trunc(...)`) is an
+/// ordinary key: its groups never close and no row is late for it.
 pub(crate) fn event_time_group(agg: &Aggregate) -> Option<usize> {
     let derived: Vec<usize> = agg
         .group_expr
@@ -71,7 +73,7 @@ pub(crate) fn event_time_group(agg: &Aggregate) -> Option<usize> {
         .find(|i| {
             fields.get(*i).is_some_and(|f| matches!(f.data_type(), DataType::Struct(_)) || f.name() == "window_end")
         })
-        .or_else(|| derived.first().copied())
+        .or_else(|| agg.group_expr.iter().position(|e| analyze::expr_is_watermark_column(&agg.input, e)))
 }
 
 /// The grouping keys holding a session window (computed by `sluice_session`).

@@ -148,7 +148,7 @@ fn build_stages<'a>(
                     .schema()
                     .fields()
                     .iter()
-                    .position(|f| analyze::column_derives_from_watermark(input, f.name()))
+                    .position(|f| analyze::column_is_watermark_column(input, f.name()))
                     .map(|index| EventTimeKey {
                         index,
                         expr: Arc::new(datafusion::physical_expr::expressions::Column::new(
