@@ -153,13 +153,29 @@ impl SourceDir {
         let path = self.full(rel)?;
         match self.store.get(&path).await {
             Ok(r) => Ok(r.bytes().await?),
-            Err(object_store::Error::NotFound { .. }) => Err(self.error(format!(
-                "the file '{}' was assigned to a batch but has disappeared; files must not be removed from \
-                 the directory before the batch that reads them is committed",
-                self.display_file(rel)
-            ))),
+            Err(object_store::Error::NotFound { .. }) => Err(self.vanished(rel)),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The local path of a file of the directory, for readers that fetch
+    /// only the byte ranges they need (Parquet column chunks); an error
+    /// naming it when it has disappeared.
+    pub fn local_file(&mut self, rel: &str) -> Result<PathBuf> {
+        self.root()?;
+        let path = self.local.join(rel);
+        if !path.is_file() {
+            return Err(self.vanished(rel));
+        }
+        Ok(path)
+    }
+
+    fn vanished(&self, rel: &str) -> SluiceError {
+        self.error(format!(
+            "the file '{}' was assigned to a batch but has disappeared; files must not be removed from the \
+             directory before the batch that reads them is committed",
+            self.display_file(rel)
+        ))
     }
 
     /// Delete a file (already gone is fine).

@@ -267,15 +267,19 @@ impl FilesSource {
         let columns: Option<Arc<[usize]>> = columns.map(Arc::from);
         let mut out = vec![];
         for rel in files {
-            let bytes = state.dir.read(&rel).await?;
             let file = state.dir.display_file(&rel);
             debug!(source = %self.name, %file, "reading");
             let (schema, settings, columns) = (Arc::clone(&self.schema), self.options.settings, columns.clone());
-            let batches = tokio::task::spawn_blocking(move || {
-                parse::parse_file(bytes, &file, &schema, &settings, columns.as_deref())
-            })
-            .await
-            .map_err(|e| SluiceError::Source {
+            let task = if settings.format == FileFormat::Parquet {
+                let path = state.dir.local_file(&rel)?;
+                tokio::task::spawn_blocking(move || parse::read_parquet_file(&path, &file, &schema, columns.as_deref()))
+            } else {
+                let bytes = state.dir.read(&rel).await?;
+                tokio::task::spawn_blocking(move || {
+                    parse::parse_file(bytes, &file, &schema, &settings, columns.as_deref())
+                })
+            };
+            let batches = task.await.map_err(|e| SluiceError::Source {
                 source_name: self.name.clone(),
                 reason: format!("the file reader stopped: {e}"),
             })??;

@@ -17,6 +17,7 @@ use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ProjectionMask;
+use parquet::file::reader::ChunkReader;
 use sluice_engine::{Result, SluiceError};
 use tracing::warn;
 
@@ -136,7 +137,7 @@ pub fn parse_file(
                 Some(c) => Arc::new(schema.project(c)?),
                 None => Arc::clone(schema),
             };
-            return read_parquet(bytes, file, &projected);
+            return read_parquet(|| Ok(bytes.clone()), file, &projected);
         }
         FileFormat::Csv => split_csv(&bytes, file, schema.fields().len(), settings.header)?,
         FileFormat::Json => split_json(&bytes, schema),
@@ -326,9 +327,31 @@ fn cast_column(strings: &StringArray, field: &FieldRef) -> Result<ArrayRef> {
     Ok(cast_with_options(strings, field.data_type(), &options)?)
 }
 
-fn read_parquet(bytes: Bytes, file: &str, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
+/// Read the Parquet file at `path` (`file` is its display name), decoding
+/// only the column chunks of `columns` (indices into `schema`): the other
+/// columns' bytes are never read from disk.
+pub fn read_parquet_file(
+    path: &std::path::Path,
+    file: &str,
+    schema: &SchemaRef,
+    columns: Option<&[usize]>,
+) -> Result<Vec<RecordBatch>> {
+    let projected = match columns {
+        Some(c) => Arc::new(schema.project(c)?),
+        None => Arc::clone(schema),
+    };
+    read_parquet(|| std::fs::File::open(path), file, &projected)
+}
+
+/// Read a Parquet file through `open` (called once per decoding thread).
+fn read_parquet<T: ChunkReader + 'static>(
+    open: impl Fn() -> std::io::Result<T> + Sync,
+    file: &str,
+    schema: &SchemaRef,
+) -> Result<Vec<RecordBatch>> {
     let bad = |reason: String| SluiceError::Malformed { location: file.to_string(), reason };
-    let metadata = ArrowReaderMetadata::load(&bytes, ArrowReaderOptions::default())
+    let open = || open().map_err(|e| bad(format!("cannot open: {e}")));
+    let metadata = ArrowReaderMetadata::load(&open()?, ArrowReaderOptions::default())
         .map_err(|e| bad(format!("not a readable Parquet file ({e}); check the `format` option")))?;
     let file_schema = Arc::clone(metadata.schema());
     let find = |name: &str| {
@@ -344,7 +367,7 @@ fn read_parquet(bytes: Bytes, file: &str, schema: &SchemaRef) -> Result<Vec<Reco
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(groups).max(1);
     let chunk = groups.div_ceil(threads).max(1);
     let read_groups = |row_groups: Vec<usize>| -> Result<Vec<RecordBatch>> {
-        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes.clone(), metadata.clone());
+        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(open()?, metadata.clone());
         let mask = ProjectionMask::roots(builder.parquet_schema(), wanted.iter().copied());
         let reader = builder
             .with_projection(mask)
