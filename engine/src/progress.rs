@@ -80,14 +80,19 @@ pub struct StreamingQueryProgress {
 impl StreamingQueryProgress {
     /// A one-line summary for logs and the CLI.
     pub fn summary(&self) -> String {
+        let phases: Vec<String> = ["read", "execute", "sink", "commit"]
+            .iter()
+            .filter_map(|k| self.duration_ms.get(*k).map(|ms| format!("{k} {ms}")))
+            .collect();
         format!(
-            "query '{}' batch {}: {} rows in, {} rows out, {:.0} rows/s, {} ms",
+            "query '{}' batch {}: {} rows in, {} rows out, {:.0} rows/s, {} ms ({})",
             self.name,
             self.batch_id,
             self.num_input_rows,
             self.sink.num_output_rows,
             self.processed_rows_per_second,
-            self.duration_ms.get("total").copied().unwrap_or(0)
+            self.duration_ms.get("total").copied().unwrap_or(0),
+            phases.join(", ")
         )
     }
 }

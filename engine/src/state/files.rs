@@ -48,9 +48,9 @@ fn schema() -> Arc<Schema> {
     Arc::new(Schema::new(vec![Field::new("key", DataType::Binary, false), Field::new("value", DataType::Binary, true)]))
 }
 
-pub(super) fn encode(entries: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<Vec<u8>> {
-    let keys = BinaryArray::from_iter_values(entries.iter().map(|(k, _)| k.as_slice()));
-    let values: BinaryArray = entries.iter().map(|(_, v)| v.as_deref()).collect();
+pub(super) fn encode(entries: &[(&[u8], Option<&[u8]>)]) -> Result<Vec<u8>> {
+    let keys = BinaryArray::from_iter_values(entries.iter().map(|(k, _)| *k));
+    let values: BinaryArray = entries.iter().map(|(_, v)| *v).collect();
     let batch = RecordBatch::try_new(schema(), vec![Arc::new(keys), Arc::new(values)])?;
     let mut out = vec![];
     {

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 // hashbrown with its randomly seeded foldhash hasher, as in DataFusion's own
 // hash tables (SipHash was a visible share of a windowed count's time).
-use datafusion::common::HashMap;
+use datafusion::common::{HashMap, HashSet};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use serde::{Deserialize, Serialize};
 
@@ -48,8 +48,9 @@ struct StoreMetadata {
 #[derive(Debug, Default)]
 struct Partition {
     map: HashMap<Vec<u8>, Vec<u8>>,
-    /// Keys changed since the last commit: new value, or `None` if removed.
-    delta: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Keys changed since the last commit (their value now in `map`, or
+    /// absent if removed).
+    delta: HashSet<Vec<u8>>,
     bytes: usize,
 }
 
@@ -122,14 +123,24 @@ impl StateStore {
     }
 
     /// Set `key` to `value`.
-    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        let idx = self.partition_of(&key);
+    pub fn put(&mut self, key: impl AsRef<[u8]>, value: Vec<u8>) {
+        let key = key.as_ref();
+        let idx = self.partition_of(key);
         let p = &mut self.partitions[idx];
-        p.bytes += key.len() + value.len();
-        if let Some(old) = p.map.insert(key.clone(), value.clone()) {
-            p.bytes -= key.len() + old.len();
+        p.bytes += value.len();
+        match p.map.get_mut(key) {
+            Some(old) => {
+                p.bytes -= old.len();
+                *old = value;
+            }
+            None => {
+                p.bytes += key.len();
+                p.map.insert(key.to_vec(), value);
+            }
         }
-        p.delta.insert(key, Some(value));
+        if !p.delta.contains(key) {
+            p.delta.insert(key.to_vec());
+        }
     }
 
     /// Remove `key`, returning its value.
@@ -138,7 +149,7 @@ impl StateStore {
         let p = &mut self.partitions[idx];
         let old = p.map.remove(key)?;
         p.bytes -= key.len() + old.len();
-        p.delta.insert(key.to_vec(), None);
+        p.delta.insert(key.to_vec());
         Some(old)
     }
 
@@ -148,7 +159,7 @@ impl StateStore {
         for p in &mut self.partitions {
             for (k, v) in p.map.extract_if(|k, v| evict(k, v)) {
                 p.bytes -= k.len() + v.len();
-                p.delta.insert(k.clone(), None);
+                p.delta.insert(k.clone());
                 out.push((k, v));
             }
         }
@@ -205,18 +216,27 @@ impl StateStore {
         let snapshot = version > 0 && version % self.config.snapshot_interval.max(1) == 0;
         let mut writes = vec![];
         for (i, p) in self.partitions.iter_mut().enumerate() {
-            let delta: Vec<(Vec<u8>, Option<Vec<u8>>)> = p.delta.drain().collect();
+            let changed = std::mem::take(&mut p.delta);
+            let delta: Vec<(&[u8], Option<&[u8]>)> =
+                changed.iter().map(|k| (k.as_slice(), p.map.get(k.as_slice()).map(Vec::as_slice))).collect();
             metrics.rows_updated += delta.iter().filter(|(_, v)| v.is_some()).count() as u64;
             metrics.rows_removed += delta.iter().filter(|(_, v)| v.is_none()).count() as u64;
+            let delta = files::encode(&delta)?;
+            let snap = match snapshot {
+                true => {
+                    let all: Vec<(&[u8], Option<&[u8]>)> =
+                        p.map.iter().map(|(k, v)| (k.as_slice(), Some(v.as_slice()))).collect();
+                    Some(files::encode(&all)?)
+                }
+                false => None,
+            };
             let dir = self.dir.child(&i.to_string());
-            let snap: Option<Vec<(Vec<u8>, Option<Vec<u8>>)>> =
-                snapshot.then(|| p.map.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect());
             writes.push(async move {
-                dir.write_blob(&format!("{version}.delta"), &files::encode(&delta)?).await?;
+                dir.write_blob(&format!("{version}.delta"), &delta).await?;
                 crate::faults::crash_point("during_state_commit");
                 if let Some(snap) = snap {
                     crate::faults::crash_point("during_snapshot");
-                    dir.write_blob(&format!("{version}.snapshot"), &files::encode(&snap)?).await?;
+                    dir.write_blob(&format!("{version}.snapshot"), &snap).await?;
                 }
                 Ok::<_, SluiceError>(())
             });

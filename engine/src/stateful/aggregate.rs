@@ -248,13 +248,6 @@ impl StreamingAggregate {
         let no_keys = self.num_keys == 0;
         let keys = self.key_conv.convert_columns(&partial.columns()[..self.num_keys])?;
         // A global aggregate (no GROUP BY) keeps its one row under the empty key.
-        let key_of = |keys: &'_ datafusion::arrow::row::Rows, i: usize| -> Vec<u8> {
-            if no_keys {
-                vec![]
-            } else {
-                keys.row(i).as_ref().to_vec()
-            }
-        };
         let store = self.state.store()?;
         let old: Vec<&[u8]> =
             (0..partial.num_rows()).filter_map(|i| store.get(if no_keys { &[] } else { keys.row(i).data() })).collect();
@@ -269,7 +262,7 @@ impl StreamingAggregate {
             let mut v = Vec::with_capacity(8 + values.row(i).as_ref().len());
             v.extend_from_slice(&times[i].to_le_bytes());
             v.extend_from_slice(values.row(i).as_ref());
-            store.put(key_of(&keys, i), v);
+            store.put(if no_keys { &[] } else { keys.row(i).data() }, v);
         }
         Ok(merged)
     }
