@@ -80,6 +80,7 @@ impl TableProvider for StreamTable {
             )));
         }
         let key = self.definition.name.to_ascii_lowercase();
-        Ok(Arc::new(StreamScanExec::try_new(key, self.schema(), projection.cloned())?))
+        let partitions = state.config().target_partitions();
+        Ok(Arc::new(StreamScanExec::try_new(key, self.schema(), projection.cloned())?.with_partitions(partitions)))
     }
 }

@@ -27,6 +27,7 @@ pub struct StreamScanExec {
     schema: SchemaRef,
     projection: Option<Vec<usize>>,
     projected: SchemaRef,
+    partitions: usize,
     cache: Arc<PlanProperties>,
 }
 
@@ -38,13 +39,16 @@ impl StreamScanExec {
             Some(p) => Arc::new(schema.project(p)?),
             None => Arc::clone(&schema),
         };
-        let cache = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(Arc::clone(&projected)),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        ));
-        Ok(Self { key, schema, projection, projected, cache })
+        let cache = properties(&projected, 1);
+        Ok(Self { key, schema, projection, projected, partitions: 1, cache })
+    }
+
+    /// Hand the batch's record batches out over `n` partitions (round
+    /// robin), so the stateless part of the plan runs on `n` cores.
+    pub fn with_partitions(mut self, n: usize) -> Self {
+        self.partitions = n.max(1);
+        self.cache = properties(&self.projected, self.partitions);
+        self
     }
 
     /// The input this scan reads (a lower-case source name or a slot).
@@ -56,6 +60,15 @@ impl StreamScanExec {
     pub fn projection(&self) -> Option<&[usize]> {
         self.projection.as_deref()
     }
+}
+
+fn properties(schema: &SchemaRef, partitions: usize) -> Arc<PlanProperties> {
+    Arc::new(PlanProperties::new(
+        EquivalenceProperties::new(Arc::clone(schema)),
+        Partitioning::UnknownPartitioning(partitions),
+        EmissionType::Incremental,
+        Boundedness::Bounded,
+    ))
 }
 
 impl DisplayAs for StreamScanExec {
@@ -96,11 +109,12 @@ impl ExecutionPlan for StreamScanExec {
         Ok(self)
     }
 
-    fn execute(&self, _partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
         let input = context.session_config().get_extension::<MicroBatchInput>().ok_or_else(|| {
             DataFusionError::Internal(format!("no micro-batch input attached for stream '{}'", self.key))
         })?;
-        let batches = input.data.get(&self.key).cloned().unwrap_or_default();
+        let all = input.data.get(&self.key).map(Vec::as_slice).unwrap_or_default();
+        let batches: Vec<_> = all.iter().skip(partition).step_by(self.partitions).cloned().collect();
         let projection = match (&self.projection, input.columns.get(&self.key)) {
             (p, None) => p.clone(),
             // The batches hold only `read` columns: find ours among them.

@@ -16,6 +16,7 @@ use std::time::Instant;
 
 // hashbrown with its randomly seeded foldhash hasher, as in DataFusion's own
 // hash tables (SipHash was a visible share of a windowed count's time).
+use datafusion::common::hash_map::EntryRef;
 use datafusion::common::{HashMap, HashSet};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use serde::{Deserialize, Serialize};
@@ -128,19 +129,18 @@ impl StateStore {
         let idx = self.partition_of(key);
         let p = &mut self.partitions[idx];
         p.bytes += value.len();
-        match p.map.get_mut(key) {
-            Some(old) => {
-                p.bytes -= old.len();
-                *old = value;
+        // One hash lookup for the map and one for the delta.
+        match p.map.entry_ref(key) {
+            EntryRef::Occupied(mut e) => {
+                p.bytes -= e.get().len();
+                e.insert(value);
             }
-            None => {
+            EntryRef::Vacant(e) => {
                 p.bytes += key.len();
-                p.map.insert(key.to_vec(), value);
+                e.insert(value);
             }
         }
-        if !p.delta.contains(key) {
-            p.delta.insert(key.to_vec());
-        }
+        p.delta.get_or_insert_with(key, <[u8]>::to_vec);
     }
 
     /// Remove `key`, returning its value.
@@ -153,14 +153,15 @@ impl StateStore {
         Some(old)
     }
 
-    /// Remove every entry for which `evict` returns true; returns them.
-    pub fn evict(&mut self, mut evict: impl FnMut(&[u8], &[u8]) -> bool) -> Vec<(Vec<u8>, Vec<u8>)> {
+    /// Remove every entry for which `evict` returns true; returns their
+    /// values.
+    pub fn evict(&mut self, mut evict: impl FnMut(&[u8], &[u8]) -> bool) -> Vec<Vec<u8>> {
         let mut out = vec![];
         for p in &mut self.partitions {
             for (k, v) in p.map.extract_if(|k, v| evict(k, v)) {
                 p.bytes -= k.len() + v.len();
-                p.delta.insert(k.clone());
-                out.push((k, v));
+                p.delta.insert(k);
+                out.push(v);
             }
         }
         out

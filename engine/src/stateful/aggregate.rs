@@ -133,7 +133,20 @@ impl AggStages {
             }
             _ => (Arc::clone(&self.partial_schema), self.parts.group_by.as_final(), vec![None; self.parts.aggr.len()]),
         };
-        let source = MemorySourceConfig::try_new_exec(&[input], schema, None)?;
+        // The partial stage reads the batch's rows over the session's target
+        // partitions, in parallel; the merge stages read one partition.
+        let partitions = match mode {
+            AggregateMode::Partial => {
+                let n = task.session_config().target_partitions().clamp(1, input.len().max(1));
+                let mut parts = vec![vec![]; n];
+                for (i, b) in input.into_iter().enumerate() {
+                    parts[i % n].push(b);
+                }
+                parts
+            }
+            _ => vec![input],
+        };
+        let source = MemorySourceConfig::try_new_exec(&partitions, schema, None)?;
         let exec = AggregateExec::try_new(
             mode,
             group_by,
@@ -249,9 +262,18 @@ impl StreamingAggregate {
         let keys = self.key_conv.convert_columns(&partial.columns()[..self.num_keys])?;
         // A global aggregate (no GROUP BY) keeps its one row under the empty key.
         let store = self.state.store()?;
-        let old: Vec<&[u8]> =
-            (0..partial.num_rows()).filter_map(|i| store.get(if no_keys { &[] } else { keys.row(i).data() })).collect();
+        // Each stored state once, even when the partial stage emitted its
+        // group more than once.
+        let mut seen = datafusion::common::HashSet::new();
+        let old: Vec<&[u8]> = (0..partial.num_rows())
+            .map(|i| if no_keys { &[][..] } else { keys.row(i).data() })
+            .filter(|k| seen.insert(*k))
+            .filter_map(|k| store.get(k))
+            .collect();
         let old = self.decode(&old)?;
+        // PartialReduce also folds together rows of one group that the
+        // partial stage emitted more than once (one per input partition, or
+        // when DataFusion skips partial aggregation of high-cardinality keys).
         let merged = self.run(AggregateMode::PartialReduce, vec![old, partial], task).await?;
         let merged = concat_batches(&self.partial_schema, &merged)?;
         let keys = self.key_conv.convert_columns(&merged.columns()[..self.num_keys])?;
@@ -310,7 +332,7 @@ impl StatefulOperator for StreamingAggregate {
                     let wm_us = wm.saturating_mul(1000);
                     let evicted = self.state.store_mut()?.evict(|_, v| time_prefix(v) <= wm_us);
                     if mode == OutputMode::Append && !evicted.is_empty() {
-                        let values: Vec<&[u8]> = evicted.iter().map(|(_, v)| v.as_slice()).collect();
+                        let values: Vec<&[u8]> = evicted.iter().map(Vec::as_slice).collect();
                         let states = self.decode(&values)?;
                         out.extend(self.run(AggregateMode::Final, vec![states], &task).await?);
                     }
