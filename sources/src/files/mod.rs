@@ -265,24 +265,32 @@ impl FilesSource {
             files.extend(entry.files.iter().map(|f| f.path.clone()));
         }
         let columns: Option<Arc<[usize]>> = columns.map(Arc::from);
-        let mut out = vec![];
+        type Decode = Box<dyn FnOnce() -> Result<Vec<RecordBatch>> + Send + 'static>;
+        let mut jobs: Vec<Decode> = Vec::with_capacity(files.len());
         for rel in files {
             let file = state.dir.display_file(&rel);
             debug!(source = %self.name, %file, "reading");
             let (schema, settings, columns) = (Arc::clone(&self.schema), self.options.settings, columns.clone());
-            let task = if settings.format == FileFormat::Parquet {
+            jobs.push(if settings.format == FileFormat::Parquet {
                 let path = state.dir.local_file(&rel)?;
-                tokio::task::spawn_blocking(move || parse::read_parquet_file(&path, &file, &schema, columns.as_deref()))
+                Box::new(move || parse::read_parquet_file(&path, &file, &schema, columns.as_deref()))
             } else {
                 let bytes = state.dir.read(&rel).await?;
-                tokio::task::spawn_blocking(move || {
-                    parse::parse_file(bytes, &file, &schema, &settings, columns.as_deref())
-                })
-            };
+                Box::new(move || parse::parse_file(bytes, &file, &schema, &settings, columns.as_deref()))
+            });
+        }
+        // Decode up to one file per core at once, keeping the files' order.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut jobs = jobs.into_iter();
+        let mut running: std::collections::VecDeque<_> =
+            jobs.by_ref().take(cores).map(tokio::task::spawn_blocking).collect();
+        let mut out = vec![];
+        while let Some(task) = running.pop_front() {
             let batches = task.await.map_err(|e| SluiceError::Source {
                 source_name: self.name.clone(),
                 reason: format!("the file reader stopped: {e}"),
             })??;
+            running.extend(jobs.next().map(tokio::task::spawn_blocking));
             out.extend(batches.into_iter().filter(|b| b.num_rows() > 0));
         }
         Ok(out)
