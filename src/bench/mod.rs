@@ -120,6 +120,14 @@ pub fn peak_memory_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// Reset the peak resident memory that [`peak_memory_mib`] reports, so the
+/// next reading covers only what runs after this call (Linux; a no-op
+/// elsewhere).
+pub fn reset_peak_memory() {
+    // Writing 5 to clear_refs resets VmHWM to the current RSS.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 /// Run `query` as a stream over the files in `data`; with `keep`, return the
 /// rows the sink received (in `mode`, default the query's own).
 pub async fn run_stream(
@@ -213,6 +221,8 @@ pub struct Comparison {
     pub events_per_s: f64,
     /// DataFusion batch events per second, if measured.
     pub batch_events_per_s: Option<f64>,
+    /// Peak resident memory of the process during the streaming run, MiB.
+    pub peak_mib: Option<f64>,
 }
 
 /// Run `query` over the `events` in `data` as a stream (checkpoint under
@@ -224,7 +234,9 @@ pub async fn compare(
     events: u64,
     baseline: bool,
 ) -> BenchResult<Comparison> {
+    reset_peak_memory();
     let (stream, _) = run_stream(data, query, &work.join(format!("ck-{}", query.name)), None, false).await?;
+    let peak_mib = peak_memory_mib();
     let events_per_s = events as f64 / stream.elapsed.as_secs_f64();
     let batch_events_per_s = if baseline && query.no_batch_equivalent.is_none() {
         let _ = run_batch(data, query).await?;
@@ -233,5 +245,5 @@ pub async fn compare(
     } else {
         None
     };
-    Ok(Comparison { stream, events_per_s, batch_events_per_s })
+    Ok(Comparison { stream, events_per_s, batch_events_per_s, peak_mib })
 }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use sluice::bench::{compare, generate, load_query, peak_memory_mib, query_names};
+use sluice::bench::{compare, generate, load_query, query_names};
 
 /// Run Nexmark queries over `events` pre-generated events.
 pub async fn nexmark(
@@ -49,7 +49,7 @@ pub async fn nexmark(
             c.stream.batches,
             c.stream.p50_ms,
             c.stream.p99_ms,
-            peak_memory_mib().unwrap_or(0.0),
+            c.peak_mib.unwrap_or(0.0),
             df,
             ratio
         );
