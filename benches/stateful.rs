@@ -11,7 +11,6 @@
 //! query (the baseline, same window functions). Reported: rows/s of both,
 //! their ratio, and the state store's memory per key at its peak.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +19,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use parquet::arrow::ArrowWriter;
-use sluice::{execute_sql, Environment, StreamingDataFrameExt, Trigger};
+use sluice::{execute_sql, Environment, OutputMode};
 
 const FILES: usize = 20;
 const KEYS: i64 = 1000;
@@ -114,30 +113,16 @@ async fn stream(dir: &str, ck: &str, sql: &str) -> (Duration, u64, u64, u64, usi
     };
     sluice::sql::windows::rewrite_windows(&mut sink.query).expect("rewrite");
     let df = session.context().sql(&sink.query.to_string()).await.expect("plan");
-    let rows = Arc::new(AtomicU64::new(0));
-    let counter = Arc::clone(&rows);
-    let t = Instant::now();
-    let q = df
-        .write_stream()
-        .trigger(Trigger::AvailableNow)
-        .option("checkpoint", ck)
-        .foreach_batch(move |_, b| {
-            counter.fetch_add(b.iter().map(|b| b.num_rows() as u64).sum(), Ordering::Relaxed);
-            Ok(())
-        })
-        .start()
-        .await
-        .expect("start");
-    q.await_termination().await.expect("run");
-    let elapsed = t.elapsed();
-    let progress = q.recent_progress();
+    let run =
+        sluice::bench::run_available_now(df, OutputMode::Append, std::path::Path::new(ck), false).await.expect("run");
+    let progress = run.query.recent_progress();
     let peak = progress
         .iter()
         .filter_map(|p| p.state_operators.first())
         .max_by_key(|s| s.memory_used_bytes)
         .map(|s| (s.memory_used_bytes, s.num_rows_total))
         .unwrap_or((0, 0));
-    (elapsed, rows.load(Ordering::Relaxed), peak.0, peak.1, progress.len())
+    (run.elapsed, run.rows_out, peak.0, peak.1, progress.len())
 }
 
 fn main() {

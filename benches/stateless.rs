@@ -9,7 +9,6 @@
 //!
 //! Figures come from one run on one machine; compare ratios, not absolutes.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -82,23 +81,10 @@ async fn sluice_stream(dir: &str, ck: &str) -> (Duration, u64, usize) {
     .await
     .expect("source");
     let df = session.context().sql(&QUERY_BODY.replace("{T}", "t")).await.expect("plan");
-    let rows = Arc::new(AtomicU64::new(0));
-    let counter = Arc::clone(&rows);
-    use sluice::StreamingDataFrameExt;
-    let t = Instant::now();
-    let q = df
-        .write_stream()
-        .trigger(sluice::Trigger::AvailableNow)
-        .option("checkpoint", ck)
-        .foreach_batch(move |_, b| {
-            counter.fetch_add(b.iter().map(|b| b.num_rows() as u64).sum(), Ordering::Relaxed);
-            Ok(())
-        })
-        .start()
+    let run = sluice::bench::run_available_now(df, sluice::OutputMode::Append, std::path::Path::new(ck), false)
         .await
-        .expect("start");
-    q.await_termination().await.expect("run");
-    (t.elapsed(), rows.load(Ordering::Relaxed), q.recent_progress().len())
+        .expect("run");
+    (run.elapsed, run.rows_out, run.query.recent_progress().len())
 }
 
 async fn trigger_overhead(iterations: usize) -> (Duration, Duration) {

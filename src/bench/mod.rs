@@ -4,6 +4,7 @@
 //! same query on the same files.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,9 +12,9 @@ use datafusion::arrow::array::{Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
-use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext};
 use sluice_engine::{
-    Options, OutputMode, SluiceError, SourceDefinition, StreamingDataFrameExt, Trigger, WatermarkSpec,
+    Options, OutputMode, SluiceError, SourceDefinition, StreamingDataFrameExt, StreamingQuery, Trigger, WatermarkSpec,
 };
 use sluice_sources::nexmark::{
     schema_of, write_files, StreamSettings, Table, DEFAULT_BASE_TIME_MS, DEFAULT_EVENT_RATE,
@@ -158,26 +159,8 @@ pub async fn run_stream(
     session.context().register_table("side_input", side_input_table()?)?;
     let sql = sluice_sql::windows::rewrite_windows_sql(&query.sql)?;
     let df = session.context().sql(&sql).await?;
-    let batches: Arc<Mutex<Vec<Vec<RecordBatch>>>> = Arc::default();
-    let rows = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let (sink, counter) = (Arc::clone(&batches), Arc::clone(&rows));
-    let started = Instant::now();
-    let q = df
-        .write_stream()
-        .output_mode(mode.unwrap_or(query.mode))
-        .trigger(Trigger::AvailableNow)
-        .option("checkpoint", checkpoint.display().to_string())
-        .foreach_batch(move |_, b| {
-            counter.fetch_add(b.iter().map(|b| b.num_rows() as u64).sum(), std::sync::atomic::Ordering::Relaxed);
-            if keep {
-                sink.lock().map_err(|_| SluiceError::plan("poisoned"))?.push(b.to_vec());
-            }
-            Ok(())
-        })
-        .start()
-        .await?;
-    q.await_termination().await?;
-    let elapsed = started.elapsed();
+    let run = run_available_now(df, mode.unwrap_or(query.mode), checkpoint, keep).await?;
+    let (q, elapsed) = (&run.query, run.elapsed);
     let mut durations: Vec<u64> =
         q.recent_progress().iter().map(|p| p.duration_ms.get("total").copied().unwrap_or(0)).collect();
     durations.sort_unstable();
@@ -187,11 +170,56 @@ pub async fn run_stream(
         batches: q.last_progress().map(|p| p.batch_id as usize + 1).unwrap_or(0),
         p50_ms: pct(0.5),
         p99_ms: pct(0.99),
-        rows_out: rows.load(std::sync::atomic::Ordering::Relaxed),
+        rows_out: run.rows_out,
         watermark_ms: q.watermark_ms(),
     };
+    Ok((report, run.kept))
+}
+
+/// A finished available-now run of [`run_available_now`].
+#[derive(Debug)]
+pub struct AvailableNowRun {
+    /// The terminated query (its progress history stays readable).
+    pub query: StreamingQuery,
+    /// Wall time from start to termination.
+    pub elapsed: Duration,
+    /// Rows the sink received.
+    pub rows_out: u64,
+    /// The sink's batches, one entry per micro-batch (empty unless kept).
+    pub kept: Vec<Vec<RecordBatch>>,
+}
+
+/// Run `df` as a stream with the available-now trigger in `mode`, into a
+/// sink that counts rows (and keeps them with `keep`), until it has read
+/// everything available at start.
+pub async fn run_available_now(
+    df: DataFrame,
+    mode: OutputMode,
+    checkpoint: &Path,
+    keep: bool,
+) -> BenchResult<AvailableNowRun> {
+    let batches: Arc<Mutex<Vec<Vec<RecordBatch>>>> = Arc::default();
+    let rows = Arc::new(AtomicU64::new(0));
+    let (sink, counter) = (Arc::clone(&batches), Arc::clone(&rows));
+    let started = Instant::now();
+    let query = df
+        .write_stream()
+        .output_mode(mode)
+        .trigger(Trigger::AvailableNow)
+        .option("checkpoint", checkpoint.display().to_string())
+        .foreach_batch(move |_, b| {
+            counter.fetch_add(b.iter().map(|b| b.num_rows() as u64).sum(), Ordering::Relaxed);
+            if keep {
+                sink.lock().map_err(|_| SluiceError::plan("poisoned"))?.push(b.to_vec());
+            }
+            Ok(())
+        })
+        .start()
+        .await?;
+    query.await_termination().await?;
+    let elapsed = started.elapsed();
     let kept = std::mem::take(&mut *batches.lock().map_err(|_| "poisoned")?);
-    Ok((report, kept))
+    Ok(AvailableNowRun { query, elapsed, rows_out: rows.load(Ordering::Relaxed), kept })
 }
 
 /// Run `query` with DataFusion's batch engine over the same files.
