@@ -15,7 +15,7 @@ use datafusion::arrow::array::BooleanArray;
 use datafusion::arrow::compute::{concat_batches, filter_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
@@ -117,6 +117,14 @@ impl AggStages {
             Arc::clone(&parts.input_schema),
         )?;
         Ok(Self { partial_schema: probe.schema(), parts })
+    }
+
+    /// The partial states of a batch's input rows, as one batch of
+    /// `partial_schema` (a group may appear more than once: merge with
+    /// `PartialReduce`).
+    pub async fn partial(&self, input: Vec<RecordBatch>, task: &Arc<TaskContext>) -> Result<RecordBatch> {
+        let partial = self.run(AggregateMode::Partial, input, task).await?;
+        Ok(concat_batches(&self.partial_schema, &partial)?)
     }
 
     /// Run one stage: `Partial` over input rows; `PartialReduce` or `Final`
@@ -258,15 +266,13 @@ impl StreamingAggregate {
 
     /// Merge a partial-state batch into the store; returns the merged states.
     async fn merge(&mut self, partial: RecordBatch, task: &Arc<TaskContext>) -> Result<RecordBatch> {
-        let no_keys = self.num_keys == 0;
         let keys = self.key_conv.convert_columns(&partial.columns()[..self.num_keys])?;
-        // A global aggregate (no GROUP BY) keeps its one row under the empty key.
         let store = self.state.store()?;
         // Each stored state once, even when the partial stage emitted its
         // group more than once.
         let mut seen = datafusion::common::HashSet::new();
         let old: Vec<&[u8]> = (0..partial.num_rows())
-            .map(|i| if no_keys { &[][..] } else { keys.row(i).data() })
+            .map(|i| state_key(&keys, i))
             .filter(|k| seen.insert(*k))
             .filter_map(|k| store.get(k))
             .collect();
@@ -284,9 +290,20 @@ impl StreamingAggregate {
             let mut v = Vec::with_capacity(8 + values.row(i).as_ref().len());
             v.extend_from_slice(&times[i].to_le_bytes());
             v.extend_from_slice(values.row(i).as_ref());
-            store.put(if no_keys { &[] } else { keys.row(i).data() }, v);
+            store.put(state_key(&keys, i), v);
         }
         Ok(merged)
+    }
+}
+
+/// The state-store key of group `i`. A global aggregate (no GROUP BY)
+/// keeps its one row under the empty key: a row converter over no columns
+/// yields no rows.
+fn state_key(keys: &Rows, i: usize) -> &[u8] {
+    if keys.num_rows() == 0 {
+        &[]
+    } else {
+        keys.row(i).data()
     }
 }
 
@@ -313,8 +330,7 @@ impl StatefulOperator for StreamingAggregate {
         let rows: usize = input.iter().map(|b| b.num_rows()).sum();
         let mut out = vec![];
         if rows > 0 || self.num_keys == 0 {
-            let partial = self.run(AggregateMode::Partial, input, &task).await?;
-            let partial = concat_batches(&self.partial_schema, &partial)?;
+            let partial = self.stages.partial(input, &task).await?;
             let merged = self.merge(partial, &task).await?;
             if self.mode == OutputMode::Update {
                 out.extend(self.run(AggregateMode::Final, vec![merged], &task).await?);

@@ -317,8 +317,7 @@ impl StatefulOperator for SessionAggregate {
         let event_time = self.event_time.as_ref().filter(|_| self.mode != OutputMode::Complete);
         let input = self.state.drop_late(input, event_time, ctx.late_watermark_ms)?;
         if input.iter().any(|b| b.num_rows() > 0) {
-            let partial = self.stages.run(AggregateMode::Partial, input, &task).await?;
-            let partial = concat_batches(&self.schema(), &partial)?;
+            let partial = self.stages.partial(input, &task).await?;
             self.merge(partial, &task).await?;
         }
         let states = match self.mode {
