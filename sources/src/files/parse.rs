@@ -343,14 +343,15 @@ pub fn read_parquet_file(
     read_parquet(|| std::fs::File::open(path), file, &projected)
 }
 
-/// Read a Parquet file through `open` (called once per decoding thread).
+/// Read a Parquet file through `open_file` (called once per decoding thread).
 fn read_parquet<T: ChunkReader + 'static>(
-    open: impl Fn() -> std::io::Result<T> + Sync,
+    open_file: impl Fn() -> std::io::Result<T> + Sync,
     file: &str,
     schema: &SchemaRef,
 ) -> Result<Vec<RecordBatch>> {
     let bad = |reason: String| SluiceError::Malformed { location: file.to_string(), reason };
-    let open = || open().map_err(|e| bad(format!("cannot open: {e}")));
+    let open =
+        || open_file().map_err(|e| bad(format!("cannot open the file ({e}); check that it exists and is readable")));
     let metadata = ArrowReaderMetadata::load(&open()?, ArrowReaderOptions::default())
         .map_err(|e| bad(format!("not a readable Parquet file ({e}); check the `format` option")))?;
     let file_schema = Arc::clone(metadata.schema());
