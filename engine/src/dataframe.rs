@@ -37,6 +37,7 @@ pub fn with_watermark(df: DataFrame, column: &str, delay: &str) -> Result<DataFr
     let delay = parse_duration(delay)?;
     let (state, plan) = df.into_parts();
     let mut found = false;
+    let mut refused = None;
     let plan = plan
         .transform_up(|node| {
             let LogicalPlan::TableScan(scan) = &node else { return Ok(Transformed::no(node)) };
@@ -46,7 +47,12 @@ pub fn with_watermark(df: DataFrame, column: &str, delay: &str) -> Result<DataFr
                 return Ok(Transformed::no(node));
             }
             let mut def = table.definition().clone();
-            def.watermark = Some(WatermarkSpec { column: column.to_string(), delay });
+            let spec = WatermarkSpec { column: column.to_string(), delay };
+            if let Err(e) = spec.check(&def.name, &def.schema) {
+                refused = Some(e);
+                return Ok(Transformed::no(node));
+            }
+            def.watermark = Some(spec);
             let scan =
                 TableScanBuilder::new(scan.table_name.clone(), provider_as_source(Arc::new(StreamTable::new(def))))
                     .with_projection(scan.projection.clone())
@@ -57,6 +63,9 @@ pub fn with_watermark(df: DataFrame, column: &str, delay: &str) -> Result<DataFr
             Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
         })?
         .data;
+    if let Some(e) = refused {
+        return Err(e);
+    }
     if !found {
         return Err(SluiceError::plan(format!(
             "with_watermark: no stream read by this DataFrame has a column '{column}'; name a timestamp column of the source"

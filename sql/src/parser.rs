@@ -173,12 +173,25 @@ fn parse_with_options(p: &mut Parser) -> Result<Vec<(String, String)>> {
     p.expect_token(&Token::LParen)?;
     let opts = p.parse_comma_separated(|p| p.parse_sql_option())?;
     p.expect_token(&Token::RParen)?;
-    opts.into_iter()
-        .map(|o| match o {
-            SqlOption::KeyValue { key, value } => Ok((key.value.to_ascii_lowercase(), option_value(&value))),
-            other => Err(SqlError::Parse(format!("expected key = value in WITH (...), found {other}"))),
-        })
-        .collect()
+    let mut out: Vec<(String, String)> = Vec::with_capacity(opts.len());
+    for o in opts {
+        let (key, value) = match o {
+            SqlOption::KeyValue { key, value } => (key.value.to_ascii_lowercase(), option_value(&value)),
+            other => return Err(SqlError::Parse(format!("expected key = value in WITH (...), found {other}"))),
+        };
+        // A repeated option would silently take one of its values: refuse it.
+        if let Some((_, first)) = out.iter().find(|(k, _)| *k == key) {
+            return Err(SqlError::Engine(sluice_engine::SluiceError::InvalidOption {
+                option: key,
+                value: value.clone(),
+                reason: format!(
+                    "the option is given twice in WITH (...) (first as '{first}', then as '{value}'); keep one"
+                ),
+            }));
+        }
+        out.push((key, value));
+    }
+    Ok(out)
 }
 
 /// The text of an option value: strings unquoted, anything else as written.
@@ -229,6 +242,17 @@ mod tests {
         assert!(matches!(&v[0], SluiceStatement::CreateSink(c) if c.name == "c"));
         assert!(matches!(&v[1], SluiceStatement::DataFusion(_)));
         assert!(matches!(&v[2], SluiceStatement::DropSink { if_exists: true, .. }));
+    }
+
+    #[test]
+    fn repeated_option_is_refused() {
+        let e = parse_sql("CREATE SOURCE s (a INT) WITH (connector = 'files', format = 'csv', FORMAT = 'json')")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'format'") && e.contains("twice") && e.contains("csv") && e.contains("json"), "{e}");
+        let e =
+            parse_sql("CREATE SINK k WITH (checkpoint = '/a', checkpoint = '/b') AS SELECT 1").unwrap_err().to_string();
+        assert!(e.contains("'checkpoint'") && e.contains("twice"), "{e}");
     }
 
     #[test]

@@ -79,12 +79,52 @@ impl StateStore {
     /// Open the store under `dir` (the number of partitions recorded there,
     /// if any, wins over `config`), restoring `version` (`None`: empty).
     pub async fn open(dir: CheckpointDir, mut config: StateStoreConfig, version: Option<u64>) -> Result<Self> {
+        // Partition directories holding state files (a reset leaves empty ones).
+        let mut stored = vec![];
+        for p in dir.list_numbered_dirs().await? {
+            if !dir.child(&p.to_string()).list_names().await?.is_empty() {
+                stored.push(p);
+            }
+        }
         match dir.read_json::<StoreMetadata>("_metadata").await? {
             Some(meta) => config.num_partitions = meta.num_partitions,
+            None if !stored.is_empty() => {
+                return Err(SluiceError::Checkpoint {
+                    path: format!("{}/_metadata", dir.location()),
+                    reason: format!(
+                        "missing, but the state store has {} partition directories: without it the keys cannot be \
+                         found in the right partitions. The checkpoint is damaged: restore the file from a backup, \
+                         or use a new checkpoint location",
+                        stored.len()
+                    ),
+                });
+            }
             None => {
                 config.num_partitions = config.num_partitions.max(1);
                 dir.write_json("_metadata", &StoreMetadata { num_partitions: config.num_partitions }).await?;
             }
+        }
+        // State files in a partition the metadata does not know would be
+        // ignored, and their keys lost.
+        if let Some(extra) = stored.iter().find(|p| **p as usize >= config.num_partitions.max(1)) {
+            return Err(SluiceError::Checkpoint {
+                path: format!("{}/{extra}", dir.location()),
+                reason: format!(
+                    "the state store's metadata ({}/_metadata) records {} partition(s), but partition directory \
+                     {extra} exists: the metadata and the state files disagree, and keys would be lost. The \
+                     checkpoint is damaged: restore the metadata file from a backup, or use a new checkpoint location",
+                    dir.location(),
+                    config.num_partitions
+                ),
+            });
+        }
+        if config.num_partitions == 0 {
+            return Err(SluiceError::Checkpoint {
+                path: format!("{}/_metadata", dir.location()),
+                reason: "records 0 partitions; the checkpoint is damaged: restore the file from a backup, or use a \
+                         new checkpoint location"
+                    .into(),
+            });
         }
         let mut store = Self {
             dir,

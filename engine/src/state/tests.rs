@@ -92,3 +92,24 @@ async fn memory_is_accounted_in_the_pool_and_limited() {
     let e = s.commit(1).await.unwrap_err().to_string();
     assert!(e.contains("memory pool") && e.contains("watermark"), "{e}");
 }
+
+/// Regression (issue 9, case 9): a `_metadata` that records fewer partitions
+/// than the state files use lost the keys of the others at restore.
+#[tokio::test]
+async fn partition_count_mismatch_is_damage_not_loss() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = open(tmp.path(), None).await.unwrap();
+    for k in 0..30u64 {
+        s.put(k.to_le_bytes(), vec![1]);
+    }
+    s.commit(0).await.unwrap();
+    assert_eq!(open(tmp.path(), Some(0)).await.unwrap().len(), 30);
+    let dir = CheckpointDir::open(tmp.path().to_str().unwrap()).unwrap();
+    dir.write_json("_metadata", &StoreMetadata { num_partitions: 2 }).await.unwrap();
+    let e = open(tmp.path(), Some(0)).await.unwrap_err().to_string();
+    assert!(e.contains("records 2 partition(s)") && e.contains("directory 2") && e.contains("restore"), "{e}");
+    // A missing metadata file beside state files is damage too, not a fresh start.
+    std::fs::remove_file(tmp.path().join("_metadata")).unwrap();
+    let e = open(tmp.path(), Some(0)).await.unwrap_err().to_string();
+    assert!(e.contains("_metadata") && e.contains("missing") && e.contains("3 partition directories"), "{e}");
+}

@@ -139,7 +139,7 @@ pub fn parse_file(
             };
             return read_parquet(|| Ok(bytes.clone()), file, &projected);
         }
-        FileFormat::Csv => split_csv(&bytes, file, schema.fields().len(), settings.header)?,
+        FileFormat::Csv => split_csv(&bytes, file, schema, settings.header)?,
         FileFormat::Json => split_json(&bytes, schema),
         FileFormat::Text => split_text(&bytes),
     };
@@ -173,8 +173,64 @@ impl RawRows {
     }
 }
 
-fn split_csv(bytes: &[u8], file: &str, width: usize, header: bool) -> Result<RawRows> {
+/// Where each declared column is in the file's rows: by position without a
+/// header; by name with one (exactly, else ignoring case), so a file whose
+/// header lists the columns in another order still loads each value into its
+/// own column. A header that does not name every declared column is an
+/// error naming the file and the missing columns.
+fn csv_positions(headers: Option<&csv::ByteRecord>, file: &str, schema: &SchemaRef) -> Result<Vec<usize>> {
+    let Some(headers) = headers else { return Ok((0..schema.fields().len()).collect()) };
+    let names: Vec<String> = headers.iter().map(|h| String::from_utf8_lossy(h).trim().to_string()).collect();
+    let mut positions = Vec::with_capacity(schema.fields().len());
+    let mut missing = vec![];
+    for field in schema.fields() {
+        let found = names
+            .iter()
+            .position(|n| n == field.name())
+            .or_else(|| names.iter().position(|n| n.eq_ignore_ascii_case(field.name())));
+        match found {
+            Some(p) => positions.push(p),
+            None => missing.push(field.name().as_str()),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(SluiceError::Malformed {
+            location: format!("{file}:1"),
+            reason: format!(
+                "the CSV header [{}] does not name the declared column(s) [{}]; with header = 'true' columns are \
+                 bound by header name: rename the header fields, or set header = 'false' to bind by position",
+                names.join(", "),
+                missing.join(", ")
+            ),
+        });
+    }
+    if positions.iter().enumerate().any(|(i, p)| i != *p) {
+        tracing::debug!(file, "CSV header order differs from the declared columns; binding by name");
+    }
+    Ok(positions)
+}
+
+fn split_csv(bytes: &[u8], file: &str, schema: &SchemaRef, header: bool) -> Result<RawRows> {
+    let width = schema.fields().len();
     let mut reader = csv::ReaderBuilder::new().has_headers(header).flexible(true).from_reader(bytes);
+    let headers: Option<csv::ByteRecord> = match header {
+        true => Some(
+            reader
+                .byte_headers()
+                .map_err(|e| SluiceError::Malformed {
+                    location: format!("{file}:1"),
+                    reason: format!("cannot read the CSV header: {e}"),
+                })?
+                .clone(),
+        ),
+        false => None,
+    };
+    let positions = match &headers {
+        // An empty file has no header and no rows.
+        Some(h) if h.is_empty() => return Ok(RawRows::new(width)),
+        h => csv_positions(h.as_ref(), file, schema)?,
+    };
+    let expected = headers.as_ref().map_or(width, |h| h.len());
     let mut raw = RawRows::new(width);
     let mut record = csv::ByteRecord::new();
     loop {
@@ -187,13 +243,14 @@ fn split_csv(bytes: &[u8], file: &str, width: usize, header: bool) -> Result<Raw
             }
         }
         let line = record.position().map_or(0, |p| p.line());
-        let mut problem = (record.len() != width).then(|| format!("expected {width} fields, found {}", record.len()));
+        let mut problem =
+            (record.len() != expected).then(|| format!("expected {expected} fields, found {}", record.len()));
         let mut values = Vec::with_capacity(width);
-        for (i, field) in record.iter().take(width).enumerate() {
-            match std::str::from_utf8(field) {
-                Ok("") => values.push(None),
-                Ok(s) => values.push(Some(s.to_string())),
-                Err(_) => {
+        for (i, &pos) in positions.iter().enumerate() {
+            match record.get(pos).map(std::str::from_utf8) {
+                None | Some(Ok("")) => values.push(None),
+                Some(Ok(s)) => values.push(Some(s.to_string())),
+                Some(Err(_)) => {
                     problem.get_or_insert_with(|| format!("field {} is not valid UTF-8", i + 1));
                     values.push(None);
                 }

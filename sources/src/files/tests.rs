@@ -173,6 +173,29 @@ async fn csv_header_is_skipped_and_line_numbers_count_it() {
     assert!(e.contains("h2.csv:3"), "{e}");
 }
 
+/// Regression (issue 9, case 3): with `header = 'true'` columns were bound by
+/// position, so a file whose header order differs loaded values into the
+/// wrong columns without a word.
+#[tokio::test]
+async fn csv_header_binds_columns_by_name() {
+    let (data, meta) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write(data.path(), "a.csv", "id,name\n1,x\n", 1);
+    write(data.path(), "b.csv", "NAME,ID,extra\ny,2,zzz\n", 2);
+    let src = source(data.path(), meta.path(), schema_id_name(), &[("format", "csv"), ("header", "true")]);
+    let end = src.latest_offset(None).await.unwrap().unwrap();
+    let b = src.get_batch(None, &end).await.unwrap();
+    assert_eq!(ids(&b), vec![Some(1), Some(2)]);
+    assert_eq!(names(&b), vec![Some("x".to_string()), Some("y".to_string())]);
+
+    // A header that does not name a declared column is an error naming both.
+    let (data, meta) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write(data.path(), "c.csv", "ident,name\n3,z\n", 1);
+    let src = source(data.path(), meta.path(), schema_id_name(), &[("format", "csv"), ("header", "true")]);
+    let end = src.latest_offset(None).await.unwrap().unwrap();
+    let e = src.get_batch(None, &end).await.unwrap_err().to_string();
+    assert!(e.contains("c.csv:1") && e.contains("[ident, name]") && e.contains("[id]"), "{e}");
+}
+
 #[tokio::test]
 async fn json_lines_by_name_and_modes() {
     let (data, meta) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -425,7 +448,9 @@ async fn commit_files(dir: &Path, batch_id: u64, files: &[&str]) {
     use sluice_engine::manifest::{ManifestEntry, ManifestFile, MANIFEST_DIR};
     let log = CheckpointDir::open(dir.to_str().unwrap()).unwrap().child(MANIFEST_DIR);
     let files = files.iter().map(|f| ManifestFile { path: (*f).into(), rows: 1, size: 1 }).collect();
-    log.write_json(&batch_id.to_string(), &ManifestEntry { batch_id, format: "csv".into(), files }).await.unwrap();
+    log.write_json(&batch_id.to_string(), &ManifestEntry { batch_id, format: "csv".into(), files, query_id: None })
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

@@ -36,6 +36,15 @@ const START_FILE: &str = "rate_start";
 /// Rows per output batch at most.
 const MAX_BATCH_ROWS: u64 = 65_536;
 
+/// The largest `rows_per_second` accepted (ten million): more than one
+/// machine can generate, let alone process.
+pub const MAX_ROWS_PER_SECOND: u64 = 10_000_000;
+
+/// Rows one micro-batch reads at most. A query that fell behind (a pause, or
+/// a `start_time` long ago) catches up over several batches instead of
+/// building one unbounded batch.
+pub const MAX_ROWS_PER_TRIGGER: u64 = 10_000_000;
+
 /// The fixed schema of the `rate` connector.
 pub fn rate_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -71,6 +80,13 @@ impl RateOptions {
             Ok(v)
         };
         let rows_per_second = positive("rows_per_second")?.unwrap_or(1);
+        if rows_per_second > MAX_ROWS_PER_SECOND {
+            return Err(SluiceError::InvalidOption {
+                option: "rows_per_second".into(),
+                value: rows_per_second.to_string(),
+                reason: format!("out of range: at most {MAX_ROWS_PER_SECOND} rows per second"),
+            });
+        }
         let num_partitions = positive("num_partitions")?.unwrap_or(1) as usize;
         let start_time = options.parse::<i64>("start_time", "milliseconds since the Unix epoch")?;
         Ok(Self { rows_per_second, num_partitions, start_time })
@@ -217,7 +233,7 @@ impl Source for RateSource {
         let start_ms = self.start_ms().await?;
         let elapsed = (self.clock.now_millis() as i128 - start_ms as i128).max(0);
         let rows = (elapsed * self.options.rows_per_second as i128 / 1000).min(i64::MAX as i128) as u64;
-        let rows = rows.max(from);
+        let rows = rows.clamp(from, from.saturating_add(MAX_ROWS_PER_TRIGGER));
         Ok((rows > 0 || start.is_some()).then(|| json!(rows)))
     }
 

@@ -119,3 +119,22 @@ fn options_and_schema_are_checked() {
     let e = RateSourceFactory.validate(&bad).unwrap_err().to_string();
     assert!(e.contains("word") && e.contains("timestamp TIMESTAMP, value BIGINT"), "{e}");
 }
+
+/// Regression (issue 9, case 7): an absurd `rows_per_second` hung with memory
+/// climbing; a query far behind built one unbounded batch.
+#[tokio::test]
+async fn absurd_rates_are_refused_and_batches_are_bounded() {
+    let parse = |v: &str| RateOptions::parse(&[("rows_per_second", v)].into_iter().collect());
+    let e = parse("1000000000000").unwrap_err().to_string();
+    assert!(e.contains("rows_per_second") && e.contains("at most 10000000"), "{e}");
+    assert!(parse("10000000").is_ok());
+    // A start time a day ago at the highest rate: each trigger reads at most
+    // MAX_ROWS_PER_TRIGGER rows and later triggers catch up.
+    let meta = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(86_400_000));
+    let src = source(meta.path(), clock, &[("rows_per_second", "10000000"), ("start_time", "0")]);
+    let o1 = src.latest_offset(None).await.unwrap().unwrap();
+    assert_eq!(o1, json!(MAX_ROWS_PER_TRIGGER));
+    let o2 = src.latest_offset(Some(&o1)).await.unwrap().unwrap();
+    assert_eq!(o2, json!(2 * MAX_ROWS_PER_TRIGGER));
+}
