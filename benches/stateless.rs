@@ -90,7 +90,12 @@ async fn sluice_stream(dir: &str, ck: &str) -> (Duration, u64, usize) {
 async fn trigger_overhead(iterations: usize) -> (Duration, Duration) {
     let env = Environment::default();
     let tmp = tempfile::tempdir().expect("tmp");
-    let config = SluiceConfig { auto_trigger: false, checkpoint_root: tmp.path().to_path_buf(), target_partitions: 2 };
+    let config = SluiceConfig {
+        auto_trigger: false,
+        checkpoint_root: tmp.path().to_path_buf(),
+        target_partitions: 2,
+        ..Default::default()
+    };
     let session = env.session(config, Arc::new(ManualClock::new(0)));
     execute_sql(&session, "CREATE SOURCE s (id BIGINT, word VARCHAR) WITH (connector = 'memory')").await.expect("src");
     let ck = tmp.path().join("ck").display().to_string();

@@ -142,6 +142,10 @@ pub struct SinkContext {
     pub context: SessionContext,
     /// Checkpoint location of the query.
     pub checkpoint: String,
+    /// The query's id (stable across restarts: it lives in the checkpoint).
+    /// Exactly-once sinks record it with each batch, so a batch id written by
+    /// another query (another checkpoint) is never mistaken for this one's.
+    pub query_id: String,
 }
 
 impl Debug for SinkContext {
@@ -179,6 +183,13 @@ pub trait SinkFactory: Send + Sync + Debug {
     /// Output modes this sink supports.
     fn supports(&self, _mode: OutputMode) -> bool {
         true
+    }
+    /// Whether the sink needs a durable checkpoint location. A sink whose
+    /// output outlives the query (files, tables) does: with a temporary
+    /// checkpoint every run would start again at batch 0 and collide with
+    /// what the last run wrote.
+    fn requires_checkpoint(&self) -> bool {
+        false
     }
     /// Instantiate the sink for one query.
     fn create(&self, ctx: SinkContext) -> Result<Arc<dyn Sink>>;

@@ -40,5 +40,5 @@ pub use options::{parse_duration, Options, OutputMode, Trigger};
 pub use progress::{QueryStatus, StreamingQueryProgress};
 pub use query::StreamingQuery;
 pub use reader::{DataStreamReader, DataStreamWriter, StreamingDataFrameExt};
-pub use session::{QuerySpec, SluiceConfig, SluiceSession};
+pub use session::{QuerySpec, SluiceConfig, SluiceSession, DEFAULT_MAX_BATCH_BYTES};
 pub use watermark::WatermarkSpec;

@@ -22,11 +22,12 @@
 //! ```text
 //! v1
 //! crc32:<8 hex digits: CRC-32 of the JSON body>
-//! {"batch_id":1,"format":"parquet","files":[{"path":"word=a/part-1-<uuid>.parquet","rows":2,"size":812}]}
+//! {"batch_id":1,"format":"parquet","files":[{"path":"word=a/part-1-<uuid>.parquet","rows":2,"size":812}],"query_id":"<uuid>"}
 //! ```
 //!
 //! `files[].path` is relative to the output directory (`/`-separated);
-//! `rows` and `size` (bytes) are informational. A batch that produced no rows
+//! `rows` and `size` (bytes) are informational; `query_id` is the id of the
+//! query (checkpoint) that wrote the batch. A batch that produced no rows
 //! has an entry with an empty `files` list.
 //!
 //! A batch is committed exactly when its entry exists. Data files are written
@@ -67,6 +68,10 @@ pub struct ManifestEntry {
     pub format: String,
     /// Data files the batch committed (empty for a batch without rows).
     pub files: Vec<ManifestFile>,
+    /// Id of the query that committed the batch (absent in entries written
+    /// before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_id: Option<String>,
 }
 
 /// Turn an output `path` option (local path or `file://` URL) into a local
@@ -153,9 +158,12 @@ mod tests {
         let log = CheckpointDir::open(tmp.path().to_str().unwrap()).unwrap().child(MANIFEST_DIR);
         let file = |p: &str| ManifestFile { path: p.into(), rows: 1, size: 1 };
         for (id, files) in [(10, vec![file("k=1/c.csv")]), (2, vec![file("a.csv"), file("b.csv")])] {
-            log.write_json(&id.to_string(), &ManifestEntry { batch_id: id, format: "csv".into(), files })
-                .await
-                .unwrap();
+            log.write_json(
+                &id.to_string(),
+                &ManifestEntry { batch_id: id, format: "csv".into(), files, query_id: None },
+            )
+            .await
+            .unwrap();
         }
         assert!(has_manifest(tmp.path()));
         let url = format!("file://{}", tmp.path().display());

@@ -9,6 +9,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tracing::{error, info};
 
+use crate::checkpoint::CheckpointLock;
 use crate::clock::ClockRef;
 use crate::error::{Result, SluiceError};
 use crate::execution::MicroBatchExecution;
@@ -30,6 +31,8 @@ struct Shared {
     /// `true` once the query has terminated (stopped, finished or failed).
     done_tx: watch::Sender<bool>,
     stop_tx: watch::Sender<bool>,
+    /// The checkpoint's lock, released when the query terminates.
+    lock: Mutex<Option<CheckpointLock>>,
 }
 
 /// A running streaming query.
@@ -44,7 +47,8 @@ impl StreamingQuery {
     /// Wrap an executor. With `trigger = None` the query only runs when
     /// [`StreamingQuery::process_all_available`] is called (manual driving, as
     /// the stream-test runner does); otherwise a task runs the trigger loop.
-    pub fn start(exec: MicroBatchExecution, trigger: Option<Trigger>, clock: ClockRef) -> Self {
+    pub fn start(mut exec: MicroBatchExecution, trigger: Option<Trigger>, clock: ClockRef) -> Self {
+        let lock = Mutex::new(exec.take_lock());
         let (done_tx, _) = watch::channel(false);
         let (stop_tx, _) = watch::channel(false);
         let watermark = exec.watermark_ms();
@@ -62,6 +66,7 @@ impl StreamingQuery {
             watermark_ms: Mutex::new(watermark),
             done_tx,
             stop_tx,
+            lock,
         });
         let query = Self { shared };
         if let Some(trigger) = trigger {
@@ -166,8 +171,13 @@ impl StreamingQuery {
         self.shared.stop_tx.send_replace(true);
         let mut exec = self.shared.exec.lock().await;
         let r = exec.stop().await;
+        let lock = self.shared.lock.lock().take();
+        let released = match lock {
+            Some(lock) => lock.release().await,
+            None => Ok(()),
+        };
         self.terminate("Stopped");
-        r
+        r.and(released)
     }
 
     fn set_status(&self, message: &str, active: bool, data: bool) {
@@ -192,6 +202,9 @@ impl StreamingQuery {
     }
 
     fn terminate(&self, message: &str) {
+        if let Some(lock) = self.shared.lock.lock().take() {
+            lock.release_in_background();
+        }
         self.set_status(message, false, false);
         self.shared.done_tx.send_replace(true);
     }

@@ -11,7 +11,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use parking_lot::Mutex;
 use tracing::warn;
 
-use crate::checkpoint::QueryCheckpoint;
+use crate::checkpoint::{CheckpointLock, QueryCheckpoint, QueryMetadata};
 use crate::clock::{ClockRef, SystemClock};
 use crate::connector::{ConnectorRegistry, SinkContext, SourceContext, SourceDefinition};
 use crate::error::{Result, SluiceError};
@@ -37,7 +37,14 @@ pub struct SluiceConfig {
     pub checkpoint_root: PathBuf,
     /// DataFusion target partitions.
     pub target_partitions: usize,
+    /// The most bytes one source may deliver in one micro-batch: a batch over
+    /// it fails with an error naming the source, instead of memory growing
+    /// without bound. Default 4 GiB.
+    pub max_batch_bytes: usize,
 }
+
+/// Default of [`SluiceConfig::max_batch_bytes`].
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 4 << 30;
 
 impl Default for SluiceConfig {
     fn default() -> Self {
@@ -45,6 +52,7 @@ impl Default for SluiceConfig {
             auto_trigger: true,
             checkpoint_root: std::env::temp_dir().join("sluice-checkpoints"),
             target_partitions: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
         }
     }
 }
@@ -217,12 +225,7 @@ impl SluiceSession {
             })?;
         }
         if let Some(w) = &def.watermark {
-            if def.schema.column_with_name(&w.column).is_none() {
-                return Err(SluiceError::plan(format!(
-                    "WATERMARK FOR {}: source '{}' has no column '{}'",
-                    w.column, def.name, w.column
-                )));
-            }
+            w.check(&def.name, &def.schema)?;
         }
         factory.validate(&def)?;
         let key = def.name.to_ascii_lowercase();
@@ -254,6 +257,22 @@ impl SluiceSession {
         };
         let plan =
             Arc::new(IncrementalPlan::try_new(planning_state(state), logical, spec.output_mode, store_config).await?);
+        if let (None, None) = (&spec.checkpoint, &spec.foreach) {
+            let factory = self.inner.registry.sink(&spec.format)?;
+            spec.options.check_known("sink", &spec.format, factory.valid_options())?;
+            if factory.requires_checkpoint() {
+                return Err(SluiceError::InvalidOption {
+                    option: "checkpoint".into(),
+                    value: String::new(),
+                    reason: format!(
+                        "query '{name}': the {} sink needs a checkpoint location, so that a restart resumes where it \
+                         stopped instead of starting again at batch 0; add checkpoint = '<dir>' to CREATE SINK ... \
+                         WITH (...) (or .checkpoint(..) in the API)",
+                        spec.format
+                    ),
+                });
+            }
+        }
         let checkpoint_location = match &spec.checkpoint {
             Some(c) => c.clone(),
             None => {
@@ -263,6 +282,11 @@ impl SluiceSession {
             }
         };
         let checkpoint = QueryCheckpoint::open(&checkpoint_location)?;
+        let lock = CheckpointLock::acquire(checkpoint.root(), &name, self.inner.clock.now_millis()).await?;
+        let query_id = checkpoint
+            .metadata_or_init(QueryMetadata { id: uuid::Uuid::new_v4().to_string(), name: name.clone() })
+            .await?
+            .id;
         let (sink, sink_description) = match &spec.foreach {
             Some(f) => {
                 spec.options.check_known("sink", "foreach_batch", &[])?;
@@ -284,6 +308,7 @@ impl SluiceSession {
                     output_mode: spec.output_mode,
                     context: self.inner.ctx.clone(),
                     checkpoint: checkpoint_location.clone(),
+                    query_id: query_id.clone(),
                 })?;
                 (sink, spec.format.to_ascii_lowercase())
             }
@@ -305,6 +330,7 @@ impl SluiceSession {
                     output_mode: OutputMode::Append,
                     context: self.inner.ctx.clone(),
                     checkpoint: checkpoint_location.clone(),
+                    query_id: query_id.clone(),
                 })?)
             }
         };
@@ -334,8 +360,10 @@ impl SluiceSession {
                 policy: spec.watermark_policy,
                 min_batches_to_retain: retain,
                 reset_changed_state: spec.reset_changed_state,
+                max_batch_bytes: self.inner.config.max_batch_bytes,
+                lock: Some(lock),
             },
-            uuid::Uuid::new_v4().to_string(),
+            query_id,
         );
         exec.recover().await?;
         let trigger = self.inner.config.auto_trigger.then_some(spec.trigger);

@@ -28,8 +28,12 @@ struct Runner {
 }
 
 fn new_session(env: &Environment, clock: &Arc<ManualClock>, tmp: &Path) -> SluiceSession {
-    let config =
-        SluiceConfig { auto_trigger: false, checkpoint_root: tmp.join("default-checkpoints"), target_partitions: 2 };
+    let config = SluiceConfig {
+        auto_trigger: false,
+        checkpoint_root: tmp.join("default-checkpoints"),
+        target_partitions: 2,
+        ..Default::default()
+    };
     env.session(config, Arc::clone(clock) as _)
 }
 

@@ -10,7 +10,12 @@ use sluice::{Environment, ManualClock, OutputMode, SluiceConfig, StreamingDataFr
 fn manual_env() -> (Environment, sluice::SluiceSession, tempfile::TempDir) {
     let env = Environment::default();
     let tmp = tempfile::tempdir().unwrap();
-    let config = SluiceConfig { auto_trigger: false, checkpoint_root: tmp.path().to_path_buf(), target_partitions: 2 };
+    let config = SluiceConfig {
+        auto_trigger: false,
+        checkpoint_root: tmp.path().to_path_buf(),
+        target_partitions: 2,
+        ..Default::default()
+    };
     let session = env.session(config, Arc::new(ManualClock::new(0)));
     (env, session, tmp)
 }
@@ -89,7 +94,12 @@ async fn restart_resumes_after_last_commit_and_memory_table_is_queryable() {
     session.stop_all().await.unwrap();
 
     // A brand-new session on the same checkpoint: batch 0 is not re-run.
-    let config = SluiceConfig { auto_trigger: false, checkpoint_root: tmp.path().to_path_buf(), target_partitions: 2 };
+    let config = SluiceConfig {
+        auto_trigger: false,
+        checkpoint_root: tmp.path().to_path_buf(),
+        target_partitions: 2,
+        ..Default::default()
+    };
     let session2 = env.session(config, Arc::new(ManualClock::new(0)));
     sluice::execute_sql(&session2, "CREATE SOURCE ev (id BIGINT, word VARCHAR) WITH (connector = 'memory')")
         .await
@@ -125,7 +135,12 @@ async fn uncommitted_batch_is_rerun_with_the_same_offsets() {
     std::fs::remove_file(ck.join("commits/1")).unwrap();
     // More data arrives meanwhile; the replay must still cover exactly unit 2.
     ev.push_rows(&["3,c"]).unwrap();
-    let config = SluiceConfig { auto_trigger: false, checkpoint_root: tmp.path().to_path_buf(), target_partitions: 2 };
+    let config = SluiceConfig {
+        auto_trigger: false,
+        checkpoint_root: tmp.path().to_path_buf(),
+        target_partitions: 2,
+        ..Default::default()
+    };
     let session2 = env.session(config, Arc::new(ManualClock::new(0)));
     sluice::execute_sql(&session2, "CREATE SOURCE ev (id BIGINT, word VARCHAR) WITH (connector = 'memory')")
         .await
@@ -164,7 +179,12 @@ async fn processing_time_trigger_follows_the_manual_clock() {
     let env = Environment::default();
     let tmp = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(1_000_000));
-    let config = SluiceConfig { auto_trigger: true, checkpoint_root: tmp.path().to_path_buf(), target_partitions: 2 };
+    let config = SluiceConfig {
+        auto_trigger: true,
+        checkpoint_root: tmp.path().to_path_buf(),
+        target_partitions: 2,
+        ..Default::default()
+    };
     let session = env.session(config, clock.clone());
     let df = session.read_stream().format("memory").schema(schema()).name("pt").load().await.unwrap();
     let stream = env.streams.get("pt").unwrap();

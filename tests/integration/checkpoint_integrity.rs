@@ -33,7 +33,12 @@ fn add_file(f: &Fixture, name: &str, rows: &[&str]) {
 /// on the fixture's checkpoint and run what is available.
 async fn start(f: &Fixture, files_sink: bool) -> Result<(), String> {
     let env = Environment::default();
-    let config = SluiceConfig { auto_trigger: false, checkpoint_root: f.ck.join("unused"), target_partitions: 2 };
+    let config = SluiceConfig {
+        auto_trigger: false,
+        checkpoint_root: f.ck.join("unused"),
+        target_partitions: 2,
+        ..Default::default()
+    };
     let session = env.session(config, Arc::new(ManualClock::new(0)));
     let source = format!(
         "CREATE SOURCE ev (word VARCHAR, v BIGINT) WITH (connector = 'files', path = '{}', format = 'csv', header = 'true', max_files_per_trigger = 1)",
@@ -207,7 +212,12 @@ async fn sink_manifest_flipped() {
 async fn log_retention_keeps_only_recent_batches_and_still_resumes() {
     let f = fixture();
     let env = Environment::default();
-    let config = SluiceConfig { auto_trigger: false, checkpoint_root: f.ck.join("unused"), target_partitions: 2 };
+    let config = SluiceConfig {
+        auto_trigger: false,
+        checkpoint_root: f.ck.join("unused"),
+        target_partitions: 2,
+        ..Default::default()
+    };
     let session = env.session(config, Arc::new(ManualClock::new(0)));
     execute_sql(&session, "CREATE SOURCE m (word VARCHAR, v BIGINT) WITH (connector = 'memory')").await.unwrap();
     let sql = format!(
@@ -236,7 +246,12 @@ async fn log_retention_keeps_only_recent_batches_and_still_resumes() {
     assert_eq!(ids("commits").first(), offsets.first());
     // The trimmed checkpoint still resumes with the right state.
     let session = env.session(
-        SluiceConfig { auto_trigger: false, checkpoint_root: f.ck.join("unused"), target_partitions: 2 },
+        SluiceConfig {
+            auto_trigger: false,
+            checkpoint_root: f.ck.join("unused"),
+            target_partitions: 2,
+            ..Default::default()
+        },
         Arc::new(ManualClock::new(0)),
     );
     execute_sql(&session, "CREATE SOURCE m (word VARCHAR, v BIGINT) WITH (connector = 'memory')").await.unwrap();
@@ -246,4 +261,23 @@ async fn log_retention_keeps_only_recent_batches_and_still_resumes() {
     assert_eq!(p[0].batch_id, 25);
     let rows = env.sinks.get("r").unwrap().received_since(25);
     assert_eq!(sluice::stt::render_batches(&rows).unwrap(), vec!["w0,14"]);
+}
+
+/// Regression (issue 9, case 8): deleting an operator's `_layout` silently
+/// turned the query-change check off, and the old state was reused.
+#[tokio::test]
+async fn state_layout_deleted() {
+    damaged("state layout", delete, |f| f.ck.join("state/0/_layout"), false, 2).await;
+}
+
+/// Regression (issue 9, case 9): a state store `_metadata` recording fewer
+/// partitions than the state files use lost the keys of the others.
+#[tokio::test]
+async fn state_partition_count_disagrees_with_the_files() {
+    let f = ran(3, false).await;
+    let store = sluice_engine::checkpoint::CheckpointDir::open(f.ck.join("state/0").to_str().unwrap()).unwrap();
+    store.write_json("_metadata", &serde_json::json!({"num_partitions": 1})).await.unwrap();
+    add_file(&f, "zzz.csv", &["late,1"]);
+    let e = start(&f, false).await.expect_err("a partition count mismatch must not be accepted");
+    assert!(e.contains("records 1 partition(s)") && e.contains("restore"), "{e}");
 }

@@ -15,7 +15,12 @@ use tokio::io::AsyncWriteExt;
 
 /// A manual session (no background trigger) on the clock `clock`.
 fn session_with(env: &Environment, root: &Path, clock: Arc<ManualClock>) -> SluiceSession {
-    let config = SluiceConfig { auto_trigger: false, checkpoint_root: root.to_path_buf(), target_partitions: 2 };
+    let config = SluiceConfig {
+        auto_trigger: false,
+        checkpoint_root: root.to_path_buf(),
+        target_partitions: 2,
+        ..Default::default()
+    };
     env.session(config, clock)
 }
 

@@ -7,5 +7,6 @@ mod crash;
 mod errors;
 mod nexmark;
 mod query_change;
+mod reliability;
 mod s3;
 mod stt_runner;

@@ -12,7 +12,12 @@ const SOURCES: &str = "CREATE SOURCE ev (word VARCHAR, v BIGINT) WITH (connector
 /// Start `query` as sink `out` on checkpoint `ck`, push one row, run.
 async fn run(env: &Environment, ck: &str, query: &str) -> Result<(), String> {
     let tmp = tempfile::tempdir().unwrap();
-    let config = SluiceConfig { auto_trigger: false, checkpoint_root: tmp.path().to_path_buf(), target_partitions: 2 };
+    let config = SluiceConfig {
+        auto_trigger: false,
+        checkpoint_root: tmp.path().to_path_buf(),
+        target_partitions: 2,
+        ..Default::default()
+    };
     let session = env.session(config, Arc::new(ManualClock::new(0)));
     execute_sql(&session, SOURCES).await.unwrap();
     let sql =
@@ -92,7 +97,12 @@ async fn reset_changed_state_keeps_unchanged_operators() {
     // ...and with the option, the aggregation restarts empty while the dedup keeps its state:
     // ("a",1) was seen before, so it is a duplicate and nothing is counted.
     let tmp2 = tempfile::tempdir().unwrap();
-    let config = SluiceConfig { auto_trigger: false, checkpoint_root: tmp2.path().to_path_buf(), target_partitions: 2 };
+    let config = SluiceConfig {
+        auto_trigger: false,
+        checkpoint_root: tmp2.path().to_path_buf(),
+        target_partitions: 2,
+        ..Default::default()
+    };
     let session = env.session(config, Arc::new(ManualClock::new(0)));
     execute_sql(&session, SOURCES).await.unwrap();
     let sql = format!(

@@ -10,7 +10,12 @@ use sluice::{execute_sql, Environment, ManualClock, SluiceConfig};
 
 async fn run_once(env: &Environment, ck: &str, rows: &[&str]) -> Vec<String> {
     let tmp = tempfile::tempdir().unwrap();
-    let config = SluiceConfig { auto_trigger: false, checkpoint_root: tmp.path().to_path_buf(), target_partitions: 2 };
+    let config = SluiceConfig {
+        auto_trigger: false,
+        checkpoint_root: tmp.path().to_path_buf(),
+        target_partitions: 2,
+        ..Default::default()
+    };
     let session = env.session(config, Arc::new(ManualClock::new(0)));
     execute_sql(&session, "CREATE SOURCE ev (word VARCHAR, v BIGINT) WITH (connector = 'memory')").await.unwrap();
     execute_sql(

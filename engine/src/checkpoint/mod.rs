@@ -10,12 +10,16 @@
 //! state/...         state store files of stateful operators
 //! ```
 
+mod durable;
+mod lock;
 mod store;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use durable::{record_durable_writes, DurabilityJournal, DurableLocalStore, DurableOp};
+pub use lock::CheckpointLock;
 pub use store::{CheckpointDir, FORMAT_VERSION};
 
 use crate::connector::SourceOffset;

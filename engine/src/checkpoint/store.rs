@@ -4,9 +4,8 @@
 use std::sync::Arc;
 
 use futures::TryStreamExt;
-use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -49,7 +48,7 @@ impl CheckpointDir {
             reason: format!("cannot create the directory: {e}"),
         })?;
         let abs = std::fs::canonicalize(local)?;
-        let store = LocalFileSystem::new_with_prefix(&abs)?;
+        let store = super::DurableLocalStore::new(&abs)?;
         Ok(Self { store: Arc::new(store), root: Path::default(), display: abs.display().to_string() })
     }
 
@@ -79,8 +78,10 @@ impl CheckpointDir {
         &self.display
     }
 
+    /// The location of `name`, which may hold `/`-separated sub-directories
+    /// (as the names [`Self::list_all`] returns do).
     fn path(&self, name: &str) -> Path {
-        self.root.clone().join(name)
+        name.split('/').filter(|p| !p.is_empty()).fold(self.root.clone(), |path, part| path.join(part))
     }
 
     fn display_of(&self, name: &str) -> String {
@@ -89,13 +90,29 @@ impl CheckpointDir {
 
     /// Write `value` as the file `name`, atomically, with version and checksum.
     pub async fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<()> {
-        let body = serde_json::to_string(value).map_err(|e| SluiceError::Checkpoint {
-            path: self.display_of(name),
-            reason: format!("cannot serialise: {e}"),
-        })?;
-        let text = format!("{FORMAT_VERSION}\ncrc32:{:08x}\n{body}\n", crc32fast::hash(body.as_bytes()));
+        let text = Self::frame_json(&self.display_of(name), value)?;
         self.store.put(&self.path(name), PutPayload::from(text.into_bytes())).await?;
         Ok(())
+    }
+
+    /// Write `value` as the file `name` only if no file of that name exists
+    /// (atomic create-if-absent); `false` when one does.
+    pub async fn create_json<T: Serialize>(&self, name: &str, value: &T) -> Result<bool> {
+        let text = Self::frame_json(&self.display_of(name), value)?;
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        match self.store.put_opts(&self.path(name), PutPayload::from(text.into_bytes()), opts).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) | Err(object_store::Error::Precondition { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn frame_json<T: Serialize>(display: &str, value: &T) -> Result<String> {
+        let body = serde_json::to_string(value).map_err(|e| SluiceError::Checkpoint {
+            path: display.to_string(),
+            reason: format!("cannot serialise: {e}"),
+        })?;
+        Ok(format!("{FORMAT_VERSION}\ncrc32:{:08x}\n{body}\n", crc32fast::hash(body.as_bytes())))
     }
 
     /// Read the file `name`; `None` when it does not exist. A truncated or

@@ -18,7 +18,9 @@ fn write(dir: &Path, relative: &str, body: &str) {
 async fn commit(dir: &Path, batch_id: u64, files: &[&str]) {
     let log = CheckpointDir::open(dir.to_str().unwrap()).unwrap().child(MANIFEST_DIR);
     let files = files.iter().map(|f| ManifestFile { path: (*f).into(), rows: 1, size: 1 }).collect();
-    log.write_json(&batch_id.to_string(), &ManifestEntry { batch_id, format: "csv".into(), files }).await.unwrap();
+    log.write_json(&batch_id.to_string(), &ManifestEntry { batch_id, format: "csv".into(), files, query_id: None })
+        .await
+        .unwrap();
 }
 
 /// Run `sql` (one row, one BIGINT column) in `session`.

@@ -18,7 +18,7 @@ use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType}
 use datafusion::arrow::record_batch::RecordBatch;
 use tracing::{debug, info};
 
-use crate::checkpoint::{CommitEntry, OffsetEntry, QueryCheckpoint, QueryMetadata};
+use crate::checkpoint::{CheckpointLock, CommitEntry, OffsetEntry, QueryCheckpoint, QueryMetadata};
 use crate::clock::ClockRef;
 use crate::connector::{Sink, Source, SourceOffset};
 use crate::error::{Result, SluiceError};
@@ -65,6 +65,8 @@ pub struct MicroBatchExecution {
     policy: WatermarkPolicy,
     min_batches_to_retain: u64,
     reset_changed_state: bool,
+    max_batch_bytes: usize,
+    lock: Option<CheckpointLock>,
     initialized: bool,
     /// An uncommitted batch found at recovery, to re-run first.
     pending_rerun: Option<OffsetEntry>,
@@ -108,6 +110,10 @@ pub struct ExecutionParts {
     pub min_batches_to_retain: u64,
     /// Start changed stateful operators afresh instead of failing.
     pub reset_changed_state: bool,
+    /// The most bytes one source may deliver in one batch.
+    pub max_batch_bytes: usize,
+    /// The checkpoint's lock, held while the query runs.
+    pub lock: Option<CheckpointLock>,
 }
 
 impl MicroBatchExecution {
@@ -128,6 +134,8 @@ impl MicroBatchExecution {
             policy: parts.policy,
             min_batches_to_retain: parts.min_batches_to_retain,
             reset_changed_state: parts.reset_changed_state,
+            max_batch_bytes: parts.max_batch_bytes,
+            lock: parts.lock,
             initialized: false,
             pending_rerun: None,
             next_batch_id: 0,
@@ -142,6 +150,12 @@ impl MicroBatchExecution {
     /// The event-time watermark as of the last batch (ms since the epoch).
     pub fn watermark_ms(&self) -> Option<i64> {
         self.watermark_ms
+    }
+
+    /// Hand the checkpoint lock over (to the query handle, which releases
+    /// it when the query terminates).
+    pub fn take_lock(&mut self) -> Option<CheckpointLock> {
+        self.lock.take()
     }
 
     /// The sources of this query.
@@ -305,6 +319,20 @@ impl MicroBatchExecution {
                 input.columns.insert(s.name.to_ascii_lowercase(), c.clone());
             }
             let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+            let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+            if bytes > self.max_batch_bytes {
+                return Err(SluiceError::Source {
+                    source_name: s.name.clone(),
+                    reason: format!(
+                        "batch {batch_id} holds {rows} rows ({} MiB), more than one micro-batch may hold ({} MiB, \
+                         SluiceConfig::max_batch_bytes). Lower the source's per-trigger limit (max_files_per_trigger, \
+                         rows_per_second, max_offsets_per_trigger) for later batches; this batch's range is in the \
+                         offset log, so raise max_batch_bytes to run it. Nothing was committed",
+                        bytes >> 20,
+                        self.max_batch_bytes >> 20
+                    ),
+                });
+            }
             total_rows += rows;
             if let Some(spec) = &s.watermark {
                 if let Some(ts) = max_event_time_ms(&batches, &spec.column)? {

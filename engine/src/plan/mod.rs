@@ -36,6 +36,7 @@ use crate::progress::StateOperatorProgress;
 use crate::state::StateStoreConfig;
 use crate::stateful::{
     AggregateParts, EventTimeKey, SessionAggregate, StateLayout, StatefulOperator, StreamingAggregate, StreamingDedup,
+    StreamingLimit,
 };
 use crate::stream_table::{MicroBatchInput, StreamingPlanning};
 use keys::{dedup_spec, event_time_group, session_columns};
@@ -91,6 +92,9 @@ pub struct IncrementalPlan {
     mode: OutputMode,
     schema: SchemaRef,
     pipeline: Pipeline,
+    /// `LIMIT`/`OFFSET` over the output in append and update mode: the first
+    /// rows ever, counted as state.
+    limit: Option<tokio::sync::Mutex<StreamingLimit>>,
 }
 
 /// Cut `plan` into its chain of stateful stages (innermost first) and the
@@ -192,6 +196,7 @@ impl IncrementalPlan {
     ) -> Result<Self> {
         let analysis = QueryAnalysis::of(&logical);
         analysis.validate(mode)?;
+        let (logical, limit) = streaming_limit(logical, &analysis, mode, store_config)?;
         state.config_mut().set_extension(Arc::new(StreamingPlanning));
         let state = without_two_stage_distinct(state);
         let schema = Arc::clone(logical.schema().inner());
@@ -201,7 +206,7 @@ impl IncrementalPlan {
             None => Pipeline::Stateless { plan: state.create_physical_plan(&logical).await? },
             Some((stages, post)) => Pipeline::Stateful { stages, post: state.create_physical_plan(&post).await? },
         };
-        Ok(Self { state, batch_time, analysis, mode, schema, pipeline })
+        Ok(Self { state, batch_time, analysis, mode, schema, pipeline, limit: limit.map(tokio::sync::Mutex::new) })
     }
 
     /// What the query is made of.
@@ -267,35 +272,20 @@ impl IncrementalPlan {
             let op_dir = dir.child(&k.to_string());
             let mut op = stage.op.lock().await;
             let layout = op.state_layout();
-            let old = op_dir.read_json::<StateLayout>("_layout").await?;
-            let changed = old.as_ref().is_some_and(|old| *old != layout);
-            if let (Some(old), true, false) = (&old, changed, reset_changed) {
-                return Err(SluiceError::Checkpoint {
-                    path: format!("{}/_layout", op_dir.location()),
-                    reason: format!(
-                        "stateful operator {k} changed: the checkpoint holds state of operator '{}' with keys [{}] \
-                         and state [{}], the query now has operator '{}' with keys [{}] and state [{}]. Its state \
-                         cannot be reused: restore the original query, use a new checkpoint location, or set \
-                         reset_changed_state = 'true' to start this operator's state afresh",
-                        old.operator,
-                        old.keys.join(", "),
-                        old.values.join(", "),
-                        layout.operator,
-                        layout.keys.join(", "),
-                        layout.values.join(", ")
-                    ),
-                });
-            }
-            if changed {
-                tracing::warn!(
-                    operator = k,
-                    kind = %layout.operator,
-                    "stateful operator {k} changed: its state is reset (reset_changed_state); the other operators keep theirs"
-                );
-            }
+            let changed = check_layout(&op_dir, &format!("stateful operator {k}"), &layout, reset_changed).await?;
             op.restore(op_dir.clone(), version, &pool, changed).await?;
-            if old.is_none() || changed {
+            if changed {
                 op_dir.write_json("_layout", &layout).await?;
+            }
+        }
+        if let Some(limit) = &self.limit {
+            let limit_dir = dir.child("limit");
+            let mut limit = limit.lock().await;
+            let layout = limit.state_layout();
+            let changed = check_layout(&limit_dir, "the LIMIT operator", &layout, reset_changed).await?;
+            limit.restore(limit_dir.clone(), version, &pool, changed).await?;
+            if changed {
+                limit_dir.write_json("_layout", &layout).await?;
             }
         }
         Ok(())
@@ -327,6 +317,9 @@ impl IncrementalPlan {
         let mut out = vec![];
         for stage in self.stages() {
             out.push(stage.op.lock().await.commit(version).await?);
+        }
+        if let Some(limit) = &self.limit {
+            out.push(limit.lock().await.commit(version).await?);
         }
         Ok(out)
     }
@@ -370,6 +363,22 @@ impl IncrementalPlan {
     /// Run the query over one batch of input. Returns the rows and the time
     /// spent preparing the batch's plans (the plan itself is built once).
     pub async fn execute(&self, input: MicroBatchInput, ctx: BatchContext) -> Result<(Vec<RecordBatch>, Duration)> {
+        let Some(limit) = &self.limit else { return self.execute_pipeline(input, ctx).await };
+        let mut limit = limit.lock().await;
+        if limit.exhausted() && matches!(self.pipeline, Pipeline::Stateless { .. }) {
+            // Every row the query will ever emit is out: nothing to compute.
+            limit.apply(vec![])?;
+            return Ok((vec![], Duration::ZERO));
+        }
+        let (rows, planning) = self.execute_pipeline(input, ctx).await?;
+        Ok((limit.apply(rows)?, planning))
+    }
+
+    async fn execute_pipeline(
+        &self,
+        input: MicroBatchInput,
+        ctx: BatchContext,
+    ) -> Result<(Vec<RecordBatch>, Duration)> {
         let started = Instant::now();
         self.batch_time.set(ctx.batch_timestamp_ms);
         match &self.pipeline {
@@ -406,4 +415,87 @@ impl IncrementalPlan {
             }
         }
     }
+}
+
+/// Take the outermost `LIMIT` of a query in append or update mode off its
+/// plan, as a [`StreamingLimit`] over the output (complete mode limits the
+/// whole result table of each batch, as in a batch query). A `LIMIT`
+/// anywhere else in a streaming query is refused.
+fn streaming_limit(
+    logical: LogicalPlan,
+    analysis: &QueryAnalysis,
+    mode: OutputMode,
+    store_config: StateStoreConfig,
+) -> Result<(LogicalPlan, Option<StreamingLimit>)> {
+    if mode == OutputMode::Complete || !analysis.limit {
+        return Ok((logical, None));
+    }
+    if mode == OutputMode::Update && analysis.aggregate {
+        return Err(SluiceError::unsupported(
+            "LIMIT over an aggregation in update output mode would cut a stream of changing rows at an arbitrary \
+             point; use output_mode = 'complete' (the limit then applies to the whole result table), or drop the LIMIT",
+        ));
+    }
+    let Some((rest, skip, fetch)) = StreamingLimit::strip(&logical)? else {
+        return Err(SluiceError::unsupported(format!(
+            "LIMIT inside a streaming query (in a subquery, or below another operation) is not supported in {mode} \
+             output mode; put the LIMIT on the outermost SELECT, where it means the first rows the query ever emits"
+        )));
+    };
+    if QueryAnalysis::of(&rest).limit {
+        return Err(SluiceError::unsupported(
+            "a streaming query may have one LIMIT, on its outermost SELECT; remove the inner LIMIT",
+        ));
+    }
+    Ok((rest, Some(StreamingLimit::new(skip, fetch, store_config))))
+}
+
+/// Check the layout recorded in `op_dir` against `layout` before the state
+/// there is restored: `Ok(true)` when the state must start afresh (layout
+/// changed or unknown, with `reset_changed`), `Ok(false)` to reuse it (the
+/// layout of a fresh directory is recorded now). `what` names the operator
+/// in errors.
+async fn check_layout(op_dir: &CheckpointDir, what: &str, layout: &StateLayout, reset_changed: bool) -> Result<bool> {
+    let old = op_dir.read_json::<StateLayout>("_layout").await?;
+    // State files without their layout: the query-change check would be
+    // skipped and the state reused blindly, so this is damage.
+    let unknown = old.is_none() && !op_dir.list_all().await?.is_empty();
+    if unknown && !reset_changed {
+        return Err(SluiceError::Checkpoint {
+            path: format!("{}/_layout", op_dir.location()),
+            reason: format!(
+                "missing, but {what} has state files: without its layout Sluice cannot check that the state \
+                 belongs to this query. The checkpoint is damaged: restore the file from a backup, set \
+                 reset_changed_state = 'true' to start this operator's state afresh, or use a new checkpoint location"
+            ),
+        });
+    }
+    let changed = unknown || old.as_ref().is_some_and(|old| old != layout);
+    if let (Some(old), true, false) = (&old, changed, reset_changed) {
+        return Err(SluiceError::Checkpoint {
+            path: format!("{}/_layout", op_dir.location()),
+            reason: format!(
+                "{what} changed: the checkpoint holds state of operator '{}' with keys [{}] and state [{}], the \
+                 query now has operator '{}' with keys [{}] and state [{}]. Its state cannot be reused: restore the \
+                 original query, use a new checkpoint location, or set reset_changed_state = 'true' to start this \
+                 operator's state afresh",
+                old.operator,
+                old.keys.join(", "),
+                old.values.join(", "),
+                layout.operator,
+                layout.keys.join(", "),
+                layout.values.join(", ")
+            ),
+        });
+    }
+    if changed {
+        tracing::warn!(
+            operator = %layout.operator,
+            "{what} changed: its state is reset (reset_changed_state); the other operators keep theirs"
+        );
+    } else if old.is_none() {
+        // A fresh operator records its layout before any state file exists.
+        op_dir.write_json("_layout", layout).await?;
+    }
+    Ok(changed)
 }

@@ -4,6 +4,7 @@
 mod aggregate;
 mod dedup;
 mod event_time;
+mod limit;
 mod session;
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use datafusion::execution::TaskContext;
 pub use aggregate::{AggregateParts, StreamingAggregate};
 pub use dedup::{DedupSpec, StreamingDedup};
 pub use event_time::EventTimeKey;
+pub use limit::StreamingLimit;
 pub use session::{SessionAggregate, SessionColumns};
 
 use crate::checkpoint::CheckpointDir;

@@ -29,6 +29,7 @@ fn ctx(options: &[(&str, &str)]) -> SinkContext {
         output_mode: OutputMode::Update,
         context: SessionContext::new(),
         checkpoint: "/tmp/unused".into(),
+        query_id: "q-1".into(),
     }
 }
 

@@ -28,10 +28,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::TryStreamExt;
-use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use sluice_engine::checkpoint::CheckpointDir;
+use sluice_engine::checkpoint::{CheckpointDir, DurableLocalStore};
 use sluice_engine::{OutputMode, Result, Sink, SinkContext, SinkFactory, SluiceError};
 use tracing::{debug, info, warn};
 
@@ -58,6 +57,11 @@ impl SinkFactory for FilesSinkFactory {
         mode == OutputMode::Append
     }
 
+    /// The output outlives the query: a restart must resume its batch ids.
+    fn requires_checkpoint(&self) -> bool {
+        true
+    }
+
     fn create(&self, ctx: SinkContext) -> Result<Arc<dyn Sink>> {
         ctx.options.check_known("sink", "files", VALID_OPTIONS)?;
         if !self.supports(ctx.output_mode) {
@@ -73,7 +77,8 @@ impl SinkFactory for FilesSinkFactory {
         })?;
         let format = ctx.options.get("format").map(str::parse::<FileFormat>).transpose()?.unwrap_or_default();
         let partition_by = resolve_partition_columns(ctx.options.get("partition_by"), &ctx)?;
-        FilesSink::open(&ctx.name, path, format, partition_by).map(|s| Arc::new(s) as Arc<dyn Sink>)
+        let sink = FilesSink::open(&ctx.name, path, format, partition_by)?.with_query_id(&ctx.query_id);
+        Ok(Arc::new(sink))
     }
 }
 
@@ -117,6 +122,8 @@ pub struct FilesSink {
     manifest: CheckpointDir,
     format: FileFormat,
     partition_by: Vec<String>,
+    /// Id of the query writing; recorded in each manifest entry.
+    query_id: Option<String>,
     /// Serialises writes; `true` once stale files of a crashed batch were
     /// looked for (done on the first write of this sink instance).
     write_lock: tokio::sync::Mutex<bool>,
@@ -145,7 +152,7 @@ impl FilesSink {
             reason: format!("cannot create the output directory: {e}"),
         })?;
         let root = std::fs::canonicalize(&local)?;
-        let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(&root)?);
+        let store: Arc<dyn ObjectStore> = Arc::new(DurableLocalStore::new(&root)?);
         let manifest = CheckpointDir::open(&root.display().to_string())?.child(MANIFEST_DIR);
         Ok(Self {
             name: name.into(),
@@ -154,8 +161,16 @@ impl FilesSink {
             manifest,
             format,
             partition_by,
+            query_id: None,
             write_lock: tokio::sync::Mutex::new(false),
         })
+    }
+
+    /// Record `query_id` in the manifest entries this sink writes, and refuse
+    /// to treat a batch another query committed as already written.
+    pub fn with_query_id(mut self, query_id: &str) -> Self {
+        self.query_id = Some(query_id.to_string());
+        self
     }
 
     /// The output directory (absolute).
@@ -212,7 +227,19 @@ impl Sink for FilesSink {
     async fn add_batch(&self, batch_id: u64, batches: &[RecordBatch]) -> Result<()> {
         let mut checked_stale = self.write_lock.lock().await;
         let entry_name = batch_id.to_string();
-        if self.manifest.read_json::<ManifestEntry>(&entry_name).await?.is_some() {
+        if let Some(existing) = self.manifest.read_json::<ManifestEntry>(&entry_name).await? {
+            // Idempotence holds only for the same query: the same batch id from
+            // another checkpoint is different data, and skipping it would lose it.
+            if let (Some(theirs), Some(ours)) = (&existing.query_id, &self.query_id) {
+                if theirs != ours {
+                    return Err(self.sink_error(format!(
+                        "the output directory {} already holds batch {batch_id}, committed by another query (id \
+                         {theirs}; this query's id is {ours}): its checkpoint is not the one that wrote this \
+                         directory. Restart with the checkpoint that wrote it, or write to a new directory",
+                        self.root.display()
+                    )));
+                }
+            }
             debug!(sink = %self.name, batch_id, "files sink: batch already committed, skipping");
             return Ok(());
         }
@@ -223,7 +250,7 @@ impl Sink for FilesSink {
         let files = self.write_files(batch_id, batches).await?;
         sluice_engine::faults::crash_point("during_sink_write");
         let rows: u64 = files.iter().map(|f| f.rows).sum();
-        let entry = ManifestEntry { batch_id, format: self.format.to_string(), files };
+        let entry = ManifestEntry { batch_id, format: self.format.to_string(), files, query_id: self.query_id.clone() };
         self.manifest.write_json(&entry_name, &entry).await?;
         info!(sink = %self.name, batch_id, rows, files = entry.files.len(), dir = %self.root.display(), "files sink: batch committed");
         Ok(())

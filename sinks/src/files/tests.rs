@@ -30,6 +30,7 @@ fn ctx(options: &[(&str, &str)], mode: OutputMode) -> SinkContext {
         output_mode: mode,
         context: SessionContext::new(),
         checkpoint: "/tmp/unused".into(),
+        query_id: "q-1".into(),
     }
 }
 
