@@ -81,6 +81,12 @@ pub fn with_watermark(df: DataFrame, column: &str, delay: &str) -> Result<DataFr
 pub fn with_window(df: DataFrame, name: &str, time_column: &str, size: &str, slide: Option<&str>) -> Result<DataFrame> {
     let size = micros(size)?;
     let slide = slide.map(micros).transpose()?.unwrap_or(size);
+    if size <= 0 || slide <= 0 || slide > size {
+        return Err(SluiceError::plan(format!(
+            "with_window: the window size ({size} µs) and slide ({slide} µs) must be positive, and the slide at most \
+             the size (rows between windows would belong to none)"
+        )));
+    }
     if slide == size {
         let expr = udf_call(TUMBLE, vec![col(time_column), lit(size), lit(0i64)])?;
         return Ok(df.with_column(name, expr)?);

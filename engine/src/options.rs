@@ -71,8 +71,19 @@ impl Trigger {
     /// Parse a trigger name (`processing_time`, `once`, `available_now`,
     /// `continuous`) and an optional interval.
     pub fn parse(name: &str, interval: Option<&str>) -> Result<Self> {
-        let interval = interval.map(parse_duration).transpose()?;
-        match name.trim().to_ascii_lowercase().as_str() {
+        let interval = interval.map(|i| parse_duration_option("interval", i)).transpose()?;
+        let name_lower = name.trim().to_ascii_lowercase();
+        if interval.is_some() && matches!(name_lower.as_str(), "once" | "available_now" | "availablenow") {
+            return Err(SluiceError::InvalidOption {
+                option: "interval".into(),
+                value: interval.map(|d| format!("{d:?}")).unwrap_or_default(),
+                reason: format!(
+                    "an interval applies to the processing_time and continuous triggers, not to trigger = '{name}' \
+                     (it runs what is available and stops); remove the interval, or use trigger = 'processing_time'"
+                ),
+            });
+        }
+        match name_lower.as_str() {
             "processing_time" | "processingtime" | "default" => {
                 Ok(Self::ProcessingTime(interval.unwrap_or(Duration::ZERO)))
             }
@@ -98,11 +109,13 @@ impl Trigger {
 /// assert_eq!(parse_duration("500 ms").unwrap().as_millis(), 500);
 /// ```
 pub fn parse_duration(text: &str) -> Result<Duration> {
-    let bad = |reason: &str| SluiceError::InvalidOption {
-        option: "duration".into(),
-        value: text.into(),
-        reason: reason.into(),
-    };
+    parse_duration_option("duration", text)
+}
+
+/// [`parse_duration`] for the option (or clause) `option`, which errors name.
+pub fn parse_duration_option(option: &str, text: &str) -> Result<Duration> {
+    let bad =
+        |reason: &str| SluiceError::InvalidOption { option: option.into(), value: text.into(), reason: reason.into() };
     let cleaned = text.trim().trim_start_matches("interval").trim_start_matches("INTERVAL");
     let tokens: Vec<String> = cleaned.replace('\'', " ").split_whitespace().map(str::to_ascii_lowercase).collect();
     if tokens.is_empty() {

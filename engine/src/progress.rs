@@ -84,8 +84,13 @@ impl StreamingQueryProgress {
             .iter()
             .filter_map(|k| self.duration_ms.get(*k).map(|ms| format!("{k} {ms}")))
             .collect();
+        let watermark = self
+            .watermark_ms
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|t| format!(", watermark {}", t.format("%Y-%m-%dT%H:%M:%S%.3fZ")))
+            .unwrap_or_default();
         format!(
-            "query '{}' batch {}: {} rows in, {} rows out, {:.0} rows/s, {} ms ({})",
+            "query '{}' batch {}: {} rows in, {} rows out, {:.0} rows/s, {} ms ({}){watermark}",
             self.name,
             self.batch_id,
             self.num_input_rows,

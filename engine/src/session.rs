@@ -296,9 +296,16 @@ impl SluiceSession {
                 let factory = self.inner.registry.sink(&spec.format)?;
                 spec.options.check_known("sink", &spec.format, factory.valid_options())?;
                 if !factory.supports(spec.output_mode) {
+                    let supported: Vec<String> = [OutputMode::Append, OutputMode::Update, OutputMode::Complete]
+                        .into_iter()
+                        .filter(|m| factory.supports(*m))
+                        .map(|m| format!("'{m}'"))
+                        .collect();
                     return Err(SluiceError::unsupported(format!(
-                        "the {} sink does not support {} output mode",
-                        spec.format, spec.output_mode
+                        "the {} sink does not support {} output mode; use output_mode = {}",
+                        spec.format,
+                        spec.output_mode,
+                        supported.join(" or ")
                     )));
                 }
                 let sink = factory.create(SinkContext {

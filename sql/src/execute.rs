@@ -74,9 +74,11 @@ pub async fn execute_statement(session: &SluiceSession, stmt: SluiceStatement) -
                 }
             }
             let state = session.context().state();
-            let plan = state.statement_to_plan(*stmt).await?;
-            let df = session.context().execute_logical_plan(plan).await?;
-            Ok(StatementResult::Rows(df.collect().await?))
+            let run = async {
+                let plan = state.statement_to_plan(*stmt).await?;
+                session.context().execute_logical_plan(plan).await?.collect().await
+            };
+            Ok(StatementResult::Rows(run.await.map_err(|e| explain(session, e))?))
         }
     }
 }
@@ -89,8 +91,8 @@ async fn columns_schema(session: &SluiceSession, source: &CreateSource) -> Resul
     let cols: Vec<String> = source.columns.iter().map(|c| c.to_string()).collect();
     let sql = format!("CREATE TABLE __sluice_schema_probe ({})", cols.join(", "));
     let state = session.context().state();
-    let stmt = state.sql_to_statement(&sql, &datafusion::config::Dialect::Generic)?;
-    match state.statement_to_plan(stmt).await? {
+    let stmt = state.sql_to_statement(&sql, &datafusion::config::Dialect::Generic).map_err(|e| explain(session, e))?;
+    match state.statement_to_plan(stmt).await.map_err(|e| explain(session, e))? {
         LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(t)) => Ok(Arc::clone(t.input.schema().inner())),
         _ => Err(SqlError::Parse("cannot read the column list".into())),
     }
@@ -165,10 +167,29 @@ async fn create_sink(session: &SluiceSession, mut s: CreateSink) -> Result<State
     let spec = sink_spec(&s)?;
     crate::windows::rewrite_windows(&mut s.query)?;
     let state = session.context().state();
-    let plan = state.statement_to_plan(DFStatement::Statement(Box::new(SqlStatement::Query(s.query)))).await?;
+    let plan = state
+        .statement_to_plan(DFStatement::Statement(Box::new(SqlStatement::Query(s.query))))
+        .await
+        .map_err(|e| explain(session, e))?;
     let df = DataFrame::new(state, plan);
-    let query = session.start_query(df, spec).await?;
+    let query = session.start_query(df, spec).await.map_err(|e| match e {
+        SluiceError::DataFusion(e) => explain(session, e),
+        other => other.into(),
+    })?;
     Ok(StatementResult::Started(query))
+}
+
+/// A DataFusion error in the terms of this session's tables.
+fn explain(session: &SluiceSession, e: datafusion::error::DataFusionError) -> SqlError {
+    let mut known: Vec<String> = session
+        .context()
+        .catalog("datafusion")
+        .and_then(|c| c.schema("public"))
+        .map(|s| s.table_names())
+        .unwrap_or_default();
+    known.retain(|n| !n.starts_with("__"));
+    known.sort();
+    crate::error::explain_datafusion_error(e, &known)
 }
 
 fn show_queries(session: &SluiceSession) -> Result<RecordBatch> {

@@ -95,7 +95,10 @@ pub fn parse_sql(sql: &str) -> Result<Vec<SluiceStatement>> {
             df.parser.next_token();
             SluiceStatement::ShowQueries
         } else {
-            SluiceStatement::DataFusion(Box::new(df.parse_statement()?))
+            SluiceStatement::DataFusion(Box::new(df.parse_statement().map_err(|e| match e.find_root() {
+                datafusion::error::DataFusionError::SQL(p, _) => SqlError::Parse(p.to_string()),
+                _ => SqlError::DataFusion(e),
+            })?))
         };
         out.push(stmt);
         let next = df.parser.peek_token();

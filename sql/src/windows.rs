@@ -47,6 +47,39 @@ fn micros(d: Duration) -> i64 {
     d.as_micros() as i64
 }
 
+/// A window size, slide or gap argument of `call`, in microseconds: a
+/// positive duration, or an error naming the call and the argument.
+fn window_arg(call: &str, what: &str, e: &Expr) -> Result<i64> {
+    let bad = |reason: String| {
+        SqlError::Engine(sluice_engine::SluiceError::plan(format!("{call}: the window {what} {reason}")))
+    };
+    let d = duration_of(e).map_err(|err| {
+        let err = err.to_string();
+        bad(format!(
+            "{e} is not a duration ({}); write e.g. INTERVAL '10' MINUTE",
+            err.trim_start_matches("SQL syntax error: ")
+        ))
+    })?;
+    if d.is_zero() {
+        return Err(bad(format!("must be positive, found {e}")));
+    }
+    Ok(micros(d))
+}
+
+/// Sliding windows need `0 < slide <= size` (as in Spark): a longer slide
+/// would leave rows between windows, in none.
+fn check_slide(call: &str, size: i64, slide: i64) -> Result<()> {
+    if slide > size {
+        return Err(SqlError::Engine(sluice_engine::SluiceError::plan(format!(
+            "{call}: the slide ({} s) is longer than the window size ({} s), so rows between windows would belong to \
+             none; use a slide at most as long as the size",
+            slide as f64 / 1e6,
+            size as f64 / 1e6
+        ))));
+    }
+    Ok(())
+}
+
 fn parse_query(sql: &str) -> Result<Box<Query>> {
     Ok(Parser::new(&GenericDialect {}).try_with_sql(sql)?.parse_query()?)
 }
@@ -65,9 +98,13 @@ fn grouping_window_expr(name: &str, args: &[Expr]) -> Result<String> {
     let ts = args.first().ok_or_else(|| SqlError::Parse(format!("{name}() needs a time column")))?;
     match name {
         "window" => {
-            let size =
-                micros(duration_of(args.get(1).ok_or_else(|| SqlError::Parse("window() needs a size".into()))?)?);
-            let slide = args.get(2).map(duration_of).transpose()?.map(micros).unwrap_or(size);
+            let size = window_arg(
+                "window()",
+                "size",
+                args.get(1).ok_or_else(|| SqlError::Parse("window() needs a size".into()))?,
+            )?;
+            let slide = args.get(2).map(|s| window_arg("window()", "slide", s)).transpose()?.unwrap_or(size);
+            check_slide("window()", size, slide)?;
             let offset = args.get(3).map(duration_of).transpose()?.map(micros).unwrap_or(0);
             Ok(if slide == size {
                 format!("sluice_tumble({ts}, {size}, {offset})")
@@ -76,9 +113,11 @@ fn grouping_window_expr(name: &str, args: &[Expr]) -> Result<String> {
             })
         }
         _ => {
-            let gap = micros(duration_of(
+            let gap = window_arg(
+                "session_window()",
+                "gap",
                 args.get(1).ok_or_else(|| SqlError::Parse("session_window() needs a gap".into()))?,
-            )?);
+            )?;
             Ok(format!("sluice_session({ts}, {gap})"))
         }
     }
@@ -164,17 +203,18 @@ fn rewrite_tvf(tf: &mut TableFactor) -> Result<()> {
         "TUMBLE" => {
             need(3, "table, time column, size[, offset]")?;
             let offset = a.get(3).map(duration_of).transpose()?.map(micros).unwrap_or(0);
-            format!("sluice_tumble({}, {}, {offset})", a[1], micros(duration_of(&a[2])?))
+            format!("sluice_tumble({}, {}, {offset})", a[1], window_arg("TUMBLE", "size", &a[2])?)
         }
         "HOP" => {
             need(4, "table, time column, slide, size[, offset]")?;
             let offset = a.get(4).map(duration_of).transpose()?.map(micros).unwrap_or(0);
-            let (slide, size) = (micros(duration_of(&a[2])?), micros(duration_of(&a[3])?));
+            let (slide, size) = (window_arg("HOP", "slide", &a[2])?, window_arg("HOP", "size", &a[3])?);
+            check_slide("HOP", size, slide)?;
             format!("unnest(sluice_windows({}, {size}, {slide}, {offset}))", a[1])
         }
         _ => {
             need(3, "table, time column, gap")?;
-            format!("sluice_session({}, {})", a[1], micros(duration_of(&a[2])?))
+            format!("sluice_session({}, {})", a[1], window_arg("SESSION", "gap", &a[2])?)
         }
     };
     let (Some(table), Some(_)) = (table, ts) else { return Ok(()) };

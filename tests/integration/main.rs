@@ -1,6 +1,7 @@
 //! Integration tests (one binary): the engine through the public API and SQL.
 
 mod api;
+mod bad_input;
 mod checkpoint_integrity;
 mod connectors;
 mod crash;

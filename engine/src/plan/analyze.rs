@@ -118,11 +118,25 @@ impl QueryAnalysis {
             OutputMode::Complete if self.limit && !self.aggregate => {
                 Err(SluiceError::unsupported("LIMIT in complete output mode is only possible after an aggregation"))
             }
-            OutputMode::Append if self.aggregate && !self.event_time_aggregate => Err(SluiceError::unsupported(
-                "append output mode is not supported for a streaming aggregation without a watermark: a group's row \
-                 would never be final. Declare WATERMARK FOR <column> on the source and group by an event-time window \
-                 of that column, or use output_mode = 'update' or 'complete'",
-            )),
+            OutputMode::Append if self.aggregate && !self.event_time_aggregate => {
+                let declared: Vec<String> = self
+                    .sources
+                    .iter()
+                    .filter_map(|s| s.watermark.as_ref().map(|w| format!("{}.{}", s.name, w.column)))
+                    .collect();
+                Err(SluiceError::unsupported(match declared.is_empty() {
+                    true => "append output mode is not supported for a streaming aggregation without a watermark: a \
+                             group's row would never be final. Declare WATERMARK FOR <column> on the source and group \
+                             by an event-time window of that column, or use output_mode = 'update' or 'complete'"
+                        .to_string(),
+                    false => format!(
+                        "append output mode needs the aggregation to group by the watermarked event time ({}) or a \
+                         window over it (both window_start and window_end of TUMBLE/HOP, or window(...)); a group \
+                         keyed otherwise never closes. Group by the window, or use output_mode = 'update' or 'complete'",
+                        declared.join(", ")
+                    ),
+                }))
+            }
             _ => Ok(()),
         }
     }

@@ -77,6 +77,21 @@ impl SinkFactory for FilesSinkFactory {
         })?;
         let format = ctx.options.get("format").map(str::parse::<FileFormat>).transpose()?.unwrap_or_default();
         let partition_by = resolve_partition_columns(ctx.options.get("partition_by"), &ctx)?;
+        if format == FileFormat::Csv {
+            // Refuse at creation what the CSV writer would refuse at the first batch.
+            if let Some(f) = ctx.schema.fields().iter().find(|f| f.data_type().is_nested()) {
+                return Err(SluiceError::InvalidOption {
+                    option: "format".into(),
+                    value: "csv".into(),
+                    reason: format!(
+                        "CSV cannot hold column '{}' of type {}; use format = 'json' or 'parquet', or select scalar \
+                         columns (e.g. st.field)",
+                        f.name(),
+                        f.data_type()
+                    ),
+                });
+            }
+        }
         let sink = FilesSink::open(&ctx.name, path, format, partition_by)?.with_query_id(&ctx.query_id);
         Ok(Arc::new(sink))
     }

@@ -171,6 +171,13 @@ impl SourceFactory for FilesSourceFactory {
 
     fn validate(&self, definition: &SourceDefinition) -> Result<()> {
         let options = FilesOptions::parse(&definition.options)?;
+        if definition.options.get("format").is_none() {
+            tracing::warn!(
+                source = %definition.name,
+                "no `format` given: the files are read as Parquet (the default); set format = 'csv', 'json', 'text' \
+                 or 'parquet' to say so"
+            );
+        }
         parse::check_schema(options.settings.format, &definition.schema).map_err(|r| plan_error(definition, r))
     }
 
