@@ -7,6 +7,7 @@ mod connectors;
 mod crash;
 mod errors;
 mod nexmark;
+mod properties;
 mod query_change;
 mod reliability;
 mod s3;

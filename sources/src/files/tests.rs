@@ -495,3 +495,56 @@ async fn sink_output_parquet_one_of_two_files_committed() {
     assert_eq!(ids(&src.get_batch(None, &o0).await.unwrap()), vec![Some(2)]);
     assert_eq!(src.latest_offset(Some(&o0)).await.unwrap(), Some(o0));
 }
+
+mod readers_never_panic {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn bytes_like(format: FileFormat) -> BoxedStrategy<Vec<u8>> {
+        // Arbitrary bytes, and bytes made of the format's own punctuation.
+        let alphabet: &'static [u8] = match format {
+            FileFormat::Csv => b"0123456789,\"\n\r ab-.\xff",
+            FileFormat::Json => b"{}[]\":,0123456789 \nidnameul.-\\\xc3",
+            _ => b"PAR1\x00\x01\x15\x16\x19\x1c\n",
+        };
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..256),
+            proptest::collection::vec(proptest::sample::select(alphabet), 0..256),
+        ]
+        .boxed()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        /// Whatever the bytes, every reader in every mode returns rows or an
+        /// error naming the file: it never panics.
+        #[test]
+        fn csv_json_text_parquet_readers_return_rows_or_an_error(
+            (format, bytes) in prop_oneof![
+                Just(FileFormat::Csv), Just(FileFormat::Json), Just(FileFormat::Text), Just(FileFormat::Parquet)
+            ].prop_flat_map(|f| (Just(f), bytes_like(f))),
+            header in any::<bool>(),
+            mode in prop_oneof![Just(ParseMode::Permissive), Just(ParseMode::DropMalformed), Just(ParseMode::FailFast)],
+            not_null in any::<bool>(),
+        ) {
+            let schema = match (format, not_null) {
+                (FileFormat::Text, _) => Arc::new(Schema::new(vec![Field::new("value", DataType::Utf8, true)])),
+                (_, nn) => Arc::new(Schema::new(vec![
+                    Field::new("id", DataType::Int64, !nn),
+                    Field::new("name", DataType::Utf8, true),
+                ])),
+            };
+            let settings = ParseSettings { format, header, mode };
+            match parse::parse_file(bytes::Bytes::from(bytes), "f.dat", &schema, &settings, None) {
+                Ok(batches) => {
+                    for b in batches {
+                        prop_assert_eq!(b.schema(), Arc::clone(&schema));
+                    }
+                }
+                Err(e) => prop_assert!(e.to_string().contains("f.dat"), "error does not name the file: {}", e),
+            }
+        }
+    }
+}
