@@ -196,7 +196,7 @@ impl StreamingQuery {
     }
 
     fn fail(&self, e: &SluiceError) {
-        error!(query = %self.name(), error = %e, "query failed");
+        error!("query '{}' failed: {e}", self.name());
         *self.shared.exception.lock() = Some(e.to_string());
         self.terminate("Failed");
     }
@@ -254,7 +254,7 @@ impl StreamingQuery {
                 Ok(())
             }
             Trigger::AvailableNow => {
-                self.shared.exec.lock().await.prepare_for_available_now().await?;
+                // The sources' targets were frozen when the query was created.
                 while !self.stopped() && self.step_once().await? {}
                 Ok(())
             }

@@ -373,6 +373,11 @@ impl SluiceSession {
             query_id,
         );
         exec.recover().await?;
+        if spec.trigger == Trigger::AvailableNow {
+            // Fix what "available now" means at creation, so a source with
+            // nothing to offer says so before the query starts.
+            exec.prepare_for_available_now().await?;
+        }
         let trigger = self.inner.config.auto_trigger.then_some(spec.trigger);
         let query = StreamingQuery::start(exec, trigger, Arc::clone(&self.inner.clock));
         self.inner.queries.lock().insert(name.to_ascii_lowercase(), query.clone());

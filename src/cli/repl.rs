@@ -45,6 +45,13 @@ pub async fn repl() -> Result<std::process::ExitCode, String> {
         }
         buffer.clear();
     }
+    // A last statement without its `;` still runs.
+    if !buffer.trim().is_empty() {
+        match execute_sql(&session, &buffer).await {
+            Ok(results) => results.iter().for_each(print_result),
+            Err(e) => eprintln!("error: {e}"),
+        }
+    }
     session.stop_all().await.map_err(|e| e.to_string())?;
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -155,6 +155,10 @@ fn catalogue() -> Vec<Case> {
         case!("source directory vanished", ["CREATE SOURCE gone (id BIGINT) WITH (connector = 'files', path = '$DIR/vanishing', format = 'csv')"], "CREATE SINK s AS SELECT * FROM gone", ["vanishing"]),
         case!("socket nobody listening", ["CREATE SOURCE sock WITH (connector = 'socket', host = '127.0.0.1', port = '1')"], "CREATE SINK s AS SELECT * FROM sock", ["127.0.0.1:1"]),
         case!("csv sink of a struct column", [MEM], "CREATE SINK s WITH (connector = 'files', format = 'csv', path = '$DIR/out', checkpoint = '$DIR/ck') AS SELECT named_struct('a', id) AS st FROM ev", ["CSV", "'st'", "json"]),
+        case!("comparison with an uncastable literal", [MEM], "CREATE SINK s AS SELECT * FROM ev WHERE id = 'abc'", ["'abc'", "BIGINT"]),
+        case!("rate source under available_now", ["CREATE SOURCE r WITH (connector = 'rate', rows_per_second = '10')"], "CREATE SINK s WITH (trigger = 'available_now') AS SELECT * FROM r", ["available_now", "processing_time"]),
+        case!("files sink path under a file", [MEM], "CREATE SINK s WITH (connector = 'files', path = '$DIR/in/a.csv/out', checkpoint = '$DIR/ck') AS SELECT * FROM ev", ["path", "a.csv"]),
+        case!("checkpoint under a file", [MEM], "CREATE SINK s WITH (checkpoint = '$DIR/in/a.csv/ck') AS SELECT * FROM ev", ["checkpoint", "a.csv"]),
         // --- Checkpoints in use or unusable ---
         case!("checkpoint shared by two queries", [MEM, "CREATE SINK first WITH (checkpoint = '$DIR/ck') AS SELECT * FROM ev"], "CREATE SINK second WITH (checkpoint = '$DIR/ck') AS SELECT * FROM ev", ["in use by query 'first'", "own checkpoint location"]),
     ]

@@ -91,7 +91,10 @@ impl CheckpointDir {
     /// Write `value` as the file `name`, atomically, with version and checksum.
     pub async fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<()> {
         let text = Self::frame_json(&self.display_of(name), value)?;
-        self.store.put(&self.path(name), PutPayload::from(text.into_bytes())).await?;
+        self.store
+            .put(&self.path(name), PutPayload::from(text.into_bytes()))
+            .await
+            .map_err(|e| self.write_error(name, e))?;
         Ok(())
     }
 
@@ -103,7 +106,16 @@ impl CheckpointDir {
         match self.store.put_opts(&self.path(name), PutPayload::from(text.into_bytes()), opts).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. }) | Err(object_store::Error::Precondition { .. }) => Ok(false),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(self.write_error(name, e)),
+        }
+    }
+
+    fn write_error(&self, name: &str, e: object_store::Error) -> SluiceError {
+        SluiceError::Checkpoint {
+            path: self.display_of(name),
+            reason: format!(
+                "cannot be written ({e}); check that the location exists, is writable by this user and has free space"
+            ),
         }
     }
 
@@ -158,7 +170,7 @@ impl CheckpointDir {
         out.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
         out.extend_from_slice(&(body.len() as u64).to_le_bytes());
         out.extend_from_slice(body);
-        self.store.put(&self.path(name), PutPayload::from(out)).await?;
+        self.store.put(&self.path(name), PutPayload::from(out)).await.map_err(|e| self.write_error(name, e))?;
         Ok(())
     }
 
