@@ -21,6 +21,7 @@
 use std::fmt;
 use std::io::Write;
 use std::path::{Path as FsPath, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
@@ -51,6 +52,20 @@ pub enum DurableOp {
 pub type DurabilityJournal = Arc<Mutex<Vec<DurableOp>>>;
 
 static JOURNAL: OnceLock<Mutex<Option<DurabilityJournal>>> = OnceLock::new();
+
+static FSYNC: AtomicBool = AtomicBool::new(true);
+
+/// Turn the `fsync` calls of durable writes off (`false`) or back on, for
+/// the whole process. Writes stay atomic (staging file and rename) but may
+/// be lost or reordered by an OS crash: only for benchmarks that measure
+/// what durability costs, and for throwaway data.
+pub fn set_fsync_enabled(enabled: bool) {
+    FSYNC.store(enabled, Ordering::SeqCst);
+}
+
+fn fsync_enabled() -> bool {
+    FSYNC.load(Ordering::Relaxed)
+}
 
 /// Install (or, with `None`, remove) the process-wide journal of durable
 /// writes.
@@ -95,6 +110,9 @@ fn io_error(path: &FsPath, source: std::io::Error) -> object_store::Error {
 
 /// `fsync` a directory, so the names it holds are durable.
 fn sync_dir(dir: &FsPath) -> std::io::Result<()> {
+    if !fsync_enabled() {
+        return Ok(());
+    }
     std::fs::File::open(dir)?.sync_all()?;
     record(DurableOp::SyncDir(dir.to_path_buf()));
     Ok(())
@@ -134,8 +152,10 @@ fn durable_put(target: &FsPath, payload: &PutPayload, mode: &PutMode) -> object_
     let mut file = std::fs::File::create_new(&staging).map_err(|e| io_error(&staging, e))?;
     payload.iter().try_for_each(|chunk| file.write_all(chunk)).map_err(|e| cleanup(e, &staging))?;
     record(DurableOp::WriteStaging(staging.clone()));
-    file.sync_all().map_err(|e| cleanup(e, &staging))?;
-    record(DurableOp::SyncFile(staging.clone()));
+    if fsync_enabled() {
+        file.sync_all().map_err(|e| cleanup(e, &staging))?;
+        record(DurableOp::SyncFile(staging.clone()));
+    }
     let meta = file.metadata().map_err(|e| cleanup(e, &staging))?;
     drop(file);
     match mode {
