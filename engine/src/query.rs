@@ -127,7 +127,7 @@ impl StreamingQuery {
         let mut exec = self.shared.exec.lock().await;
         let mut all = vec![];
         loop {
-            match exec.step().await {
+            match guarded_step(&mut exec).await {
                 Ok(Some(p)) => {
                     self.record(&exec, p.clone());
                     all.push(p);
@@ -236,7 +236,7 @@ impl StreamingQuery {
             return Ok(false);
         }
         self.set_status("Processing new data", true, true);
-        let p = exec.step().await?;
+        let p = guarded_step(&mut exec).await?;
         let ran = p.is_some();
         if let Some(p) = p {
             info!("{}", p.summary());
@@ -292,6 +292,27 @@ impl StreamingQuery {
                     }
                 }
             }
+        }
+    }
+}
+
+/// One step of the executor; a panic inside it (a bug, or a panicking UDF)
+/// becomes the query's error instead of killing its task and leaving
+/// `await_termination` waiting forever.
+async fn guarded_step(exec: &mut MicroBatchExecution) -> Result<Option<StreamingQueryProgress>> {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(exec.step()).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)");
+            Err(SluiceError::plan(format!(
+                "a micro-batch panicked: {message}. The batch was not committed; if the panic is not in a function \
+                 of yours, it is a bug in Sluice: please report it"
+            )))
         }
     }
 }

@@ -257,40 +257,12 @@ impl SluiceSession {
         };
         let plan =
             Arc::new(IncrementalPlan::try_new(planning_state(state), logical, spec.output_mode, store_config).await?);
-        if let (None, None) = (&spec.checkpoint, &spec.foreach) {
-            let factory = self.inner.registry.sink(&spec.format)?;
-            spec.options.check_known("sink", &spec.format, factory.valid_options())?;
-            if factory.requires_checkpoint() {
-                return Err(SluiceError::InvalidOption {
-                    option: "checkpoint".into(),
-                    value: String::new(),
-                    reason: format!(
-                        "query '{name}': the {} sink needs a checkpoint location, so that a restart resumes where it \
-                         stopped instead of starting again at batch 0; add checkpoint = '<dir>' to CREATE SINK ... \
-                         WITH (...) (or .checkpoint(..) in the API)",
-                        spec.format
-                    ),
-                });
-            }
-        }
-        let checkpoint_location = match &spec.checkpoint {
-            Some(c) => c.clone(),
-            None => {
-                let dir = self.inner.config.checkpoint_root.join(format!("{name}-{}", uuid::Uuid::new_v4()));
-                warn!(query = %name, checkpoint = %dir.display(), "no checkpoint given: using a temporary one; the query cannot resume after a restart");
-                dir.display().to_string()
-            }
-        };
-        let checkpoint = QueryCheckpoint::open(&checkpoint_location)?;
-        let lock = CheckpointLock::acquire(checkpoint.root(), &name, self.inner.clock.now_millis()).await?;
-        let query_id = checkpoint
-            .metadata_or_init(QueryMetadata { id: uuid::Uuid::new_v4().to_string(), name: name.clone() })
-            .await?
-            .id;
-        let (sink, sink_description) = match &spec.foreach {
-            Some(f) => {
+        // The sink connector and its options are checked before anything is
+        // written to a checkpoint.
+        let sink_factory = match &spec.foreach {
+            Some(_) => {
                 spec.options.check_known("sink", "foreach_batch", &[])?;
-                (Arc::new(ForeachBatchSink::new(Arc::clone(f))) as _, "foreach_batch".to_string())
+                None
             }
             None => {
                 let factory = self.inner.registry.sink(&spec.format)?;
@@ -308,6 +280,41 @@ impl SluiceSession {
                         supported.join(" or ")
                     )));
                 }
+                if spec.checkpoint.is_none() && factory.requires_checkpoint() {
+                    return Err(SluiceError::InvalidOption {
+                        option: "checkpoint".into(),
+                        value: String::new(),
+                        reason: format!(
+                            "query '{name}': the {} sink needs a checkpoint location, so that a restart resumes \
+                             where it stopped instead of starting again at batch 0; add checkpoint = '<dir>' to \
+                             CREATE SINK ... WITH (...) (or .checkpoint(..) in the API)",
+                            spec.format
+                        ),
+                    });
+                }
+                Some(factory)
+            }
+        };
+        let checkpoint_location = match &spec.checkpoint {
+            Some(c) => c.clone(),
+            None => {
+                let dir = self.inner.config.checkpoint_root.join(format!("{name}-{}", uuid::Uuid::new_v4()));
+                warn!(query = %name, checkpoint = %dir.display(), "no checkpoint given: using a temporary one; the query cannot resume after a restart");
+                dir.display().to_string()
+            }
+        };
+        let checkpoint = QueryCheckpoint::open(&checkpoint_location)?;
+        let lock = CheckpointLock::acquire(checkpoint.root(), &name, self.inner.clock.now_millis()).await?;
+        let query_id = checkpoint
+            .metadata_or_init(QueryMetadata { id: uuid::Uuid::new_v4().to_string(), name: name.clone() })
+            .await?
+            .id;
+        let (sink, sink_description) = match (&spec.foreach, sink_factory) {
+            (Some(f), _) => (Arc::new(ForeachBatchSink::new(Arc::clone(f))) as _, "foreach_batch".to_string()),
+            (None, None) => {
+                return Err(SluiceError::plan("a query needs a sink connector or a foreach_batch function"))
+            }
+            (None, Some(factory)) => {
                 let sink = factory.create(SinkContext {
                     name: name.clone(),
                     options: spec.options.clone(),

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use futures::FutureExt;
-use sluice::{execute_sql, Environment, ManualClock, SluiceConfig, StatementResult};
+use sluice::{execute_sql, Environment, StatementResult};
 
 /// One bad input: `setup` must succeed, `sql` must fail (at creation or at
 /// its first trigger) with an error containing every `expect` word
@@ -205,13 +205,7 @@ async fn run_case(case: &Case) -> Result<(), String> {
     lay_out(tmp.path());
     let sub = |s: &str| s.replace("$DIR", &tmp.path().display().to_string());
     let env = Environment::default();
-    let config = SluiceConfig {
-        auto_trigger: false,
-        checkpoint_root: tmp.path().join("default-ck"),
-        target_partitions: 2,
-        ..Default::default()
-    };
-    let session = env.session(config, Arc::new(ManualClock::new(0)));
+    let session = crate::manual_session(&env, tmp.path());
     for s in case.setup {
         execute_sql(&session, &sub(s)).await.map_err(|e| format!("setup `{s}` failed: {e}"))?;
     }

@@ -12,3 +12,15 @@ mod query_change;
 mod reliability;
 mod s3;
 mod stt_runner;
+
+/// A session driven by hand (no background trigger) on a manual clock at 0,
+/// with 2 partitions, keeping default checkpoints under `root`.
+pub(crate) fn manual_session(env: &sluice::Environment, root: &std::path::Path) -> sluice::SluiceSession {
+    let config = sluice::SluiceConfig {
+        auto_trigger: false,
+        checkpoint_root: root.join("default-checkpoints"),
+        target_partitions: 2,
+        ..Default::default()
+    };
+    env.session(config, std::sync::Arc::new(sluice::ManualClock::new(0)))
+}

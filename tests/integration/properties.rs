@@ -13,7 +13,7 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use proptest::prelude::*;
 use sluice::stt::render_batches;
-use sluice::{execute_sql, Environment, ManualClock, SluiceConfig, SluiceSession};
+use sluice::{execute_sql, Environment};
 
 /// One input row: event time (ms after 2024-01-01), key, value.
 #[derive(Debug, Clone)]
@@ -56,16 +56,6 @@ fn batches() -> impl Strategy<Value = Vec<(Vec<Row>, bool)>> {
     )
 }
 
-fn session(env: &Environment, tmp: &std::path::Path) -> SluiceSession {
-    let config = SluiceConfig {
-        auto_trigger: false,
-        checkpoint_root: tmp.join("unused"),
-        target_partitions: 2,
-        ..Default::default()
-    };
-    env.session(config, Arc::new(ManualClock::new(0)))
-}
-
 const SOURCE: &str =
     "CREATE SOURCE ev (ts TIMESTAMP, k VARCHAR, v BIGINT, WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) \
                       WITH (connector = 'memory')";
@@ -78,7 +68,7 @@ async fn run_stream(sink: &str, batches: &[(Vec<Row>, bool)]) -> (Vec<String>, O
     let sink = sink.replace("$CK", &tmp.path().join("ck").display().to_string());
     let env = Environment::default();
     let start = || async {
-        let s = session(&env, tmp.path());
+        let s = crate::manual_session(&env, tmp.path());
         execute_sql(&s, SOURCE).await.unwrap();
         execute_sql(&s, &sink).await.unwrap();
         s

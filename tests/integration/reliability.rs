@@ -6,18 +6,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use sluice::{execute_sql, Environment, ManualClock, SluiceConfig, SluiceSession};
+use sluice::{execute_sql, Environment};
 use sluice_engine::checkpoint::{record_durable_writes, DurabilityJournal, DurableOp};
 
-fn session(env: &Environment, root: &Path) -> SluiceSession {
-    let config = SluiceConfig {
-        auto_trigger: false,
-        checkpoint_root: root.join("default-checkpoints"),
-        target_partitions: 2,
-        ..Default::default()
-    };
-    env.session(config, Arc::new(ManualClock::new(0)))
-}
+use crate::manual_session as session;
 
 fn publish(dir: &Path, name: &str, body: &str) {
     std::fs::create_dir_all(dir).unwrap();
@@ -205,4 +197,80 @@ async fn writes_are_durable_in_dependency_order() {
     assert!(out_dir_synced < manifest_renamed, "data before the manifest entry naming it: {ops:?}");
     assert!(manifest_renamed < commit_renamed, "sink before the commit log: {ops:?}");
     assert!(offsets_synced < data_synced, "the offset log entry is durable before the batch runs: {ops:?}");
+}
+
+/// A data-path error loses nothing: a malformed row in failfast mode fails
+/// the batch before it commits; once the file is fixed, a restart on the
+/// same checkpoint re-reads it and every row arrives exactly once.
+#[tokio::test]
+async fn a_fixed_restart_after_a_malformed_row_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (input, out, ck) = (tmp.path().join("in"), tmp.path().join("out"), tmp.path().join("ck"));
+    publish(&input, "a.csv", "id,word\n1,a\n2,b\n");
+    let env = Environment::default();
+    let start = || async {
+        let s = session(&env, tmp.path());
+        let source = format!(
+            "CREATE SOURCE ev (id BIGINT, word VARCHAR) WITH (connector = 'files', path = '{}', format = 'csv', \
+             header = 'true', mode = 'failfast', max_files_per_trigger = 1)",
+            input.display()
+        );
+        execute_sql(&s, &source).await.unwrap();
+        let sink = format!(
+            "CREATE SINK q WITH (connector = 'files', path = '{}', format = 'csv', checkpoint = '{}') AS SELECT id, word FROM ev",
+            out.display(),
+            ck.display()
+        );
+        execute_sql(&s, &sink).await.unwrap();
+        s
+    };
+    let s = start().await;
+    s.query("q").unwrap().process_all_available().await.unwrap();
+    publish(&input, "b.csv", "id,word\n3,c\nfour,d\n5,e\n");
+    let e = s.query("q").unwrap().process_all_available().await.unwrap_err().to_string();
+    assert!(e.contains("b.csv:3") && e.contains("'four'"), "{e}");
+    s.stop_all().await.ok();
+    assert_eq!(committed_rows(&out).await, 2, "the failed batch committed nothing");
+    // Fix the file in place and restart: the batch is replayed from the offset log.
+    std::fs::write(input.join("b.csv"), "id,word\n3,c\n4,d\n5,e\n").unwrap();
+    let s = start().await;
+    s.query("q").unwrap().process_all_available().await.unwrap();
+    s.stop_all().await.unwrap();
+    assert_eq!(committed_rows(&out).await, 5);
+}
+
+/// A panic inside a batch (here a panicking UDF) fails the query with the
+/// panic's message: it neither crashes the caller nor leaves
+/// `await_termination` waiting forever.
+#[tokio::test]
+async fn a_panicking_udf_fails_the_query_instead_of_hanging_it() {
+    use datafusion::logical_expr::{create_udf, ColumnarValue, Volatility};
+    let tmp = tempfile::tempdir().unwrap();
+    let env = Environment::default();
+    let config = sluice::SluiceConfig {
+        auto_trigger: true,
+        checkpoint_root: tmp.path().join("ck"),
+        target_partitions: 2,
+        ..Default::default()
+    };
+    let s = env.session(config, Arc::new(sluice::ManualClock::new(0)));
+    let boom = create_udf(
+        "boom",
+        vec![arrow::datatypes::DataType::Int64],
+        arrow::datatypes::DataType::Int64,
+        Volatility::Immutable,
+        Arc::new(|_args: &[ColumnarValue]| -> datafusion::error::Result<ColumnarValue> { panic!("boom at row 1") }),
+    );
+    s.context().register_udf(boom);
+    execute_sql(&s, "CREATE SOURCE ev (id BIGINT) WITH (connector = 'memory')").await.unwrap();
+    let started = execute_sql(&s, "CREATE SINK q AS SELECT boom(id) AS b FROM ev").await.unwrap();
+    let Some(sluice::StatementResult::Started(q)) = started.into_iter().next() else { panic!("no query") };
+    env.streams.get("ev").unwrap().push_rows(&["1"]).unwrap();
+    let ended = q.await_termination_timeout(std::time::Duration::from_secs(30)).await;
+    let e = match ended {
+        Err(e) => e.to_string(),
+        Ok(done) => panic!("the query should have failed (terminated: {done})"),
+    };
+    assert!(e.contains("panicked") && e.contains("boom at row 1"), "{e}");
+    assert!(!q.is_active());
 }

@@ -133,7 +133,9 @@ fn build_stages<'a>(
                 if depth > 0 && event_time.is_none() {
                     return Err(SluiceError::unsupported(
                         "an aggregation feeding another stateful operator must group by an event-time window with a \
-                         watermark (its rows are emitted once the watermark closes them)",
+                         watermark (its rows are emitted once the watermark closes them), and the query must run in \
+                         append output mode; group the inner aggregation by a window of the watermarked column and use \
+                         output_mode = 'append'",
                     ));
                 }
                 let op: Box<dyn StatefulOperator> = match session_columns(agg) {

@@ -12,10 +12,13 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::execution::memory_pool::MemoryPool;
 use datafusion::logical_expr::{FetchType, LogicalPlan, SkipType};
 
-use super::{OperatorState, StateLayout};
+use async_trait::async_trait;
+use datafusion::execution::TaskContext;
+
+use super::{OperatorState, StateLayout, StatefulOperator};
 use crate::checkpoint::CheckpointDir;
 use crate::error::{Result, SluiceError};
-use crate::progress::StateOperatorProgress;
+use crate::plan::BatchContext;
 use crate::state::StateStoreConfig;
 
 const COUNT_KEY: &[u8] = b"rows_seen";
@@ -65,18 +68,57 @@ impl StreamingLimit {
         }
     }
 
-    /// What the stored state means.
-    pub fn state_layout(&self) -> StateLayout {
-        StateLayout { operator: "limit".into(), keys: vec![], values: vec!["rows_seen: UInt64".into()] }
-    }
-
     /// Whether every row the limit will ever pass has been passed.
     pub fn exhausted(&self) -> bool {
         self.fetch.is_some_and(|f| self.seen >= self.skip.saturating_add(f))
     }
 
+    /// Pass on the rows of this batch's output that fall in the limit.
+    pub fn apply(&mut self, output: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+        let end = self.fetch.map(|f| self.skip.saturating_add(f)).unwrap_or(u64::MAX);
+        let mut out = vec![];
+        for batch in output {
+            let (first, rows) = (self.seen, batch.num_rows() as u64);
+            self.seen = self.seen.saturating_add(rows);
+            // This batch covers stream positions [first, first + rows).
+            let from = self.skip.max(first);
+            let to = end.min(first + rows);
+            if from < to {
+                out.push(batch.slice((from - first) as usize, (to - from) as usize));
+            }
+        }
+        let seen = self.seen.min(end);
+        self.seen = seen;
+        self.state.store_mut()?.put(COUNT_KEY, seen.to_le_bytes().to_vec());
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl StatefulOperator for StreamingLimit {
+    fn state(&mut self) -> &mut OperatorState {
+        &mut self.state
+    }
+
+    async fn process(
+        &mut self,
+        _task: Arc<TaskContext>,
+        input: Vec<RecordBatch>,
+        _ctx: &BatchContext,
+    ) -> Result<Vec<RecordBatch>> {
+        self.apply(input)
+    }
+
+    fn watermark_driven(&self) -> bool {
+        false
+    }
+
+    fn state_layout(&self) -> StateLayout {
+        StateLayout { operator: "limit".into(), keys: vec![], values: vec!["rows_seen: UInt64".into()] }
+    }
+
     /// Load the count as of `version` from `dir`.
-    pub async fn restore(
+    async fn restore(
         &mut self,
         dir: CheckpointDir,
         version: Option<u64>,
@@ -99,30 +141,5 @@ impl StreamingLimit {
             }
         };
         Ok(())
-    }
-
-    /// Pass on the rows of this batch's output that fall in the limit.
-    pub fn apply(&mut self, output: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
-        let end = self.fetch.map(|f| self.skip.saturating_add(f)).unwrap_or(u64::MAX);
-        let mut out = vec![];
-        for batch in output {
-            let (first, rows) = (self.seen, batch.num_rows() as u64);
-            self.seen = self.seen.saturating_add(rows);
-            // This batch covers stream positions [first, first + rows).
-            let from = self.skip.max(first);
-            let to = end.min(first + rows);
-            if from < to {
-                out.push(batch.slice((from - first) as usize, (to - from) as usize));
-            }
-        }
-        let seen = self.seen.min(end);
-        self.seen = seen;
-        self.state.store_mut()?.put(COUNT_KEY, seen.to_le_bytes().to_vec());
-        Ok(out)
-    }
-
-    /// Make the count durable as `version`.
-    pub async fn commit(&mut self, version: u64) -> Result<StateOperatorProgress> {
-        self.state.commit(version).await
     }
 }

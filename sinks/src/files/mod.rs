@@ -229,7 +229,13 @@ impl FilesSink {
             let location = Path::parse(&relative)
                 .map_err(|e| self.sink_error(format!("invalid data file path '{relative}': {e}")))?;
             let size = bytes.len() as u64;
-            self.store.put(&location, PutPayload::from(bytes)).await?;
+            self.store.put(&location, PutPayload::from(bytes)).await.map_err(|e| {
+                self.sink_error(format!(
+                    "cannot write data file {relative} of batch {batch_id} ({e}); check that {} is writable by this \
+                     user and has free space",
+                    self.root.display()
+                ))
+            })?;
             debug!(sink = %self.name, batch_id, file = %relative, rows, "data file written");
             files.push(ManifestFile { path: relative, rows: rows as u64, size });
         }

@@ -40,7 +40,7 @@ use tracing::{debug, info, warn};
 use dir::{local_path, SourceDir};
 use log::SeenFilesLog;
 pub use log::{LogEntry, SeenFile};
-pub use parse::{FileFormat, ParseMode, ParseSettings};
+pub use parse::{parse_file, FileFormat, ParseMode, ParseSettings};
 
 /// Options of the `files` connector.
 const OPTIONS: &[&str] = &[

@@ -1,0 +1,1 @@
+CREATE SINK k WITH (connector = 'memory', output_mode = 'update') AS SELECT w, count(*) FROM s GROUP BY w; SHOW QUERIES; DROP SINK IF EXISTS k

@@ -1,0 +1,1 @@
+CREATE SOURCE s (ts TIMESTAMP, w VARCHAR, WATERMARK FOR ts AS ts - INTERVAL '10' MINUTE) WITH (connector = 'files', path = '/d', format = 'csv');

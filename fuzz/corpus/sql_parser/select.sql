@@ -1,0 +1,1 @@
+SELECT window_start, count(*) FROM TUMBLE(s, ts, INTERVAL '1' HOUR) GROUP BY window_start
