@@ -13,7 +13,12 @@ if ! cargo afl --version >/dev/null 2>&1; then
   cargo install cargo-afl --locked --quiet
 fi
 # AFL++ itself (built once into cargo-afl's data directory).
-cargo afl config --build >/dev/null 2>&1 || cargo afl config --build --force
+if ! msg=$(cargo afl config --build 2>&1); then
+  case "$msg" in
+    *"already built"*) ;;
+    *) echo "$msg" >&2; exit 1 ;;
+  esac
+fi
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$HOME/.cache/sluice-fuzz-target}"
 cd "$root/fuzz"
 cargo afl build --release --quiet
