@@ -71,12 +71,13 @@ impl Trigger {
     /// Parse a trigger name (`processing_time`, `once`, `available_now`,
     /// `continuous`) and an optional interval.
     pub fn parse(name: &str, interval: Option<&str>) -> Result<Self> {
+        let written = interval;
         let interval = interval.map(|i| parse_duration_option("interval", i)).transpose()?;
         let name_lower = name.trim().to_ascii_lowercase();
         if interval.is_some() && matches!(name_lower.as_str(), "once" | "available_now" | "availablenow") {
             return Err(SluiceError::InvalidOption {
                 option: "interval".into(),
-                value: interval.map(|d| format!("{d:?}")).unwrap_or_default(),
+                value: written.unwrap_or_default().to_string(),
                 reason: format!(
                     "an interval applies to the processing_time and continuous triggers, not to trigger = '{name}' \
                      (it runs what is available and stops); remove the interval, or use trigger = 'processing_time'"

@@ -61,7 +61,8 @@ impl StreamingLimit {
                 Ok(Some((limit.input.as_ref().clone(), skip, fetch)))
             }
             LogicalPlan::Projection(_) => {
-                let Some((input, skip, fetch)) = Self::strip(plan.inputs()[0])? else { return Ok(None) };
+                let Some(input) = plan.inputs().first().copied() else { return Ok(None) };
+                let Some((input, skip, fetch)) = Self::strip(input)? else { return Ok(None) };
                 Ok(Some((plan.with_new_exprs(plan.expressions(), vec![input])?, skip, fetch)))
             }
             _ => Ok(None),
