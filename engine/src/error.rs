@@ -94,6 +94,22 @@ pub enum SluiceError {
     /// The query was stopped.
     #[error("query '{0}' was stopped")]
     Stopped(String),
+    /// An internal invariant does not hold: a bug in Sluice.
+    #[error("internal error: {0}. This is a bug in Sluice; please report it with the query and this message")]
+    Internal(String),
+    /// A resource ran out: memory, disk, or a configured limit.
+    #[error("resources exhausted: {0}")]
+    ResourcesExhausted(String),
+    /// An error with what was being done when it happened; the cause stays
+    /// in the source chain.
+    #[error("{context}: {source}")]
+    Context {
+        /// What was being done (`restoring state of operator 0`, ...).
+        context: String,
+        /// The error itself.
+        #[source]
+        source: Box<SluiceError>,
+    },
     /// A query with this name is already running.
     #[error("a query named '{0}' is already running; stop it (DROP SINK {0}) or pick another name")]
     DuplicateQuery(String),
@@ -103,6 +119,26 @@ impl SluiceError {
     /// Shorthand for [`SluiceError::Plan`].
     pub fn plan(msg: impl Into<String>) -> Self {
         Self::Plan(msg.into())
+    }
+    /// Shorthand for [`SluiceError::Internal`]: an invariant that does not
+    /// hold (a bug in Sluice, never bad input).
+    pub fn internal(msg: impl Into<String>) -> Self {
+        Self::Internal(msg.into())
+    }
+    /// Shorthand for [`SluiceError::ResourcesExhausted`].
+    pub fn exhausted(msg: impl Into<String>) -> Self {
+        Self::ResourcesExhausted(msg.into())
+    }
+    /// Wrap this error with what was being done when it happened.
+    pub fn context(self, context: impl Into<String>) -> Self {
+        Self::Context { context: context.into(), source: Box::new(self) }
+    }
+    /// The innermost error under any [`SluiceError::Context`] wrappers.
+    pub fn root(&self) -> &SluiceError {
+        match self {
+            Self::Context { source, .. } => source.root(),
+            other => other,
+        }
     }
     /// Shorthand for [`SluiceError::Unsupported`].
     pub fn unsupported(msg: impl Into<String>) -> Self {
@@ -116,5 +152,17 @@ impl From<SluiceError> for DataFusionError {
             SluiceError::DataFusion(e) => e,
             other => DataFusionError::External(Box::new(other)),
         }
+    }
+}
+
+/// Adds [`SluiceError::context`] to results.
+pub trait ResultExt<T> {
+    /// On error, wrap it with `context` (computed only on error).
+    fn context_with(self, context: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T, E: Into<SluiceError>> ResultExt<T> for std::result::Result<T, E> {
+    fn context_with(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| e.into().context(context()))
     }
 }

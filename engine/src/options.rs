@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::error::{Result, SluiceError};
 
 /// How a query's result table is written to its sink (Spark's output modes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum OutputMode {
     /// Only new rows; rows are never changed once written.
     #[default]

@@ -15,7 +15,7 @@ use crate::checkpoint::{CheckpointLock, QueryCheckpoint, QueryMetadata};
 use crate::clock::{ClockRef, SystemClock};
 use crate::connector::{ConnectorRegistry, SinkContext, SourceContext, SourceDefinition};
 use crate::error::{Result, SluiceError};
-use crate::execution::{ExecutionParts, MicroBatchExecution, QuerySource, WatermarkPolicy};
+use crate::execution::{ExecutionParts, MicroBatchExecution, QuerySource, StateRuntime, WatermarkPolicy};
 use crate::foreach::{ForeachBatchFn, ForeachBatchSink};
 use crate::options::{Options, OutputMode, Trigger};
 use crate::plan::IncrementalPlan;
@@ -250,8 +250,14 @@ impl SluiceSession {
         }
         let (state, logical) = df.into_parts();
         let retain = spec.min_batches_to_retain.unwrap_or(DEFAULT_MIN_BATCHES_TO_RETAIN).max(1);
+        // A checkpoint that holds state keeps the number of state
+        // partitions it was written with.
+        let stored_partitions = match &spec.checkpoint {
+            Some(location) => StateRuntime::stored_partitions(QueryCheckpoint::open(location)?.root()).await?,
+            None => None,
+        };
         let store_config = StateStoreConfig {
-            num_partitions: self.inner.config.target_partitions.max(1),
+            num_partitions: stored_partitions.unwrap_or(self.inner.config.target_partitions).max(1),
             min_versions_to_retain: retain,
             ..Default::default()
         };
@@ -335,7 +341,6 @@ impl SluiceSession {
                         "late_rows = '{table}': only a stateful query (aggregation or DISTINCT) with a watermark drops late rows"
                     ))
                 })?;
-                plan.collect_late_rows().await;
                 let factory = self.inner.registry.sink("memory")?;
                 Some(factory.create(SinkContext {
                     name: table.clone(),
@@ -378,7 +383,7 @@ impl SluiceSession {
                 lock: Some(lock),
             },
             query_id,
-        );
+        )?;
         exec.recover().await?;
         if spec.trigger == Trigger::AvailableNow {
             // Fix what "available now" means at creation, so a source with
@@ -389,6 +394,30 @@ impl SluiceSession {
         let query = StreamingQuery::start(exec, trigger, Arc::clone(&self.inner.clock));
         self.inner.queries.lock().insert(name.to_ascii_lowercase(), query.clone());
         Ok(query)
+    }
+
+    /// The incremental physical plan `df` would run as a streaming query
+    /// in `mode` (`None`: the first of append, update and complete the query
+    /// supports), as `EXPLAIN` shows it: the stateful nodes with their keys,
+    /// state partitions and watermark rule. Nothing is started or written.
+    pub async fn explain(&self, df: DataFrame, mode: Option<OutputMode>) -> Result<String> {
+        let (state, logical) = df.into_parts();
+        let store_config =
+            StateStoreConfig { num_partitions: self.inner.config.target_partitions.max(1), ..Default::default() };
+        let modes = match mode {
+            Some(m) => vec![m],
+            None => vec![OutputMode::Append, OutputMode::Update, OutputMode::Complete],
+        };
+        let mut first_error = None;
+        for m in modes {
+            match IncrementalPlan::try_new(planning_state(state.clone()), logical.clone(), m, store_config).await {
+                Ok(plan) => return Ok(format!("output mode: {m}\n{}", plan.explain())),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_error.unwrap_or_else(|| SluiceError::internal("no output mode to explain the query in")))
     }
 
     /// A query by name (running or terminated, until removed).

@@ -5,12 +5,10 @@
 //! micro-batch the executor attaches the batch's rows to the task context as
 //! a [`MicroBatchInput`], and the scan reads exactly that offset range.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result};
@@ -18,25 +16,13 @@ use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 
 use crate::connector::SourceDefinition;
+pub use crate::physical::MicroBatchInput;
 use crate::physical::StreamScanExec;
 
 /// Marks a session state as planning a streaming query (a batch query that
 /// scans a stream is refused with a clear error).
 #[derive(Debug, Default)]
 pub struct StreamingPlanning;
-
-/// The rows of one micro-batch, by input name (lower-case source name, or an
-/// internal name for a stateful operator's output), attached to the task
-/// context while the batch runs.
-#[derive(Debug, Default)]
-pub struct MicroBatchInput {
-    /// Batch rows per source (lower-case source name).
-    pub data: HashMap<String, Vec<RecordBatch>>,
-    /// For inputs read with only some columns: the indices (into the
-    /// table's full schema, ascending) of the columns the batches hold.
-    /// Inputs missing here hold every column.
-    pub columns: HashMap<String, Vec<usize>>,
-}
 
 /// A source registered as an unbounded table.
 #[derive(Debug)]

@@ -67,6 +67,22 @@ pub async fn execute_statement(session: &SluiceSession, stmt: SluiceStatement) -
             Err(e) => Err(e.into()),
         },
         SluiceStatement::ShowQueries => Ok(StatementResult::Rows(vec![show_queries(session)?])),
+        SluiceStatement::DataFusion(stmt) if streaming_explain(session, &stmt).await => {
+            let DFStatement::Explain(explain_stmt) = *stmt else { return unreachable_explain() };
+            let DFStatement::Statement(inner) = *explain_stmt.statement else { return unreachable_explain() };
+            let SqlStatement::Query(mut q) = *inner else { return unreachable_explain() };
+            crate::windows::rewrite_windows(&mut q)?;
+            let state = session.context().state();
+            let plan = state
+                .statement_to_plan(DFStatement::Statement(Box::new(SqlStatement::Query(q))))
+                .await
+                .map_err(|e| explain(session, e))?;
+            let text = session.explain(DataFrame::new(state, plan), None).await.map_err(|e| match e {
+                SluiceError::DataFusion(e) => explain(session, e),
+                other => other.into(),
+            })?;
+            Ok(StatementResult::Rows(vec![plan_batch(&text)?]))
+        }
         SluiceStatement::DataFusion(mut stmt) => {
             if let DFStatement::Statement(inner) = stmt.as_mut() {
                 if let SqlStatement::Query(q) = inner.as_mut() {
@@ -81,6 +97,38 @@ pub async fn execute_statement(session: &SluiceSession, stmt: SluiceStatement) -
             Ok(StatementResult::Rows(run.await.map_err(|e| explain(session, e))?))
         }
     }
+}
+
+/// Whether `stmt` is an `EXPLAIN` of a query that reads a stream: it is
+/// planned as a streaming query (DataFusion's own `EXPLAIN` cannot plan a
+/// stream).
+async fn streaming_explain(session: &SluiceSession, stmt: &DFStatement) -> bool {
+    let DFStatement::Explain(e) = stmt else { return false };
+    if e.options.analyze {
+        return false;
+    }
+    let DFStatement::Statement(inner) = e.statement.as_ref() else { return false };
+    let SqlStatement::Query(q) = inner.as_ref() else { return false };
+    let mut q = q.clone();
+    if crate::windows::rewrite_windows(&mut q).is_err() {
+        return false;
+    }
+    let state = session.context().state();
+    match state.statement_to_plan(DFStatement::Statement(Box::new(SqlStatement::Query(q)))).await {
+        Ok(plan) => sluice_engine::plan::analyze::is_streaming(&plan),
+        Err(_) => false,
+    }
+}
+
+fn unreachable_explain<T>() -> Result<T> {
+    Err(SluiceError::internal("EXPLAIN of a streaming query lost its query").into())
+}
+
+/// A one-column (`plan`) batch of the lines of `text`.
+fn plan_batch(text: &str) -> Result<RecordBatch> {
+    let schema = Arc::new(Schema::new(vec![Field::new("plan", DataType::Utf8, false)]));
+    let lines = datafusion::arrow::array::StringArray::from(text.lines().collect::<Vec<_>>());
+    Ok(RecordBatch::try_new(schema, vec![Arc::new(lines)]).map_err(SluiceError::from)?)
 }
 
 /// The Arrow schema of SQL column definitions, as DataFusion maps types.

@@ -279,5 +279,5 @@ async fn state_partition_count_disagrees_with_the_files() {
     store.write_json("_metadata", &serde_json::json!({"num_partitions": 1})).await.unwrap();
     add_file(&f, "zzz.csv", &["late,1"]);
     let e = start(&f, false).await.expect_err("a partition count mismatch must not be accepted");
-    assert!(e.contains("records 1 partition(s)") && e.contains("restore"), "{e}");
+    assert!(e.contains("state/0/_metadata") && e.contains("1 partition") && e.contains("restore"), "{e}");
 }

@@ -6,6 +6,7 @@ mod checkpoint_integrity;
 mod connectors;
 mod crash;
 mod errors;
+mod explain;
 mod nexmark;
 mod properties;
 mod query_change;

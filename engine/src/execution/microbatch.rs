@@ -18,13 +18,15 @@ use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType}
 use datafusion::arrow::record_batch::RecordBatch;
 use tracing::{debug, info};
 
+use super::StateRuntime;
 use crate::checkpoint::{CheckpointLock, CommitEntry, OffsetEntry, QueryCheckpoint, QueryMetadata};
 use crate::clock::ClockRef;
 use crate::connector::{Sink, Source, SourceOffset};
 use crate::error::{Result, SluiceError};
-use crate::plan::{BatchContext, IncrementalPlan};
+use crate::physical::MicroBatchInput;
+use crate::plan::IncrementalPlan;
 use crate::progress::{SinkProgress, SourceProgress, StreamingQueryProgress};
-use crate::stream_table::MicroBatchInput;
+use crate::stateful::BatchContext;
 use crate::watermark::WatermarkSpec;
 
 /// One source as instantiated for a query.
@@ -56,6 +58,7 @@ pub struct MicroBatchExecution {
     /// Query name.
     pub name: String,
     plan: Arc<IncrementalPlan>,
+    runtime: StateRuntime,
     sources: Vec<QuerySource>,
     sink: Arc<dyn Sink>,
     sink_description: String,
@@ -98,7 +101,8 @@ pub struct ExecutionParts {
     pub sink: Arc<dyn Sink>,
     /// Sink connector name, for progress.
     pub sink_description: String,
-    /// Where rows dropped as late go (`late_rows` option).
+    /// Where rows dropped as late go (`late_rows` option); the first
+    /// stateful operator keeps them when set.
     pub late_sink: Option<Arc<dyn Sink>>,
     /// Checkpoint.
     pub checkpoint: QueryCheckpoint,
@@ -118,9 +122,11 @@ pub struct ExecutionParts {
 
 impl MicroBatchExecution {
     /// Create the executor; nothing runs and nothing is read until the first step.
-    pub fn new(parts: ExecutionParts, id: String) -> Self {
+    pub fn new(parts: ExecutionParts, id: String) -> Result<Self> {
         let read_columns = read_columns(&parts.plan, &parts.sources);
-        Self {
+        let runtime = StateRuntime::new(&parts.plan, parts.late_sink.is_some())?;
+        Ok(Self {
+            runtime,
             read_columns,
             id,
             name: parts.name,
@@ -144,7 +150,7 @@ impl MicroBatchExecution {
             last_batch_watermark_ms: None,
             max_event_time: BTreeMap::new(),
             last_batch_end_ms: None,
-        }
+        })
     }
 
     /// The event-time watermark as of the last batch (ms since the epoch).
@@ -174,9 +180,9 @@ impl MicroBatchExecution {
         let meta =
             self.checkpoint.metadata_or_init(QueryMetadata { id: self.id.clone(), name: self.name.clone() }).await?;
         self.id = meta.id;
-        let state_dir = self.checkpoint.root().child("state");
+        let root = self.checkpoint.root().clone();
         let Some(latest) = self.checkpoint.latest_offsets().await? else {
-            self.plan.restore(&state_dir, None, self.reset_changed_state).await?;
+            self.runtime.restore(&root, None, self.reset_changed_state).await?;
             return Ok(());
         };
         let before: Vec<&String> = latest.offsets.keys().collect();
@@ -202,7 +208,7 @@ impl MicroBatchExecution {
             self.next_batch_id = latest.batch_id + 1;
             self.last_batch_watermark_ms = latest.watermark_ms;
             self.watermark_ms = commit.and_then(|c| c.next_watermark_ms).or(latest.watermark_ms);
-            self.plan.restore(&state_dir, Some(latest.batch_id), self.reset_changed_state).await?;
+            self.runtime.restore(&root, Some(latest.batch_id), self.reset_changed_state).await?;
             return Ok(());
         }
         if latest.batch_id > 0 && committed_id != Some(latest.batch_id - 1) {
@@ -229,7 +235,7 @@ impl MicroBatchExecution {
         self.last_batch_watermark_ms = start.watermark_ms;
         self.next_batch_id = latest.batch_id;
         self.watermark_ms = latest.watermark_ms;
-        self.plan.restore(&state_dir, latest.batch_id.checked_sub(1), self.reset_changed_state).await?;
+        self.runtime.restore(&root, latest.batch_id.checked_sub(1), self.reset_changed_state).await?;
         self.pending_rerun = Some(latest);
         Ok(())
     }
@@ -254,8 +260,7 @@ impl MicroBatchExecution {
             latest.insert(s.name.clone(), end.or(start));
         }
         let latest_offset_ms = started.elapsed().as_millis() as u64;
-        let no_data_due =
-            !has_new && self.plan.wants_no_data_batch(self.last_batch_watermark_ms, self.watermark_ms).await;
+        let no_data_due = !has_new && self.plan.wants_no_data_batch(self.last_batch_watermark_ms, self.watermark_ms);
         if !has_new && !no_data_due {
             return Ok(None);
         }
@@ -358,7 +363,7 @@ impl MicroBatchExecution {
             previous_watermark_ms: self.last_batch_watermark_ms,
             batch_timestamp_ms: entry.batch_timestamp_ms,
         };
-        let (output, planning) = self.plan.execute(input, ctx).await?;
+        let (output, planning) = self.plan.execute(input, self.runtime.batch_state(ctx)).await?;
         let plan_ms = planning.as_millis() as u64;
         let execute_ms = (exec.elapsed() - planning).as_millis() as u64;
         // Sink.
@@ -367,12 +372,12 @@ impl MicroBatchExecution {
         self.sink.add_batch(batch_id, &output).await?;
         crate::faults::crash_point("after_sink_write");
         if let Some(late) = &self.late_sink {
-            late.add_batch(batch_id, &self.plan.take_late_rows().await).await?;
+            late.add_batch(batch_id, &self.runtime.take_late_rows().await).await?;
         }
         let sink_ms = sink_t.elapsed().as_millis() as u64;
         // Commit.
         let commit_t = Instant::now();
-        let state_operators = self.plan.commit(batch_id).await?;
+        let state_operators = self.runtime.commit(batch_id).await?;
         let next_watermark = self.next_watermark(entry.watermark_ms);
         crate::faults::crash_point("before_commit_log");
         self.checkpoint.write_commit(&CommitEntry { batch_id, next_watermark_ms: next_watermark }).await?;

@@ -3,10 +3,12 @@
 //! the task context, so a plan is built once per query and executed once per
 //! batch.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
@@ -18,7 +20,18 @@ use datafusion::physical_plan::{
     SendableRecordBatchStream,
 };
 
-use crate::stream_table::MicroBatchInput;
+/// The rows of one micro-batch, by input name (lower-case source name, or an
+/// internal name for a stateful operator's output), attached to the task
+/// context while the batch runs.
+#[derive(Debug, Default)]
+pub struct MicroBatchInput {
+    /// Batch rows per source (lower-case source name).
+    pub data: HashMap<String, Vec<RecordBatch>>,
+    /// For inputs read with only some columns: the indices (into the
+    /// table's full schema, ascending) of the columns the batches hold.
+    /// Inputs missing here hold every column.
+    pub columns: HashMap<String, Vec<usize>>,
+}
 
 /// Reads one micro-batch's rows for the input called `key`.
 #[derive(Debug)]

@@ -6,13 +6,13 @@ use datafusion::logical_expr::{Aggregate, Distinct, Expr, LogicalPlan};
 
 use super::analyze;
 use crate::error::{Result, SluiceError};
-use crate::stateful::{DedupSpec, EventTimeKey, SessionColumns};
+use crate::stateful::{DedupSpec, SessionColumns};
 
 /// Table alias marking the input of `drop_duplicates_within_watermark`.
 pub const WITHIN_WATERMARK: &str = "__sluice_within_watermark";
 
 /// Key and output columns of a `DISTINCT` / `DISTINCT ON` deduplication.
-pub(crate) fn dedup_spec(d: &Distinct, event_time: Option<&EventTimeKey>) -> Result<DedupSpec> {
+pub(crate) fn dedup_spec(d: &Distinct, event_time: Option<usize>) -> Result<DedupSpec> {
     let Distinct::On(on) = d else { return Ok(DedupSpec::default()) };
     if on.sort_expr.is_some() {
         return Err(SluiceError::unsupported(
@@ -39,8 +39,8 @@ pub(crate) fn dedup_spec(d: &Distinct, event_time: Option<&EventTimeKey>) -> Res
                 "drop_duplicates_within_watermark needs a watermark on an event-time column of the stream",
             ))
         }
-        (true, Some(et)) => {
-            let name = schema.field(et.index).name();
+        (true, Some(index)) => {
+            let name = schema.field(index).name();
             let delay = analyze::stream_sources(&on.input)
                 .into_iter()
                 .filter_map(|s| s.watermark)

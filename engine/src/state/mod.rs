@@ -11,6 +11,7 @@
 //! than `min_versions_to_retain` are deleted.
 
 mod files;
+pub mod partitioner;
 
 use std::time::Instant;
 
@@ -44,6 +45,10 @@ impl Default for StateStoreConfig {
 #[derive(Debug, Serialize, Deserialize)]
 struct StoreMetadata {
     num_partitions: usize,
+    /// How keys were placed in partitions (see [`partitioner::fingerprint`]);
+    /// absent in stores whose keys were placed by a CRC-32 of the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    partitioner: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -72,13 +77,77 @@ pub struct StateStore {
     dir: CheckpointDir,
     config: StateStoreConfig,
     partitions: Vec<Partition>,
+    /// Number of the first partition held (a store opened for one partition
+    /// holds only that one).
+    first: usize,
     reservation: Option<MemoryReservation>,
 }
 
 impl StateStore {
     /// Open the store under `dir` (the number of partitions recorded there,
     /// if any, wins over `config`), restoring `version` (`None`: empty).
+    /// Keys are placed in partitions by a CRC-32 of the key.
     pub async fn open(dir: CheckpointDir, mut config: StateStoreConfig, version: Option<u64>) -> Result<Self> {
+        config.num_partitions = Self::check_metadata(&dir, config, None).await?;
+        let mut store = Self {
+            dir,
+            config,
+            partitions: (0..config.num_partitions).map(|_| Partition::default()).collect(),
+            first: 0,
+            reservation: None,
+        };
+        if let Some(v) = version {
+            store.restore(v).await?;
+        }
+        Ok(store)
+    }
+
+    /// Open partition `partition` of the store under `dir` alone, restoring
+    /// `version`: its keys are those the caller routes to it (a stateful
+    /// operator's input is hash-partitioned on its key by DataFusion, see
+    /// [`partitioner`]). With `reset`, the partition starts empty at
+    /// `version` (the caller has cleared the directory).
+    pub async fn open_partition(
+        dir: CheckpointDir,
+        mut config: StateStoreConfig,
+        version: Option<u64>,
+        partition: usize,
+        reset: bool,
+    ) -> Result<Self> {
+        config.num_partitions = Self::check_metadata(&dir, config, Some(partitioner::fingerprint()?)).await?;
+        if partition >= config.num_partitions {
+            return Err(SluiceError::internal(format!(
+                "state partition {partition} opened under {}, which has {} partitions",
+                dir.location(),
+                config.num_partitions
+            )));
+        }
+        let mut store =
+            Self { dir, config, partitions: vec![Partition::default()], first: partition, reservation: None };
+        match (version, reset) {
+            (Some(v), true) => {
+                store.partition_dir(0).write_blob(&format!("{v}.snapshot"), &files::encode(&[])?).await?;
+            }
+            (Some(v), false) => store.restore(v).await?,
+            (None, _) => {}
+        }
+        Ok(store)
+    }
+
+    /// The number of partitions recorded under `dir`, if a store was
+    /// written there.
+    pub async fn stored_partitions(dir: &CheckpointDir) -> Result<Option<usize>> {
+        Ok(dir.read_json::<StoreMetadata>("_metadata").await?.map(|m| m.num_partitions))
+    }
+
+    /// Check (or, for a new store, write) the store's metadata; returns the
+    /// number of partitions. `partitioner` is how the caller places keys:
+    /// `None` for CRC-32 placement by the store itself.
+    async fn check_metadata(
+        dir: &CheckpointDir,
+        config: StateStoreConfig,
+        partitioner: Option<String>,
+    ) -> Result<usize> {
         // Partition directories holding state files (a reset leaves empty ones).
         let mut stored = vec![];
         for p in dir.list_numbered_dirs().await? {
@@ -86,8 +155,28 @@ impl StateStore {
                 stored.push(p);
             }
         }
-        match dir.read_json::<StoreMetadata>("_metadata").await? {
-            Some(meta) => config.num_partitions = meta.num_partitions,
+        let num_partitions = match dir.read_json::<StoreMetadata>("_metadata").await? {
+            Some(meta) => {
+                if meta.partitioner != partitioner && !stored.is_empty() {
+                    return Err(SluiceError::Checkpoint {
+                        path: format!("{}/_metadata", dir.location()),
+                        reason: format!(
+                            "the state's keys were placed in partitions by {}, but this Sluice places them by {}: \
+                             reading it would look keys up in the wrong partitions. The state was written by \
+                             another version of Sluice (or DataFusion), or on a machine that hashes differently; \
+                             run the query with the version that wrote it, or use a new checkpoint location",
+                            meta.partitioner.as_deref().unwrap_or("a CRC-32 of the key"),
+                            partitioner.as_deref().unwrap_or("a CRC-32 of the key")
+                        ),
+                    });
+                }
+                if meta.partitioner != partitioner {
+                    // No state yet: record the placement now in use.
+                    dir.write_json("_metadata", &StoreMetadata { num_partitions: meta.num_partitions, partitioner })
+                        .await?;
+                }
+                meta.num_partitions
+            }
             None if !stored.is_empty() => {
                 return Err(SluiceError::Checkpoint {
                     path: format!("{}/_metadata", dir.location()),
@@ -100,13 +189,14 @@ impl StateStore {
                 });
             }
             None => {
-                config.num_partitions = config.num_partitions.max(1);
-                dir.write_json("_metadata", &StoreMetadata { num_partitions: config.num_partitions }).await?;
+                let n = config.num_partitions.max(1);
+                dir.write_json("_metadata", &StoreMetadata { num_partitions: n, partitioner }).await?;
+                n
             }
-        }
+        };
         // State files in a partition the metadata does not know would be
         // ignored, and their keys lost.
-        if let Some(extra) = stored.iter().find(|p| **p as usize >= config.num_partitions.max(1)) {
+        if let Some(extra) = stored.iter().find(|p| **p as usize >= num_partitions.max(1)) {
             return Err(SluiceError::Checkpoint {
                 path: format!("{}/{extra}", dir.location()),
                 reason: format!(
@@ -114,11 +204,11 @@ impl StateStore {
                      {extra} exists: the metadata and the state files disagree, and keys would be lost. The \
                      checkpoint is damaged: restore the metadata file from a backup, or use a new checkpoint location",
                     dir.location(),
-                    config.num_partitions
+                    num_partitions
                 ),
             });
         }
-        if config.num_partitions == 0 {
+        if num_partitions == 0 {
             return Err(SluiceError::Checkpoint {
                 path: format!("{}/_metadata", dir.location()),
                 reason: "records 0 partitions; the checkpoint is damaged: restore the file from a backup, or use a \
@@ -126,33 +216,38 @@ impl StateStore {
                     .into(),
             });
         }
-        let mut store = Self {
-            dir,
-            config,
-            partitions: (0..config.num_partitions).map(|_| Partition::default()).collect(),
-            reservation: None,
-        };
-        if let Some(v) = version {
-            store.restore(v).await?;
+        Ok(num_partitions)
+    }
+
+    /// Directory of the `i`-th partition held.
+    fn partition_dir(&self, i: usize) -> CheckpointDir {
+        self.dir.child(&(self.first + i).to_string())
+    }
+
+    /// Remove every file of the store under `dir`, so it starts afresh.
+    pub async fn clear(dir: &CheckpointDir) -> Result<()> {
+        for f in dir.list_all().await? {
+            dir.delete(&f).await?;
         }
-        Ok(store)
+        Ok(())
     }
 
     fn partition_of(&self, key: &[u8]) -> usize {
-        crc32fast::hash(key) as usize % self.partitions.len()
+        match self.partitions.len() {
+            1 => 0,
+            n => crc32fast::hash(key) as usize % n,
+        }
     }
 
     /// Start the store under `dir` afresh at `version`: remove every file
     /// and write empty snapshots, so later restores of `version` and after
     /// find a complete history.
     pub async fn reset(dir: CheckpointDir, config: StateStoreConfig, version: Option<u64>) -> Result<Self> {
-        for f in dir.list_all().await? {
-            dir.delete(&f).await?;
-        }
+        Self::clear(&dir).await?;
         let store = Self::open(dir, config, None).await?;
         if let Some(v) = version {
             for i in 0..store.partitions.len() {
-                store.dir.child(&i.to_string()).write_blob(&format!("{v}.snapshot"), &files::encode(&[])?).await?;
+                store.partition_dir(i).write_blob(&format!("{v}.snapshot"), &files::encode(&[])?).await?;
             }
         }
         Ok(store)
@@ -271,7 +366,7 @@ impl StateStore {
                 }
                 false => None,
             };
-            let dir = self.dir.child(&i.to_string());
+            let dir = self.dir.child(&(self.first + i).to_string());
             writes.push(async move {
                 dir.write_blob(&format!("{version}.delta"), &delta).await?;
                 crate::faults::crash_point("during_state_commit");
@@ -300,7 +395,7 @@ impl StateStore {
     async fn purge(&self, version: u64) -> Result<()> {
         let oldest_kept = version.saturating_sub(self.config.min_versions_to_retain);
         for i in 0..self.partitions.len() {
-            let dir = self.dir.child(&i.to_string());
+            let dir = self.dir.child(&(self.first + i).to_string());
             let files = files::list_versions(&dir).await?;
             // The newest snapshot at or before the oldest retained version is the base.
             let Some(base) = files.iter().filter(|f| f.snapshot && f.version <= oldest_kept).map(|f| f.version).max()
@@ -317,7 +412,7 @@ impl StateStore {
     /// Replace the in-memory state by `version` read from the checkpoint.
     pub async fn restore(&mut self, version: u64) -> Result<()> {
         for (i, p) in self.partitions.iter_mut().enumerate() {
-            let dir = self.dir.child(&i.to_string());
+            let dir = self.dir.child(&(self.first + i).to_string());
             *p = Partition::default();
             let files = files::list_versions(&dir).await?;
             let base = files.iter().filter(|f| f.snapshot && f.version <= version).map(|f| f.version).max();

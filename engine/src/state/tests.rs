@@ -105,7 +105,7 @@ async fn partition_count_mismatch_is_damage_not_loss() {
     s.commit(0).await.unwrap();
     assert_eq!(open(tmp.path(), Some(0)).await.unwrap().len(), 30);
     let dir = CheckpointDir::open(tmp.path().to_str().unwrap()).unwrap();
-    dir.write_json("_metadata", &StoreMetadata { num_partitions: 2 }).await.unwrap();
+    dir.write_json("_metadata", &StoreMetadata { num_partitions: 2, partitioner: None }).await.unwrap();
     let e = open(tmp.path(), Some(0)).await.unwrap_err().to_string();
     assert!(e.contains("records 2 partition(s)") && e.contains("directory 2") && e.contains("restore"), "{e}");
     // A missing metadata file beside state files is damage too, not a fresh start.
@@ -172,4 +172,34 @@ mod properties {
             })?;
         }
     }
+}
+
+#[tokio::test]
+async fn partition_stores_keep_their_own_keys_and_refuse_another_placement() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = CheckpointDir::open(tmp.path().to_str().unwrap()).unwrap();
+    let config = StateStoreConfig { num_partitions: 2, snapshot_interval: 10, min_versions_to_retain: 20 };
+    for p in 0..2 {
+        let mut s = StateStore::open_partition(dir.clone(), config, None, p, false).await.unwrap();
+        for k in 0..5u64 {
+            s.put((k * 10 + p as u64).to_le_bytes(), vec![p as u8]);
+        }
+        s.commit(0).await.unwrap();
+    }
+    for p in 0..2 {
+        let s = StateStore::open_partition(dir.clone(), config, Some(0), p, false).await.unwrap();
+        assert_eq!(s.len(), 5);
+        assert!(s.iter().all(|(_, v)| v == [p as u8]), "partition {p} holds only its own keys");
+    }
+    // Keys placed by another hash function would be looked up in the wrong
+    // partitions: refused, naming both placements.
+    dir.write_json("_metadata", &StoreMetadata { num_partitions: 2, partitioner: Some("other-hash:1".into()) })
+        .await
+        .unwrap();
+    let e = StateStore::open_partition(dir.clone(), config, Some(0), 0, false).await.unwrap_err().to_string();
+    assert!(e.contains("other-hash:1") && e.contains("new checkpoint location"), "{e}");
+    // A store written with CRC-32 placement (all partitions at once) too.
+    dir.write_json("_metadata", &StoreMetadata { num_partitions: 2, partitioner: None }).await.unwrap();
+    let e = StateStore::open_partition(dir.clone(), config, Some(0), 1, false).await.unwrap_err().to_string();
+    assert!(e.contains("CRC-32"), "{e}");
 }

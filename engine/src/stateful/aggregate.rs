@@ -25,10 +25,10 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::{collect, ExecutionPlan};
 
 use super::event_time::event_time_micros;
+use super::BatchContext;
 use super::{EventTimeKey, LateRows, OperatorState, StatefulOperator};
 use crate::error::{Result, SluiceError};
 use crate::options::OutputMode;
-use crate::plan::BatchContext;
 use crate::state::StateStoreConfig;
 
 /// The pieces of a planned DataFusion aggregation.

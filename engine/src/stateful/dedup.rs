@@ -14,13 +14,13 @@ use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::execution::TaskContext;
 
 use super::event_time::event_time_micros;
+use super::BatchContext;
 use super::{EventTimeKey, OperatorState, StatefulOperator};
 use crate::error::Result;
-use crate::plan::BatchContext;
 use crate::state::StateStoreConfig;
 
 /// Which rows count as duplicates.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct DedupSpec {
     /// Key columns (input indices); empty means the whole row.
     pub keys: Vec<usize>,

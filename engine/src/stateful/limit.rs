@@ -15,10 +15,10 @@ use datafusion::logical_expr::{FetchType, LogicalPlan, SkipType};
 use async_trait::async_trait;
 use datafusion::execution::TaskContext;
 
+use super::BatchContext;
 use super::{OperatorState, StateLayout, StatefulOperator};
 use crate::checkpoint::CheckpointDir;
 use crate::error::{Result, SluiceError};
-use crate::plan::BatchContext;
 use crate::state::StateStoreConfig;
 
 const COUNT_KEY: &[u8] = b"rows_seen";
@@ -114,6 +114,10 @@ impl StatefulOperator for StreamingLimit {
         false
     }
 
+    fn needs_input(&self) -> bool {
+        !self.exhausted()
+    }
+
     fn state_layout(&self) -> StateLayout {
         StateLayout { operator: "limit".into(), keys: vec![], values: vec!["rows_seen: UInt64".into()] }
     }
@@ -124,9 +128,10 @@ impl StatefulOperator for StreamingLimit {
         dir: CheckpointDir,
         version: Option<u64>,
         pool: &Arc<dyn MemoryPool>,
+        partition: usize,
         reset: bool,
     ) -> Result<()> {
-        self.state.restore(dir, version, pool, reset).await?;
+        self.state.restore(dir, version, pool, partition, reset).await?;
         self.seen = match self.state.store()?.get(COUNT_KEY) {
             None => 0,
             Some(bytes) => {

@@ -2,10 +2,12 @@
 //! the [`StateStore`](crate::state::StateStore).
 
 mod aggregate;
+mod context;
 mod dedup;
 mod event_time;
 mod limit;
 mod session;
+mod spec;
 
 use std::sync::Arc;
 
@@ -15,14 +17,15 @@ use datafusion::execution::memory_pool::MemoryPool;
 use datafusion::execution::TaskContext;
 
 pub use aggregate::{AggregateParts, StreamingAggregate};
+pub use context::BatchContext;
 pub use dedup::{DedupSpec, StreamingDedup};
 pub use event_time::EventTimeKey;
 pub use limit::StreamingLimit;
 pub use session::{SessionAggregate, SessionColumns};
+pub use spec::OperatorSpec;
 
 use crate::checkpoint::CheckpointDir;
 use crate::error::{Result, SluiceError};
-use crate::plan::BatchContext;
 use crate::progress::StateOperatorProgress;
 use crate::state::{StateStore, StateStoreConfig};
 
@@ -44,17 +47,24 @@ pub trait StatefulOperator: Send + Sync + std::fmt::Debug {
     /// keys and values. A restart with a different layout is refused.
     fn state_layout(&self) -> StateLayout;
 
-    /// Load the state as of `version` (the last committed batch; `None`:
-    /// start empty) from `dir`, accounting its memory in `pool`. With
-    /// `reset`, discard what `dir` holds and start empty at `version`.
+    /// Load state partition `partition` as of `version` (the last committed
+    /// batch; `None`: start empty) from the operator's directory `dir`,
+    /// accounting its memory in `pool`. With `reset`, start empty at
+    /// `version` (the caller has cleared `dir`).
     async fn restore(
         &mut self,
         dir: CheckpointDir,
         version: Option<u64>,
         pool: &Arc<dyn MemoryPool>,
+        partition: usize,
         reset: bool,
     ) -> Result<()> {
-        self.state().restore(dir, version, pool, reset).await
+        self.state().restore(dir, version, pool, partition, reset).await
+    }
+    /// Whether this batch's input can change the output (a `LIMIT` whose
+    /// rows are all out needs none).
+    fn needs_input(&self) -> bool {
+        true
     }
     /// Make this batch's state changes durable as `version`.
     async fn commit(&mut self, version: u64) -> Result<StateOperatorProgress> {
@@ -110,13 +120,10 @@ impl OperatorState {
         dir: CheckpointDir,
         version: Option<u64>,
         pool: &Arc<dyn MemoryPool>,
+        partition: usize,
         reset: bool,
     ) -> Result<()> {
-        let mut store = if reset {
-            StateStore::reset(dir, self.config, version).await?
-        } else {
-            StateStore::open(dir, self.config, version).await?
-        };
+        let mut store = StateStore::open_partition(dir, self.config, version, partition, reset).await?;
         store.track_memory(pool, self.name)?;
         self.store = Some(store);
         Ok(())
@@ -138,12 +145,12 @@ impl OperatorState {
 
     /// The store (after restore).
     pub fn store(&self) -> Result<&StateStore> {
-        self.store.as_ref().ok_or_else(|| SluiceError::plan("state store used before restore"))
+        self.store.as_ref().ok_or_else(|| SluiceError::internal("state store used before restore"))
     }
 
     /// The store, mutable (after restore).
     pub fn store_mut(&mut self) -> Result<&mut StateStore> {
-        self.store.as_mut().ok_or_else(|| SluiceError::plan("state store used before restore"))
+        self.store.as_mut().ok_or_else(|| SluiceError::internal("state store used before restore"))
     }
 
     async fn commit(&mut self, version: u64) -> Result<StateOperatorProgress> {

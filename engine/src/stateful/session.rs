@@ -22,14 +22,14 @@ use datafusion::execution::TaskContext;
 use datafusion::physical_plan::aggregates::AggregateMode;
 
 use super::aggregate::AggStages;
+use super::BatchContext;
 use super::{AggregateParts, EventTimeKey, OperatorState, StatefulOperator};
 use crate::error::{Result, SluiceError};
 use crate::options::OutputMode;
-use crate::plan::BatchContext;
 use crate::state::StateStoreConfig;
 
 /// Where the session bounds are among the grouping keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SessionColumns {
     /// One struct key with `start` and `end` fields (`session_window(...)`).
     Struct(usize),
@@ -43,7 +43,8 @@ pub enum SessionColumns {
 }
 
 impl SessionColumns {
-    fn contains(&self, i: usize) -> bool {
+    /// Whether grouping key `i` is one of the session bounds.
+    pub fn contains(&self, i: usize) -> bool {
         match *self {
             SessionColumns::Struct(s) => s == i,
             SessionColumns::Pair { start, end } => i == start || i == end,

@@ -1,0 +1,246 @@
+//! [`StateRuntime`]: the operators' state of one running query, owned by
+//! its executor apart from the (immutable) plan.
+//!
+//! For each [`StatefulExec`] of the plan the runtime holds one operator
+//! instance per state partition. It restores them from the checkpoint
+//! (after checking the recorded layout), hands them to each batch through a
+//! [`BatchState`], commits their changes, and keeps the rows the first
+//! operator drops as late. [`StateRuntime::operator_dir`] is the one place
+//! the checkpoint's `state/` directory is laid out.
+
+use std::sync::Arc;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::execution::memory_pool::MemoryPool;
+
+use crate::checkpoint::CheckpointDir;
+use crate::error::{Result, ResultExt, SluiceError};
+use crate::physical::{BatchState, OperatorCell, OperatorInstances};
+use crate::plan::IncrementalPlan;
+use crate::progress::StateOperatorProgress;
+use crate::state::StateStore;
+use crate::stateful::{BatchContext, OperatorSpec, StateLayout};
+
+/// One stateful operator of the plan.
+#[derive(Debug)]
+struct Operator {
+    id: usize,
+    state_dir: String,
+    spec: Arc<OperatorSpec>,
+}
+
+/// The state of every stateful operator of a running query.
+#[derive(Debug)]
+pub struct StateRuntime {
+    operators: Vec<Operator>,
+    instances: OperatorInstances,
+    pool: Arc<dyn MemoryPool>,
+}
+
+impl StateRuntime {
+    /// Instances (without state yet) for every stateful node of `plan`;
+    /// with `collect_late`, the first operator keeps the rows it drops as
+    /// late.
+    pub fn new(plan: &IncrementalPlan, collect_late: bool) -> Result<Self> {
+        let mut operators = vec![];
+        let mut instances = vec![];
+        for (k, node) in plan.stateful_nodes().into_iter().enumerate() {
+            if node.id() != k {
+                return Err(SluiceError::internal(format!(
+                    "stateful operators numbered {} at position {k}",
+                    node.id()
+                )));
+            }
+            let mut cells: Vec<OperatorCell> = vec![];
+            for _ in 0..node.state_partitions() {
+                let mut op = node.spec().create()?;
+                if k == 0 && collect_late {
+                    op.collect_late_rows(true);
+                }
+                cells.push(Arc::new(tokio::sync::Mutex::new(op)));
+            }
+            instances.push(cells);
+            operators.push(Operator {
+                id: node.id(),
+                state_dir: node.state_dir().to_string(),
+                spec: Arc::clone(node.spec()),
+            });
+        }
+        Ok(Self { operators, instances: Arc::new(instances), pool: plan.memory_pool() })
+    }
+
+    /// Where the state of operator `state_dir` lives in the checkpoint at
+    /// `root`: `state/<state_dir>` (`state/0`, `state/1`, ..., `state/limit`).
+    pub fn operator_dir(root: &CheckpointDir, state_dir: &str) -> CheckpointDir {
+        root.child("state").child(state_dir)
+    }
+
+    /// The number of state partitions recorded in the checkpoint at `root`
+    /// (the most any of its operators has: an operator without keys keeps
+    /// one), if it holds state.
+    pub async fn stored_partitions(root: &CheckpointDir) -> Result<Option<usize>> {
+        let state_root = root.child("state");
+        let mut most = None;
+        for k in state_root.list_numbered_dirs().await? {
+            if let Some(n) = StateStore::stored_partitions(&state_root.child(&k.to_string())).await? {
+                most = Some(most.map_or(n, |m: usize| m.max(n)));
+            }
+        }
+        Ok(most)
+    }
+
+    /// The handle a batch's stateful nodes reach their state through.
+    pub fn batch_state(&self, batch: BatchContext) -> BatchState {
+        BatchState::new(batch, Arc::clone(&self.instances))
+    }
+
+    /// Load every operator's state as of `version` (the last committed
+    /// batch) from the checkpoint at `root`, after checking that it has
+    /// this query's layout. With `reset_changed`, an operator whose layout
+    /// changed starts with empty state (and a warning) instead of failing;
+    /// the others keep theirs.
+    pub async fn restore(&self, root: &CheckpointDir, version: Option<u64>, reset_changed: bool) -> Result<()> {
+        let state_root = root.child("state");
+        let numbered = self.operators.iter().filter(|o| o.state_dir.parse::<u64>().is_ok()).count();
+        let stored: Vec<u64> = state_root.list_numbered_dirs().await?;
+        if let Some(extra) = stored.iter().find(|k| **k as usize >= numbered).filter(|_| !reset_changed) {
+            return Err(SluiceError::Checkpoint {
+                path: format!("{}/{extra}", state_root.location()),
+                reason: format!(
+                    "the checkpoint holds state of {} stateful operator(s) but the query now has {numbered}: the \
+                     query changed in a way that cannot reuse this state; restore the original query or use a new \
+                     checkpoint location",
+                    stored.len(),
+                ),
+            });
+        }
+        for (op, cells) in self.operators.iter().zip(self.instances.iter()) {
+            let dir = Self::operator_dir(root, &op.state_dir);
+            let what = match op.spec.as_ref() {
+                OperatorSpec::Limit { .. } => "the LIMIT operator".to_string(),
+                _ => format!("stateful operator {}", op.id),
+            };
+            let layout = match cells.first() {
+                Some(cell) => cell.lock().await.state_layout(),
+                None => continue,
+            };
+            let changed = check_layout(&dir, &what, &layout, reset_changed).await?;
+            if changed {
+                StateStore::clear(&dir).await?;
+            } else if let Some(n) = StateStore::stored_partitions(&dir).await? {
+                if n != cells.len() {
+                    return Err(SluiceError::Checkpoint {
+                        path: format!("{}/_metadata", dir.location()),
+                        reason: format!(
+                            "{what} keeps its state in {n} partition(s), but the query was planned with {}; the \
+                             checkpoint's operators disagree on their partition count. The checkpoint is damaged: \
+                             restore it from a backup, or use a new checkpoint location",
+                            cells.len()
+                        ),
+                    });
+                }
+            }
+            for (p, cell) in cells.iter().enumerate() {
+                cell.lock()
+                    .await
+                    .restore(dir.clone(), version, &self.pool, p, changed)
+                    .await
+                    .context_with(|| format!("restoring partition {p} of {what}"))?;
+            }
+            if changed {
+                dir.write_json("_layout", &layout).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Make the state changes of batch `version` durable; one progress
+    /// entry per operator (its partitions summed).
+    pub async fn commit(&self, version: u64) -> Result<Vec<StateOperatorProgress>> {
+        let mut out = vec![];
+        for cells in self.instances.iter() {
+            let parts = futures::future::try_join_all(cells.iter().map(|c| async move {
+                let mut op = c.lock().await;
+                op.commit(version).await
+            }))
+            .await?;
+            let mut total: Option<StateOperatorProgress> = None;
+            for p in parts {
+                total = Some(match total {
+                    None => p,
+                    Some(mut t) => {
+                        t.num_rows_total += p.num_rows_total;
+                        t.num_rows_updated += p.num_rows_updated;
+                        t.num_rows_removed += p.num_rows_removed;
+                        t.num_rows_dropped_by_watermark += p.num_rows_dropped_by_watermark;
+                        t.memory_used_bytes += p.memory_used_bytes;
+                        t.commit_time_ms = t.commit_time_ms.max(p.commit_time_ms);
+                        t
+                    }
+                });
+            }
+            out.extend(total);
+        }
+        Ok(out)
+    }
+
+    /// The rows the first operator dropped as late in the last batch.
+    pub async fn take_late_rows(&self) -> Vec<RecordBatch> {
+        let mut out = vec![];
+        if let Some(cells) = self.instances.first() {
+            for c in cells {
+                out.extend(c.lock().await.take_late_rows());
+            }
+        }
+        out
+    }
+}
+/// Check the layout recorded in `op_dir` against `layout` before the state
+/// there is restored: `Ok(true)` when the state must start afresh (layout
+/// changed or unknown, with `reset_changed`), `Ok(false)` to reuse it (the
+/// layout of a fresh directory is recorded now). `what` names the operator
+/// in errors.
+async fn check_layout(op_dir: &CheckpointDir, what: &str, layout: &StateLayout, reset_changed: bool) -> Result<bool> {
+    let old = op_dir.read_json::<StateLayout>("_layout").await?;
+    // State files without their layout: the query-change check would be
+    // skipped and the state reused blindly, so this is damage.
+    let unknown = old.is_none() && !op_dir.list_all().await?.is_empty();
+    if unknown && !reset_changed {
+        return Err(SluiceError::Checkpoint {
+            path: format!("{}/_layout", op_dir.location()),
+            reason: format!(
+                "missing, but {what} has state files: without its layout Sluice cannot check that the state \
+                 belongs to this query. The checkpoint is damaged: restore the file from a backup, set \
+                 reset_changed_state = 'true' to start this operator's state afresh, or use a new checkpoint location"
+            ),
+        });
+    }
+    let changed = unknown || old.as_ref().is_some_and(|old| old != layout);
+    if let (Some(old), true, false) = (&old, changed, reset_changed) {
+        return Err(SluiceError::Checkpoint {
+            path: format!("{}/_layout", op_dir.location()),
+            reason: format!(
+                "{what} changed: the checkpoint holds state of operator '{}' with keys [{}] and state [{}], the \
+                 query now has operator '{}' with keys [{}] and state [{}]. Its state cannot be reused: restore the \
+                 original query, use a new checkpoint location, or set reset_changed_state = 'true' to start this \
+                 operator's state afresh",
+                old.operator,
+                old.keys.join(", "),
+                old.values.join(", "),
+                layout.operator,
+                layout.keys.join(", "),
+                layout.values.join(", ")
+            ),
+        });
+    }
+    if changed {
+        tracing::warn!(
+            operator = %layout.operator,
+            "{what} changed: its state is reset (reset_changed_state); the other operators keep theirs"
+        );
+    } else if old.is_none() {
+        // A fresh operator records its layout before any state file exists.
+        op_dir.write_json("_layout", layout).await?;
+    }
+    Ok(changed)
+}

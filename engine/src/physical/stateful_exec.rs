@@ -1,0 +1,222 @@
+//! [`StatefulExec`]: a stateful streaming operator as a node of the query's
+//! one physical plan (Spark's `StateStoreSaveExec`,
+//! `StreamingDeduplicateExec`, `SessionWindowStateStoreSaveExec`,
+//! `StreamingGlobalLimitExec`).
+//!
+//! Its input is hash-partitioned on the operator's key, one DataFusion
+//! partition per state partition, so one batch's state work runs on every
+//! core. Partition `i` collects its input rows, hands them to the state
+//! partition `i` instance of the operator (taken from the [`BatchState`]
+//! attached to the task context), and streams out what it emits.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::{EquivalenceProperties, LexOrdering, OrderingRequirements, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, ChildrenPropertiesMode, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, ExecutionPlanProperties, Partitioning, PlanProperties,
+    ReplaceChildrenOptions, SendableRecordBatchStream,
+};
+use futures::{StreamExt, TryStreamExt};
+
+use super::BatchState;
+use crate::stateful::OperatorSpec;
+
+/// A stateful operator over its (partitioned) input.
+#[derive(Debug)]
+pub struct StatefulExec {
+    id: usize,
+    state_dir: String,
+    spec: Arc<OperatorSpec>,
+    /// Fed by another stateful operator: late rows are judged by the
+    /// previous batch's watermark.
+    downstream: bool,
+    input: Arc<dyn ExecutionPlan>,
+    /// The order the operator needs its input in (an aggregate with
+    /// `ORDER BY` in its arguments), as planned.
+    input_ordering: Option<LexOrdering>,
+    schema: SchemaRef,
+    cache: Arc<PlanProperties>,
+}
+
+impl StatefulExec {
+    /// Operator `id` (its state under `state/<state_dir>`) running `spec`
+    /// over `input`, which must be partitioned on `spec`'s keys, one
+    /// partition per state partition. Emits rows of `schema`.
+    pub fn new(
+        id: usize,
+        state_dir: String,
+        spec: Arc<OperatorSpec>,
+        downstream: bool,
+        input: Arc<dyn ExecutionPlan>,
+        schema: SchemaRef,
+    ) -> Self {
+        let partitions = input.output_partitioning().partition_count();
+        let cache = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(partitions),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        let input_ordering = input.output_ordering().cloned();
+        Self { id, state_dir, spec, downstream, input, input_ordering, schema, cache }
+    }
+
+    /// The operator's id in the runtime (innermost first).
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    /// The directory under the checkpoint's `state/` holding its state.
+    pub fn state_dir(&self) -> &str {
+        &self.state_dir
+    }
+
+    /// What the operator is.
+    pub fn spec(&self) -> &Arc<OperatorSpec> {
+        &self.spec
+    }
+
+    /// The number of state partitions (= partitions of its input).
+    pub fn state_partitions(&self) -> usize {
+        self.cache.output_partitioning().partition_count()
+    }
+
+    /// The operator's input.
+    pub fn input(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.input
+    }
+
+    fn with_input(&self, input: Arc<dyn ExecutionPlan>) -> Self {
+        let mut node = Self::new(
+            self.id,
+            self.state_dir.clone(),
+            Arc::clone(&self.spec),
+            self.downstream,
+            input,
+            self.schema.clone(),
+        );
+        // The requirement stays as planned, whatever the new input provides.
+        node.input_ordering = self.input_ordering.clone();
+        node
+    }
+}
+
+/// Whether `plan` holds a stateful node.
+pub fn contains_stateful(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.downcast_ref::<StatefulExec>().is_some() || plan.children().into_iter().any(contains_stateful)
+}
+
+impl DisplayAs for StatefulExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "{}: operator={}, keys=[{}], state_partitions={}, watermark={}",
+            self.spec.exec_name(),
+            self.state_dir,
+            self.spec.key_names().join(", "),
+            self.state_partitions(),
+            self.spec.watermark_rule()
+        )?;
+        if self.downstream {
+            write!(f, ", late_rows_by=previous_watermark")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for StatefulExec {
+    fn name(&self) -> &'static str {
+        self.spec.exec_name()
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.cache
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn required_input_distribution(&self) -> Vec<Distribution> {
+        let keys = self.spec.key_exprs();
+        if keys.is_empty() {
+            vec![Distribution::SinglePartition]
+        } else {
+            vec![Distribution::KeyPartitioned(keys)]
+        }
+    }
+
+    fn required_input_ordering(&self) -> Vec<Option<OrderingRequirements>> {
+        vec![self.input_ordering.clone().map(OrderingRequirements::from)]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        match (children.pop(), children.is_empty()) {
+            (Some(input), true) => Ok(Arc::new(self.with_input(input))),
+            _ => Err(DataFusionError::Internal(format!("{} takes exactly one child", self.name()))),
+        }
+    }
+
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(children, ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute))
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let state = context
+            .session_config()
+            .get_extension::<BatchState>()
+            .ok_or_else(|| DataFusionError::Internal(format!("{} ran without a batch state attached", self.name())))?;
+        let op = state.operator(self.id, partition)?;
+        let batch = if self.downstream { state.batch.downstream() } else { state.batch };
+        let input = Arc::clone(&self.input);
+        // A stateful input must run every batch (its watermark work is due
+        // even when this operator needs no rows).
+        let input_stateful = contains_stateful(&input);
+        let schema = Arc::clone(&self.schema);
+        let out_schema = Arc::clone(&schema);
+        let name = self.spec.exec_name();
+        let run = async move {
+            let mut op = op.lock().await;
+            let rows: Vec<RecordBatch> = if op.needs_input() || input_stateful {
+                input.execute(partition, Arc::clone(&context))?.try_collect().await?
+            } else {
+                vec![]
+            };
+            let emitted = op.process(Arc::clone(&context), rows, &batch).await.map_err(DataFusionError::from)?;
+            let emitted = emitted
+                .into_iter()
+                .map(|b| {
+                    RecordBatch::try_new(Arc::clone(&out_schema), b.columns().to_vec()).map_err(|e| {
+                        DataFusionError::Internal(format!("{name} emitted rows that do not match its schema: {e}"))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok::<_, DataFusionError>(futures::stream::iter(emitted.into_iter().map(Ok)))
+        };
+        let stream = futures::stream::once(run).try_flatten().boxed();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+}

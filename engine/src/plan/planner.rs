@@ -1,0 +1,163 @@
+//! Physical planning of the streaming extension nodes ([`super::nodes`])
+//! into [`StatefulExec`] nodes of the query's one physical plan.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::error::Result as DFResult;
+use datafusion::execution::context::QueryPlanner;
+use datafusion::logical_expr::{LogicalPlan, UserDefinedLogicalNode};
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
+use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
+
+use super::nodes::{StreamingAggregateNode, StreamingDedupNode, StreamingLimitNode};
+use crate::error::SluiceError;
+use crate::physical::StatefulExec;
+use crate::state::StateStoreConfig;
+use crate::stateful::{AggregateParts, EventTimeKey, OperatorSpec};
+
+/// Plans the streaming extension nodes.
+#[derive(Debug)]
+pub struct StreamingExtensionPlanner {
+    config: StateStoreConfig,
+}
+
+/// The query planner of a streaming query: DataFusion's, with
+/// [`StreamingExtensionPlanner`].
+pub struct StreamingQueryPlanner {
+    planner: DefaultPhysicalPlanner,
+}
+
+impl std::fmt::Debug for StreamingQueryPlanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamingQueryPlanner")
+    }
+}
+
+impl StreamingQueryPlanner {
+    /// A planner whose stateful operators keep state in stores of `config`
+    /// (its partition count is the number of state partitions).
+    pub fn new(config: StateStoreConfig) -> Self {
+        Self {
+            planner: DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(StreamingExtensionPlanner {
+                config,
+            })]),
+        }
+    }
+}
+
+#[async_trait]
+impl QueryPlanner for StreamingQueryPlanner {
+    async fn create_physical_plan(
+        &self,
+        plan: &LogicalPlan,
+        session: &dyn Session,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        self.planner.create_physical_plan(plan, session).await
+    }
+}
+
+/// `input` partitioned on `spec`'s keys into `n` partitions (one partition
+/// when there are no keys), and `spec` with that many state partitions. An
+/// ordered input (an aggregate with `ORDER BY` in its arguments) stays
+/// ordered within each partition.
+fn partition_on(
+    input: Arc<dyn ExecutionPlan>,
+    spec: OperatorSpec,
+    n: usize,
+) -> DFResult<(Arc<dyn ExecutionPlan>, OperatorSpec)> {
+    let keys = spec.key_exprs();
+    if keys.is_empty() {
+        let input: Arc<dyn ExecutionPlan> = match input.output_partitioning().partition_count() {
+            1 => input,
+            _ if input.output_ordering().is_some() => {
+                let ordering = input.output_ordering().cloned().ok_or_else(|| SluiceError::internal("ordering"))?;
+                Arc::new(datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec::new(
+                    ordering, input,
+                ))
+            }
+            _ => Arc::new(CoalescePartitionsExec::new(input)),
+        };
+        return Ok((input, spec.with_state_partitions(1)));
+    }
+    let n = n.max(1);
+    let mut repartition = RepartitionExec::try_new(input, Partitioning::Hash(keys, n))?;
+    if repartition.input().output_ordering().is_some() {
+        repartition = repartition.with_preserve_order();
+    }
+    Ok((Arc::new(repartition), spec.with_state_partitions(n)))
+}
+
+impl StreamingExtensionPlanner {
+    async fn aggregate(&self, node: &StreamingAggregateNode, session: &dyn Session) -> DFResult<StatefulExec> {
+        // DataFusion plans the aggregation (with its input) as for a batch
+        // query; its partial stage gives the aggregate functions and keys.
+        let physical = session.create_physical_plan(&LogicalPlan::Aggregate(node.aggregate.clone())).await?;
+        let (parts, pre) = AggregateParts::extract(&physical)?;
+        let event_time = node.event_time.and_then(|index| {
+            parts.group_by.expr().get(index).map(|(e, _)| EventTimeKey { index, expr: Arc::clone(e) })
+        });
+        let spec = match node.session {
+            Some(session) => OperatorSpec::Session { parts, session, event_time, mode: node.mode, config: self.config },
+            None => OperatorSpec::Aggregate { parts, event_time, mode: node.mode, config: self.config },
+        };
+        // Refuse what the operator refuses (an output mode...) at planning.
+        spec.create()?;
+        let (input, spec) = partition_on(pre, spec, self.config.num_partitions)?;
+        let schema = Arc::clone(node.aggregate.schema.inner());
+        Ok(StatefulExec::new(node.id, node.id.to_string(), Arc::new(spec), node.downstream, input, schema))
+    }
+
+    fn dedup(&self, node: &StreamingDedupNode, input: Arc<dyn ExecutionPlan>) -> DFResult<StatefulExec> {
+        let schema = input.schema();
+        let event_time = node.event_time.map(|index| EventTimeKey {
+            index,
+            expr: Arc::new(Column::new(schema.field(index).name(), index)) as Arc<dyn PhysicalExpr>,
+        });
+        let spec = OperatorSpec::Dedup { schema, spec: node.spec.clone(), event_time, config: self.config };
+        spec.create()?;
+        let (input, spec) = partition_on(input, spec, self.config.num_partitions)?;
+        let out = Arc::clone(node.schema.inner());
+        Ok(StatefulExec::new(node.id, node.id.to_string(), Arc::new(spec), node.downstream, input, out))
+    }
+
+    fn limit(&self, node: &StreamingLimitNode, input: Arc<dyn ExecutionPlan>) -> DFResult<StatefulExec> {
+        let config = StateStoreConfig { num_partitions: 1, ..self.config };
+        let spec = OperatorSpec::Limit { skip: node.skip, fetch: node.fetch, config };
+        let (input, spec) = partition_on(input, spec, 1)?;
+        let schema = Arc::clone(node.input.schema().inner());
+        Ok(StatefulExec::new(node.id, "limit".into(), Arc::new(spec), false, input, schema))
+    }
+}
+
+#[async_trait]
+impl ExtensionPlanner for StreamingExtensionPlanner {
+    async fn plan_extension(
+        &self,
+        _planner: &dyn PhysicalPlanner,
+        node: &dyn UserDefinedLogicalNode,
+        _logical_inputs: &[&LogicalPlan],
+        physical_inputs: &[Arc<dyn ExecutionPlan>],
+        session: &dyn Session,
+        _planning_ctx: &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext,
+    ) -> DFResult<Option<Arc<dyn ExecutionPlan>>> {
+        let any = node.as_any();
+        let input =
+            || physical_inputs.first().cloned().ok_or_else(|| SluiceError::internal("a streaming node without input"));
+        if let Some(n) = any.downcast_ref::<StreamingAggregateNode>() {
+            return Ok(Some(Arc::new(self.aggregate(n, session).await?)));
+        }
+        if let Some(n) = any.downcast_ref::<StreamingDedupNode>() {
+            return Ok(Some(Arc::new(self.dedup(n, input()?)?)));
+        }
+        if let Some(n) = any.downcast_ref::<StreamingLimitNode>() {
+            return Ok(Some(Arc::new(self.limit(n, input()?)?)));
+        }
+        Ok(None)
+    }
+}

@@ -1,0 +1,192 @@
+//! [`OperatorSpec`]: the immutable description of a stateful operator, as
+//! planned. The plan holds specs; the runtime builds one operator instance
+//! per state partition from them.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::PhysicalExpr;
+
+use super::{
+    AggregateParts, DedupSpec, EventTimeKey, SessionAggregate, SessionColumns, StatefulOperator, StreamingAggregate,
+    StreamingDedup, StreamingLimit,
+};
+use crate::error::Result;
+use crate::options::OutputMode;
+use crate::state::StateStoreConfig;
+
+/// What a stateful operator is, before any state is attached.
+#[derive(Debug, Clone)]
+pub enum OperatorSpec {
+    /// A streaming aggregation (`GROUP BY`, windows).
+    Aggregate {
+        /// The planned aggregation.
+        parts: AggregateParts,
+        /// The grouping key carrying event time.
+        event_time: Option<EventTimeKey>,
+        /// Output mode.
+        mode: OutputMode,
+        /// State store settings.
+        config: StateStoreConfig,
+    },
+    /// A session-window aggregation.
+    Session {
+        /// The planned aggregation.
+        parts: AggregateParts,
+        /// Where the session bounds are among the keys.
+        session: SessionColumns,
+        /// The grouping key carrying event time.
+        event_time: Option<EventTimeKey>,
+        /// Output mode.
+        mode: OutputMode,
+        /// State store settings.
+        config: StateStoreConfig,
+    },
+    /// Streaming deduplication (`DISTINCT`, `DISTINCT ON`).
+    Dedup {
+        /// Schema of its input.
+        schema: SchemaRef,
+        /// Key and output columns.
+        spec: DedupSpec,
+        /// The watermarked column.
+        event_time: Option<EventTimeKey>,
+        /// State store settings.
+        config: StateStoreConfig,
+    },
+    /// `LIMIT` / `OFFSET` over the whole stream.
+    Limit {
+        /// Rows skipped.
+        skip: u64,
+        /// Rows passed after them.
+        fetch: Option<u64>,
+        /// State store settings.
+        config: StateStoreConfig,
+    },
+}
+
+impl OperatorSpec {
+    /// A new operator instance (one per state partition), without state.
+    pub fn create(&self) -> Result<Box<dyn StatefulOperator>> {
+        Ok(match self.clone() {
+            Self::Aggregate { parts, event_time, mode, config } => {
+                Box::new(StreamingAggregate::try_new(parts, event_time, mode, config)?)
+            }
+            Self::Session { parts, session, event_time, mode, config } => {
+                Box::new(SessionAggregate::try_new(parts, session, event_time, mode, config)?)
+            }
+            Self::Dedup { schema, spec, event_time, config } => {
+                Box::new(StreamingDedup::try_new(&schema, spec, event_time, config)?)
+            }
+            Self::Limit { skip, fetch, config } => Box::new(StreamingLimit::new(skip, fetch, config)),
+        })
+    }
+
+    /// The same operator keeping its state in `n` partitions.
+    pub fn with_state_partitions(mut self, n: usize) -> Self {
+        match &mut self {
+            Self::Aggregate { config, .. }
+            | Self::Session { config, .. }
+            | Self::Dedup { config, .. }
+            | Self::Limit { config, .. } => config.num_partitions = n,
+        }
+        self
+    }
+
+    /// Name of the physical node in `EXPLAIN`.
+    pub fn exec_name(&self) -> &'static str {
+        match self {
+            Self::Aggregate { .. } => "StreamingAggregateExec",
+            Self::Session { .. } => "SessionWindowAggregateExec",
+            Self::Dedup { .. } => "StreamingDedupExec",
+            Self::Limit { .. } => "StreamingLimitExec",
+        }
+    }
+
+    /// Whether a watermark advance alone can make output or eviction due.
+    pub fn watermark_driven(&self) -> bool {
+        match self {
+            Self::Aggregate { event_time, mode, .. } => event_time.is_some() && *mode != OutputMode::Complete,
+            Self::Session { event_time, mode, .. } => event_time.is_some() && *mode != OutputMode::Complete,
+            Self::Dedup { event_time, .. } => event_time.is_some(),
+            Self::Limit { .. } => false,
+        }
+    }
+
+    /// The expressions (over the operator's input) its state is keyed by:
+    /// the input is hash-partitioned on them, so each state partition sees
+    /// all rows of its keys. Empty: one partition holds all state.
+    pub fn key_exprs(&self) -> Vec<Arc<dyn PhysicalExpr>> {
+        match self {
+            Self::Aggregate { parts, .. } => parts.group_by.expr().iter().map(|(e, _)| Arc::clone(e)).collect(),
+            Self::Session { parts, session, .. } => parts
+                .group_by
+                .expr()
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !session.contains(*i))
+                .map(|(_, (e, _))| Arc::clone(e))
+                .collect(),
+            Self::Dedup { schema, spec, .. } => {
+                let keys: Vec<usize> =
+                    if spec.keys.is_empty() { (0..schema.fields().len()).collect() } else { spec.keys.clone() };
+                keys.iter()
+                    .map(|i| Arc::new(Column::new(schema.field(*i).name(), *i)) as Arc<dyn PhysicalExpr>)
+                    .collect()
+            }
+            Self::Limit { .. } => vec![],
+        }
+    }
+
+    /// The state key columns, by name, for `EXPLAIN`.
+    pub fn key_names(&self) -> Vec<String> {
+        match self {
+            Self::Aggregate { parts, .. } => parts.group_by.expr().iter().map(|(_, n)| n.clone()).collect(),
+            Self::Session { parts, .. } => parts.group_by.expr().iter().map(|(_, n)| n.clone()).collect(),
+            Self::Dedup { schema, spec, .. } if spec.keys.is_empty() => {
+                schema.fields().iter().map(|f| f.name().clone()).collect()
+            }
+            Self::Dedup { schema, spec, .. } => spec.keys.iter().map(|i| schema.field(*i).name().clone()).collect(),
+            Self::Limit { .. } => vec![],
+        }
+    }
+
+    /// The rule by which the watermark evicts state and emits rows, for
+    /// `EXPLAIN`.
+    pub fn watermark_rule(&self) -> String {
+        let time = |parts: &AggregateParts, et: &EventTimeKey| {
+            let (expr, name) = &parts.group_by.expr()[et.index];
+            let is_struct = expr.data_type(&parts.input_schema).is_ok_and(|t| matches!(t, DataType::Struct(_)));
+            if is_struct {
+                format!("{name}.end")
+            } else {
+                name.clone()
+            }
+        };
+        match self {
+            Self::Aggregate { event_time: None, .. } | Self::Session { event_time: None, .. } => {
+                "none (state is kept for every key)".into()
+            }
+            Self::Aggregate { mode: OutputMode::Complete, .. } | Self::Session { mode: OutputMode::Complete, .. } => {
+                "none in complete mode (every group is kept)".into()
+            }
+            Self::Aggregate { parts, event_time: Some(et), mode, .. } => {
+                let t = time(parts, et);
+                match mode {
+                    OutputMode::Append => format!("emit and evict a group when {t} <= watermark; drop late rows"),
+                    _ => format!("evict a group when {t} <= watermark; drop late rows"),
+                }
+            }
+            Self::Session { .. } => "emit and evict a session when its end <= watermark; drop late rows".into(),
+            Self::Dedup { event_time: None, .. } => "none (every key is kept)".into(),
+            Self::Dedup { schema, spec, event_time: Some(et), .. } => {
+                let name = schema.field(et.index).name();
+                match spec.within_watermark_us {
+                    Some(d) => format!("forget a key when its first {name} + {} ms <= watermark", d / 1000),
+                    None => format!("forget a key when {name} <= watermark; drop late rows"),
+                }
+            }
+            Self::Limit { .. } => "none".into(),
+        }
+    }
+}
