@@ -122,7 +122,12 @@ pub fn drop_duplicates(df: DataFrame, columns: Option<&[&str]>) -> Result<DataFr
 /// that earlier row's event time plus the watermark delay; the event time
 /// itself need not be equal. Needs a watermark on the stream.
 pub fn drop_duplicates_within_watermark(df: DataFrame, columns: &[&str]) -> Result<DataFrame> {
-    let df = df.alias(crate::plan::WITHIN_WATERMARK)?;
+    let (state, plan) = df.into_parts();
+    let marker = crate::plan::nodes::WithinWatermarkNode { input: plan };
+    let plan = datafusion::logical_expr::LogicalPlan::Extension(datafusion::logical_expr::Extension {
+        node: std::sync::Arc::new(marker),
+    });
+    let df = DataFrame::new(state, plan);
     let all: Vec<Expr> = df.schema().columns().into_iter().map(Expr::Column).collect();
     Ok(df.distinct_on(columns.iter().map(|c| col(*c)).collect(), all, None)?)
 }

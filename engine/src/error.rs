@@ -110,6 +110,19 @@ pub enum SluiceError {
         #[source]
         source: Box<SluiceError>,
     },
+    /// A query terminated with this error (as kept by the query handle).
+    #[error("query '{query}' failed: {source}")]
+    QueryFailed {
+        /// The query's name.
+        query: String,
+        /// The error it failed with.
+        #[source]
+        source: std::sync::Arc<SluiceError>,
+    },
+    /// An error shared between the query handle that keeps it and the
+    /// caller it is returned to; displays as the error itself.
+    #[error(transparent)]
+    Shared(std::sync::Arc<SluiceError>),
     /// A query with this name is already running.
     #[error("a query named '{0}' is already running; stop it (DROP SINK {0}) or pick another name")]
     DuplicateQuery(String),
@@ -137,6 +150,7 @@ impl SluiceError {
     pub fn root(&self) -> &SluiceError {
         match self {
             Self::Context { source, .. } => source.root(),
+            Self::QueryFailed { source, .. } | Self::Shared(source) => source.root(),
             other => other,
         }
     }

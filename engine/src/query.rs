@@ -26,7 +26,7 @@ struct Shared {
     exec: tokio::sync::Mutex<MicroBatchExecution>,
     status: Mutex<QueryStatus>,
     progress: Mutex<VecDeque<StreamingQueryProgress>>,
-    exception: Mutex<Option<String>>,
+    exception: Mutex<Option<Arc<SluiceError>>>,
     watermark_ms: Mutex<Option<i64>>,
     /// `true` once the query has terminated (stopped, finished or failed).
     done_tx: watch::Sender<bool>,
@@ -71,7 +71,18 @@ impl StreamingQuery {
         let query = Self { shared };
         if let Some(trigger) = trigger {
             let q = query.clone();
-            tokio::spawn(async move { q.run_loop(trigger, clock).await });
+            let task = tokio::spawn(async move { q.run_loop(trigger, clock).await });
+            // The task is joined: if it ends abnormally (a panic outside a
+            // batch, a cancelled runtime), the query fails with that reason
+            // instead of leaving `await_termination` waiting forever.
+            let q = query.clone();
+            tokio::spawn(async move {
+                if let Err(e) = task.await {
+                    if q.is_active() {
+                        q.fail(SluiceError::internal(format!("the query's task ended abnormally: {e}")));
+                    }
+                }
+            });
         } else {
             query.set_status("Waiting for data", false, false);
         }
@@ -108,9 +119,26 @@ impl StreamingQuery {
         self.shared.progress.lock().iter().cloned().collect()
     }
 
-    /// The error that terminated the query, if any.
+    /// The error that terminated the query, if any, as text.
     pub fn exception(&self) -> Option<String> {
+        self.error().map(|e| e.to_string())
+    }
+
+    /// The error that terminated the query, if any: the error itself, with
+    /// its source chain.
+    pub fn error(&self) -> Option<Arc<SluiceError>> {
         self.shared.exception.lock().clone()
+    }
+
+    /// The physical plan of the last micro-batch, with each node's output
+    /// rows and time (`EXPLAIN ANALYZE`); `None` before the first batch.
+    pub async fn last_batch_plan(&self) -> Option<String> {
+        self.shared.exec.lock().await.last_batch_plan()
+    }
+
+    /// The plan the query runs every batch (`EXPLAIN`).
+    pub async fn plan(&self) -> String {
+        self.shared.exec.lock().await.plan_text()
     }
 
     /// The event-time watermark (ms since the epoch) as of the last batch.
@@ -121,8 +149,8 @@ impl StreamingQuery {
     /// Run batches until every source's available data is processed and no
     /// watermark-driven batch is due. Returns the progress of the batches run.
     pub async fn process_all_available(&self) -> Result<Vec<StreamingQueryProgress>> {
-        if let Some(e) = self.exception() {
-            return Err(SluiceError::plan(format!("query '{}' has failed: {e}", self.name())));
+        if let Some(e) = self.error() {
+            return Err(SluiceError::QueryFailed { query: self.name().to_string(), source: e });
         }
         let mut exec = self.shared.exec.lock().await;
         let mut all = vec![];
@@ -135,8 +163,7 @@ impl StreamingQuery {
                 Ok(None) => break,
                 Err(e) => {
                     drop(exec);
-                    self.fail(&e);
-                    return Err(e);
+                    return Err(SluiceError::Shared(self.fail(e)));
                 }
             }
         }
@@ -152,8 +179,8 @@ impl StreamingQuery {
                 break;
             }
         }
-        match self.exception() {
-            Some(e) => Err(SluiceError::plan(format!("query '{}' failed: {e}", self.name()))),
+        match self.error() {
+            Some(e) => Err(SluiceError::QueryFailed { query: self.name().to_string(), source: e }),
             None => Ok(()),
         }
     }
@@ -195,10 +222,12 @@ impl StreamingQuery {
         }
     }
 
-    fn fail(&self, e: &SluiceError) {
+    fn fail(&self, e: SluiceError) -> Arc<SluiceError> {
         error!("query '{}' failed: {e}", self.name());
-        *self.shared.exception.lock() = Some(e.to_string());
+        let e = Arc::new(e);
+        *self.shared.exception.lock() = Some(Arc::clone(&e));
         self.terminate("Failed");
+        e
     }
 
     fn terminate(&self, message: &str) {
@@ -220,13 +249,15 @@ impl StreamingQuery {
                 if self.is_active() {
                     let mut exec = self.shared.exec.lock().await;
                     if let Err(e) = exec.stop().await {
-                        self.fail(&e);
+                        self.fail(e);
                         return;
                     }
                     self.terminate("Stopped");
                 }
             }
-            Err(e) => self.fail(&e),
+            Err(e) => {
+                self.fail(e);
+            }
         }
     }
 

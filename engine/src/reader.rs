@@ -31,6 +31,15 @@ pub struct DataStreamReader {
     name: Option<String>,
 }
 
+impl SluiceSession {
+    /// Start building a stream read (`format`, `schema`, `option`, `load`).
+    /// (Defined here, beside the builder, so the session module does not
+    /// depend on this one.)
+    pub fn read_stream(&self) -> DataStreamReader {
+        DataStreamReader::new(self.clone())
+    }
+}
+
 impl DataStreamReader {
     pub(crate) fn new(session: SluiceSession) -> Self {
         Self { session, format: "files".into(), schema: None, options: Options::new(), name: None }
@@ -69,13 +78,21 @@ impl DataStreamReader {
     }
 }
 
-/// `df.write_stream()` for DataFusion DataFrames.
+/// `df.write_stream()` and `df.explain_stream()` for DataFusion DataFrames.
 pub trait StreamingDataFrameExt {
     /// Start building the sink of a streaming query over this DataFrame.
     fn write_stream(&self) -> DataStreamWriter;
+    /// The incremental physical plan this DataFrame runs as a streaming
+    /// query in `mode` (`None`: the first mode it supports), as `EXPLAIN`
+    /// shows it.
+    fn explain_stream(&self, mode: Option<OutputMode>) -> futures::future::BoxFuture<'_, Result<String>>;
 }
 
 impl StreamingDataFrameExt for DataFrame {
+    fn explain_stream(&self, mode: Option<OutputMode>) -> futures::future::BoxFuture<'_, Result<String>> {
+        Box::pin(async move { SluiceSession::of_dataframe(self)?.explain(self.clone(), mode).await })
+    }
+
     fn write_stream(&self) -> DataStreamWriter {
         DataStreamWriter {
             df: self.clone(),

@@ -20,7 +20,6 @@ use crate::foreach::{ForeachBatchFn, ForeachBatchSink};
 use crate::options::{Options, OutputMode, Trigger};
 use crate::plan::IncrementalPlan;
 use crate::query::StreamingQuery;
-use crate::reader::DataStreamReader;
 use crate::state::StateStoreConfig;
 use crate::stream_table::StreamTable;
 
@@ -198,11 +197,6 @@ impl SluiceSession {
     /// Session settings.
     pub fn config(&self) -> &SluiceConfig {
         &self.inner.config
-    }
-
-    /// Start building a stream read (`format`, `schema`, `option`, `load`).
-    pub fn read_stream(&self) -> DataStreamReader {
-        DataStreamReader::new(self.clone())
     }
 
     /// A fresh name with a prefix (`__stream_1`, `query_2`...).
@@ -401,6 +395,35 @@ impl SluiceSession {
     /// supports), as `EXPLAIN` shows it: the stateful nodes with their keys,
     /// state partitions and watermark rule. Nothing is started or written.
     pub async fn explain(&self, df: DataFrame, mode: Option<OutputMode>) -> Result<String> {
+        let (plan, mode) = self.plan_for_explain(df, mode).await?;
+        Ok(format!("output mode: {mode}\n{}", plan.explain()))
+    }
+
+    /// `EXPLAIN ANALYZE` of a streaming query: run `df` (in the first output
+    /// mode it supports) over the data its sources hold now, in a temporary
+    /// query whose output is discarded, and show the last micro-batch's
+    /// plan with each node's output rows and time.
+    pub async fn explain_analyze(&self, df: DataFrame) -> Result<String> {
+        let (_, mode) = self.plan_for_explain(df.clone(), None).await?;
+        let discard: ForeachBatchFn = Arc::new(|_, _| Ok(()));
+        let spec = QuerySpec {
+            name: Some(self.fresh_name("__explain_analyze_")),
+            output_mode: mode,
+            trigger: Trigger::Once,
+            foreach: Some(discard),
+            ..Default::default()
+        };
+        let query = self.start_query(df, spec).await?;
+        let ran = query.process_all_available().await;
+        let plan = query.last_batch_plan().await;
+        let stopped = self.stop_query(query.name()).await;
+        let batches = ran?;
+        stopped?;
+        let plan = plan.unwrap_or_else(|| "(no micro-batch ran: the sources hold no data)".into());
+        Ok(format!("output mode: {mode}\nmicro-batches run: {}\n{plan}", batches.len()))
+    }
+
+    async fn plan_for_explain(&self, df: DataFrame, mode: Option<OutputMode>) -> Result<(IncrementalPlan, OutputMode)> {
         let (state, logical) = df.into_parts();
         let store_config =
             StateStoreConfig { num_partitions: self.inner.config.target_partitions.max(1), ..Default::default() };
@@ -411,7 +434,7 @@ impl SluiceSession {
         let mut first_error = None;
         for m in modes {
             match IncrementalPlan::try_new(planning_state(state.clone()), logical.clone(), m, store_config).await {
-                Ok(plan) => return Ok(format!("output mode: {m}\n{}", plan.explain())),
+                Ok(plan) => return Ok((plan, m)),
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }

@@ -69,6 +69,7 @@ pub async fn execute_statement(session: &SluiceSession, stmt: SluiceStatement) -
         SluiceStatement::ShowQueries => Ok(StatementResult::Rows(vec![show_queries(session)?])),
         SluiceStatement::DataFusion(stmt) if streaming_explain(session, &stmt).await => {
             let DFStatement::Explain(explain_stmt) = *stmt else { return unreachable_explain() };
+            let analyze = explain_stmt.options.analyze;
             let DFStatement::Statement(inner) = *explain_stmt.statement else { return unreachable_explain() };
             let SqlStatement::Query(mut q) = *inner else { return unreachable_explain() };
             crate::windows::rewrite_windows(&mut q)?;
@@ -77,7 +78,12 @@ pub async fn execute_statement(session: &SluiceSession, stmt: SluiceStatement) -
                 .statement_to_plan(DFStatement::Statement(Box::new(SqlStatement::Query(q))))
                 .await
                 .map_err(|e| explain(session, e))?;
-            let text = session.explain(DataFrame::new(state, plan), None).await.map_err(|e| match e {
+            let df = DataFrame::new(state, plan);
+            let text = match analyze {
+                true => session.explain_analyze(df).await,
+                false => session.explain(df, None).await,
+            };
+            let text = text.map_err(|e| match e {
                 SluiceError::DataFusion(e) => explain(session, e),
                 other => other.into(),
             })?;
@@ -104,9 +110,6 @@ pub async fn execute_statement(session: &SluiceSession, stmt: SluiceStatement) -
 /// stream).
 async fn streaming_explain(session: &SluiceSession, stmt: &DFStatement) -> bool {
     let DFStatement::Explain(e) = stmt else { return false };
-    if e.options.analyze {
-        return false;
-    }
     let DFStatement::Statement(inner) = e.statement.as_ref() else { return false };
     let SqlStatement::Query(q) = inner.as_ref() else { return false };
     let mut q = q.clone();

@@ -100,3 +100,41 @@ async fn explain_of_a_batch_query_is_datafusion_s() {
     let Some(StatementResult::Rows(batches)) = out.into_iter().next() else { panic!("no rows") };
     assert_eq!(batches[0].schema().field(0).name(), "plan_type");
 }
+
+#[tokio::test]
+async fn explain_analyze_runs_the_query_over_the_data_there_and_shows_rows_per_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = Environment::default();
+    let session = crate::manual_session(&env, tmp.path());
+    execute_sql(&session, "CREATE SOURCE ev (k VARCHAR, v BIGINT) WITH (connector = 'memory')").await.unwrap();
+    env.streams.get("ev").unwrap().push_rows(&["a,1", "b,2", "a,3", "c,4"]).unwrap();
+    let out = execute_sql(&session, "EXPLAIN ANALYZE SELECT k, sum(v) AS s FROM ev GROUP BY k").await.unwrap();
+    let Some(StatementResult::Rows(batches)) = out.into_iter().next() else { panic!("no rows") };
+    let plan: Vec<String> =
+        batches[0].column(0).as_string::<i32>().iter().map(|l| l.unwrap_or_default().to_string()).collect();
+    let plan = plan.join("\n");
+    assert!(plan.contains("micro-batches run: 1"), "{plan}");
+    let node = plan.lines().find(|l| l.contains("StreamingAggregateExec")).unwrap_or_else(|| panic!("{plan}"));
+    // Three groups out of the stateful node; four rows read by the scan.
+    assert!(node.contains("output_rows=3"), "{node}");
+    assert!(node.contains("elapsed_compute="), "{node}");
+    let scan = plan.lines().find(|l| l.contains("StreamScanExec")).unwrap_or_else(|| panic!("{plan}"));
+    assert!(scan.contains("metrics=["), "{scan}");
+}
+
+#[tokio::test]
+async fn a_dataframe_explains_its_streaming_plan() {
+    use sluice::StreamingDataFrameExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let env = Environment::default();
+    let session = crate::manual_session(&env, tmp.path());
+    execute_sql(&session, "CREATE SOURCE ev (k VARCHAR, v BIGINT) WITH (connector = 'memory')").await.unwrap();
+    let df = session.context().sql("SELECT DISTINCT k FROM ev").await.unwrap();
+    let plan = df.explain_stream(None).await.unwrap();
+    assert!(
+        plan.starts_with("output mode: append") && plan.contains("StreamingDedupExec: operator=0, keys=[k]"),
+        "{plan}"
+    );
+    let e = df.explain_stream(Some(sluice::OutputMode::Complete)).await.unwrap_err().to_string();
+    assert!(e.contains("complete"), "{e}");
+}

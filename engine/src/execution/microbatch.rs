@@ -26,7 +26,7 @@ use crate::error::{Result, SluiceError};
 use crate::physical::MicroBatchInput;
 use crate::plan::IncrementalPlan;
 use crate::progress::{SinkProgress, SourceProgress, StreamingQueryProgress};
-use crate::stateful::BatchContext;
+use crate::stateful::{BatchContext, EventTime};
 use crate::watermark::WatermarkSpec;
 
 /// One source as instantiated for a query.
@@ -83,6 +83,9 @@ pub struct MicroBatchExecution {
     /// Max event time seen per source (ms).
     max_event_time: BTreeMap<String, i64>,
     last_batch_end_ms: Option<i64>,
+    /// The plan instance of the last batch, with its metrics (`EXPLAIN
+    /// ANALYZE`); formatted only when asked for.
+    last_plan: Option<Arc<dyn datafusion::physical_plan::ExecutionPlan>>,
     /// Per source: the columns the plan reads (and the watermark needs),
     /// when fewer than all.
     read_columns: BTreeMap<String, Vec<usize>>,
@@ -150,7 +153,19 @@ impl MicroBatchExecution {
             last_batch_watermark_ms: None,
             max_event_time: BTreeMap::new(),
             last_batch_end_ms: None,
+            last_plan: None,
         })
+    }
+
+    /// The physical plan of the last batch run, with each node's rows and
+    /// times (`EXPLAIN ANALYZE`).
+    pub fn last_batch_plan(&self) -> Option<String> {
+        self.last_plan.as_ref().map(|p| crate::plan::explain_with_metrics(p))
+    }
+
+    /// The plan every batch runs, as `EXPLAIN` shows it.
+    pub fn plan_text(&self) -> String {
+        format!("output mode: {}\n{}", self.plan.mode(), self.plan.explain())
     }
 
     /// The event-time watermark as of the last batch (ms since the epoch).
@@ -358,12 +373,15 @@ impl MicroBatchExecution {
         let exec = Instant::now();
         let ctx = BatchContext {
             batch_id,
-            watermark_ms: entry.watermark_ms,
-            late_watermark_ms: entry.watermark_ms,
-            previous_watermark_ms: self.last_batch_watermark_ms,
+            // The checkpoint records watermarks in ms; operators see event time.
+            watermark: entry.watermark_ms.map(EventTime::from_millis),
+            late_watermark: entry.watermark_ms.map(EventTime::from_millis),
+            previous_watermark: self.last_batch_watermark_ms.map(EventTime::from_millis),
             batch_timestamp_ms: entry.batch_timestamp_ms,
         };
-        let (output, planning) = self.plan.execute(input, self.runtime.batch_state(ctx)).await?;
+        let executed = self.plan.execute(input, self.runtime.batch_state(ctx)).await?;
+        self.last_plan = Some(Arc::clone(&executed.plan));
+        let (output, planning) = (executed.rows, executed.planning);
         let plan_ms = planning.as_millis() as u64;
         let execute_ms = (exec.elapsed() - planning).as_millis() as u64;
         // Sink.

@@ -19,6 +19,7 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::{EquivalenceProperties, LexOrdering, OrderingRequirements, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, ChildrenPropertiesMode, EmissionType};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, ExecutionPlanProperties, Partitioning, PlanProperties,
@@ -44,6 +45,8 @@ pub struct StatefulExec {
     input_ordering: Option<LexOrdering>,
     schema: SchemaRef,
     cache: Arc<PlanProperties>,
+    /// Output rows and state-work time per partition (`EXPLAIN ANALYZE`).
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl StatefulExec {
@@ -66,7 +69,7 @@ impl StatefulExec {
             Boundedness::Bounded,
         ));
         let input_ordering = input.output_ordering().cloned();
-        Self { id, state_dir, spec, downstream, input, input_ordering, schema, cache }
+        Self { id, state_dir, spec, downstream, input, input_ordering, schema, cache, metrics: Default::default() }
     }
 
     /// The operator's id in the runtime (innermost first).
@@ -154,6 +157,10 @@ impl ExecutionPlan for StatefulExec {
         }
     }
 
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
     fn required_input_ordering(&self) -> Vec<Option<OrderingRequirements>> {
         vec![self.input_ordering.clone().map(OrderingRequirements::from)]
     }
@@ -198,6 +205,7 @@ impl ExecutionPlan for StatefulExec {
         let schema = Arc::clone(&self.schema);
         let out_schema = Arc::clone(&schema);
         let name = self.spec.exec_name();
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
         let run = async move {
             let mut op = op.lock().await;
             let rows: Vec<RecordBatch> = if op.needs_input() || input_stateful {
@@ -205,7 +213,10 @@ impl ExecutionPlan for StatefulExec {
             } else {
                 vec![]
             };
+            let timer = baseline.elapsed_compute().timer();
             let emitted = op.process(Arc::clone(&context), rows, &batch).await.map_err(DataFusionError::from)?;
+            timer.done();
+            baseline.record_output(emitted.iter().map(RecordBatch::num_rows).sum());
             let emitted = emitted
                 .into_iter()
                 .map(|b| {

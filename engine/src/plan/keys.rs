@@ -2,14 +2,12 @@
 //! session window.
 
 use datafusion::arrow::datatypes::DataType;
-use datafusion::logical_expr::{Aggregate, Distinct, Expr, LogicalPlan};
+use datafusion::logical_expr::{Aggregate, Distinct, Expr};
 
 use super::analyze;
+use super::nodes::WithinWatermarkNode;
 use crate::error::{Result, SluiceError};
 use crate::stateful::{DedupSpec, SessionColumns};
-
-/// Table alias marking the input of `drop_duplicates_within_watermark`.
-pub const WITHIN_WATERMARK: &str = "__sluice_within_watermark";
 
 /// Key and output columns of a `DISTINCT` / `DISTINCT ON` deduplication.
 pub(crate) fn dedup_spec(d: &Distinct, event_time: Option<usize>) -> Result<DedupSpec> {
@@ -31,7 +29,7 @@ pub(crate) fn dedup_spec(d: &Distinct, event_time: Option<usize>) -> Result<Dedu
     };
     let keys = on.on_expr.iter().map(|e| index(e, "ON")).collect::<Result<Vec<_>>>()?;
     let outputs = on.select_expr.iter().map(|e| index(e, "select")).collect::<Result<Vec<_>>>()?;
-    let within = matches!(on.input.as_ref(), LogicalPlan::SubqueryAlias(a) if a.alias.table() == WITHIN_WATERMARK);
+    let within = WithinWatermarkNode::is(on.input.as_ref());
     let within_watermark_us = match (within, event_time) {
         (false, _) => None,
         (true, None) => {

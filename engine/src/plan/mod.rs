@@ -30,7 +30,6 @@ use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::physical_plan::{collect, displayable, ExecutionPlan};
 
 pub use analyze::QueryAnalysis;
-pub use keys::WITHIN_WATERMARK;
 
 use crate::error::{Result, SluiceError};
 use crate::options::OutputMode;
@@ -200,16 +199,34 @@ impl IncrementalPlan {
     }
 
     /// Run the query over one batch of input, with the operators' state in
-    /// `state`. Returns the rows and the time spent preparing the batch's
-    /// plan (the plan itself is built once).
-    pub async fn execute(&self, input: MicroBatchInput, state: BatchState) -> Result<(Vec<RecordBatch>, Duration)> {
+    /// `state`. Returns the rows, the time spent preparing the batch's plan
+    /// (the plan itself is built once) and the plan instance that ran, with
+    /// its metrics (rows and times per node).
+    pub async fn execute(&self, input: MicroBatchInput, state: BatchState) -> Result<ExecutedBatch> {
         let started = Instant::now();
         self.batch_time.set(state.batch.batch_timestamp_ms);
         let task = self.task(input, state);
         let plan = reset_plan_states(Arc::clone(&self.plan))?;
         let planning = started.elapsed();
-        Ok((collect(plan, task).await?, planning))
+        let rows = collect(Arc::clone(&plan), task).await?;
+        Ok(ExecutedBatch { rows, planning, plan })
     }
+}
+
+/// What running one batch produced.
+#[derive(Debug)]
+pub struct ExecutedBatch {
+    /// The rows the query emitted.
+    pub rows: Vec<RecordBatch>,
+    /// Time spent preparing the batch's plan.
+    pub planning: Duration,
+    /// The plan instance that ran, holding its metrics.
+    pub plan: Arc<dyn ExecutionPlan>,
+}
+
+/// A plan that ran, with each node's metrics (`EXPLAIN ANALYZE`).
+pub fn explain_with_metrics(plan: &Arc<dyn ExecutionPlan>) -> String {
+    datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(plan.as_ref()).indent(true).to_string()
 }
 
 /// Take the outermost `LIMIT` of a query in append or update mode off its

@@ -196,6 +196,48 @@ impl UserDefinedLogicalNodeCore for StreamingLimitNode {
     }
 }
 
+/// Marks the input of Spark's `dropDuplicatesWithinWatermark`: the
+/// deduplication right above it forgets a key once the watermark passes the
+/// key's first event time plus the watermark delay. Plans as its input.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd)]
+pub struct WithinWatermarkNode {
+    /// The rows deduplicated.
+    pub input: LogicalPlan,
+}
+
+impl WithinWatermarkNode {
+    /// Whether `plan` is this marker.
+    pub fn is(plan: &LogicalPlan) -> bool {
+        matches!(plan, LogicalPlan::Extension(e) if e.node.as_any().is::<Self>())
+    }
+}
+
+impl UserDefinedLogicalNodeCore for WithinWatermarkNode {
+    fn name(&self) -> &str {
+        "WithinWatermark"
+    }
+
+    fn inputs(&self) -> Vec<&LogicalPlan> {
+        vec![&self.input]
+    }
+
+    fn schema(&self) -> &DFSchemaRef {
+        self.input.schema()
+    }
+
+    fn expressions(&self) -> Vec<Expr> {
+        vec![]
+    }
+
+    fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "WithinWatermark")
+    }
+
+    fn with_exprs_and_inputs(&self, _exprs: Vec<Expr>, mut inputs: Vec<LogicalPlan>) -> Result<Self> {
+        Ok(Self { input: one_input(&mut inputs, self.name())? })
+    }
+}
+
 fn one_input(inputs: &mut Vec<LogicalPlan>, name: &str) -> Result<LogicalPlan> {
     match (inputs.pop(), inputs.is_empty()) {
         (Some(input), true) => Ok(input),

@@ -15,7 +15,7 @@ use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 
-use super::nodes::{StreamingAggregateNode, StreamingDedupNode, StreamingLimitNode};
+use super::nodes::{StreamingAggregateNode, StreamingDedupNode, StreamingLimitNode, WithinWatermarkNode};
 use crate::error::SluiceError;
 use crate::physical::StatefulExec;
 use crate::state::StateStoreConfig;
@@ -157,6 +157,9 @@ impl ExtensionPlanner for StreamingExtensionPlanner {
         }
         if let Some(n) = any.downcast_ref::<StreamingLimitNode>() {
             return Ok(Some(Arc::new(self.limit(n, input()?)?)));
+        }
+        if any.is::<WithinWatermarkNode>() {
+            return Ok(Some(input()?));
         }
         Ok(None)
     }

@@ -332,7 +332,7 @@ impl StateStore {
     }
 
     fn memory_error(&self, e: datafusion::error::DataFusionError) -> SluiceError {
-        SluiceError::Plan(format!(
+        SluiceError::ResourcesExhausted(format!(
             "the state under {} needs {} bytes, more than the memory pool allows ({e}); raise the memory limit, \
              add a watermark so old state is evicted, or reduce the number of keys",
             self.dir.location(),

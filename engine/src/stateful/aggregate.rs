@@ -53,11 +53,15 @@ impl AggregateParts {
             if let Some(agg) = node.downcast_ref::<AggregateExec>() {
                 let agg = match agg.mode() {
                     AggregateMode::Final | AggregateMode::FinalPartitioned => {
-                        find_partial(agg.input()).ok_or_else(|| SluiceError::plan("no partial aggregation found"))?
+                        find_partial(agg.input()).ok_or_else(|| {
+                            SluiceError::internal("no partial aggregation found in the planned aggregation")
+                        })?
                     }
                     _ => node.clone(),
                 };
-                let agg = agg.downcast_ref::<AggregateExec>().ok_or_else(|| SluiceError::plan("not an aggregation"))?;
+                let agg = agg
+                    .downcast_ref::<AggregateExec>()
+                    .ok_or_else(|| SluiceError::internal("the partial stage found is not an aggregation"))?;
                 if contains_aggregate(agg.input()) {
                     return Err(SluiceError::unsupported(
                         "this aggregation is planned as two nested aggregations, which streaming does not support \
@@ -79,7 +83,7 @@ impl AggregateParts {
             }
             let children = node.children();
             if children.len() != 1 {
-                return Err(SluiceError::plan("no aggregation found in the planned query"));
+                return Err(SluiceError::internal("no aggregation found in the planned query"));
             }
             let next = Arc::clone(children[0]);
             node = next;
@@ -172,10 +176,10 @@ impl AggStages {
 pub(super) fn drop_late(
     input: Vec<RecordBatch>,
     et: &EventTimeKey,
-    wm_ms: i64,
+    wm: super::EventTime,
     late: &mut LateRows,
 ) -> Result<(Vec<RecordBatch>, u64)> {
-    let wm_us = wm_ms.saturating_mul(1000);
+    let wm_us = wm.micros();
     let mut out = vec![];
     let mut dropped = 0;
     for b in input {
@@ -326,7 +330,7 @@ impl StatefulOperator for StreamingAggregate {
         ctx: &BatchContext,
     ) -> Result<Vec<RecordBatch>> {
         let event_time = self.event_time.as_ref().filter(|_| self.mode != OutputMode::Complete);
-        let input = self.state.drop_late(input, event_time, ctx.late_watermark_ms)?;
+        let input = self.state.drop_late(input, event_time, ctx.late_watermark)?;
         let rows: usize = input.iter().map(|b| b.num_rows()).sum();
         let mut out = vec![];
         if rows > 0 || self.num_keys == 0 {
@@ -344,8 +348,8 @@ impl StatefulOperator for StreamingAggregate {
                 out.extend(self.run(AggregateMode::Final, vec![states], &task).await?);
             }
             mode => {
-                if let (Some(_), Some(wm)) = (&self.event_time, ctx.watermark_ms) {
-                    let wm_us = wm.saturating_mul(1000);
+                if let (Some(_), Some(wm)) = (&self.event_time, ctx.watermark) {
+                    let wm_us = wm.micros();
                     let evicted = self.state.store_mut()?.evict(|_, v| time_prefix(v) <= wm_us);
                     if mode == OutputMode::Append && !evicted.is_empty() {
                         let values: Vec<&[u8]> = evicted.iter().map(Vec::as_slice).collect();

@@ -86,8 +86,8 @@ impl StatefulOperator for StreamingDedup {
         input: Vec<RecordBatch>,
         ctx: &BatchContext,
     ) -> Result<Vec<RecordBatch>> {
-        let wm_us = ctx.late_watermark_ms.map(|w| w.saturating_mul(1000));
-        let evict_us = ctx.watermark_ms.map(|w| w.saturating_mul(1000));
+        let wm_us = ctx.late_watermark.map(|w| w.micros());
+        let evict_us = ctx.watermark.map(|w| w.micros());
         let mut out = vec![];
         for batch in input {
             let key_cols: Vec<_> = self.spec.keys.iter().map(|i| Arc::clone(batch.column(*i))).collect();

@@ -19,7 +19,7 @@ use datafusion::execution::TaskContext;
 pub use aggregate::{AggregateParts, StreamingAggregate};
 pub use context::BatchContext;
 pub use dedup::{DedupSpec, StreamingDedup};
-pub use event_time::EventTimeKey;
+pub use event_time::{EventTime, EventTimeKey};
 pub use limit::StreamingLimit;
 pub use session::{SessionAggregate, SessionColumns};
 pub use spec::OperatorSpec;
@@ -129,15 +129,15 @@ impl OperatorState {
         Ok(())
     }
 
-    /// Drop input rows whose event time is at or below `watermark_ms` (when
+    /// Drop input rows whose event time is at or below `watermark` (when
     /// both are known), counting them and keeping them for `late_rows`.
     pub(crate) fn drop_late(
         &mut self,
         input: Vec<RecordBatch>,
         event_time: Option<&EventTimeKey>,
-        watermark_ms: Option<i64>,
+        watermark: Option<EventTime>,
     ) -> Result<Vec<RecordBatch>> {
-        let (Some(et), Some(wm)) = (event_time, watermark_ms) else { return Ok(input) };
+        let (Some(et), Some(wm)) = (event_time, watermark) else { return Ok(input) };
         let (kept, dropped) = aggregate::drop_late(input, et, wm, &mut self.late)?;
         self.dropped += dropped;
         Ok(kept)

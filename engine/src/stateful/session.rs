@@ -83,7 +83,9 @@ fn encode_list(min_end: i64, rows: &[&[u8]]) -> Vec<u8> {
 }
 
 fn decode_list(v: &[u8]) -> Result<Vec<&[u8]>> {
-    let bad = || SluiceError::plan("corrupt session state entry");
+    let bad = || {
+        SluiceError::plan("a stored session state entry is damaged; restore the checkpoint from a backup or use a new checkpoint location")
+    };
     let count = u32::from_le_bytes(v.get(8..12).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize;
     let mut out = Vec::with_capacity(count);
     let mut pos = 12;
@@ -151,7 +153,7 @@ impl SessionAggregate {
                 let field = |n: &str| {
                     s.column_by_name(n)
                         .cloned()
-                        .ok_or_else(|| SluiceError::plan(format!("session struct has no '{n}'")))
+                        .ok_or_else(|| SluiceError::internal(format!("session struct has no '{n}'")))
                 };
                 Ok((micros(&field("start")?)?, micros(&field("end")?)?))
             }
@@ -167,7 +169,7 @@ impl SessionAggregate {
         match self.session {
             SessionColumns::Struct(i) => {
                 let DataType::Struct(fields) = batch.column(i).data_type().clone() else {
-                    return Err(SluiceError::plan("session key is not a struct"));
+                    return Err(SluiceError::internal("session key is not a struct"));
                 };
                 let arrays = fields
                     .iter()
@@ -280,7 +282,7 @@ impl SessionAggregate {
             let ends: Vec<i64> = match self.session {
                 SessionColumns::Struct(i) => {
                     let e = batch.column(i).as_struct().column_by_name("end").cloned();
-                    micros(&e.ok_or_else(|| SluiceError::plan("session struct has no 'end'"))?)?
+                    micros(&e.ok_or_else(|| SluiceError::internal("session struct has no 'end'"))?)?
                 }
                 SessionColumns::Pair { end, .. } => micros(batch.column(end))?,
             };
@@ -316,7 +318,7 @@ impl StatefulOperator for SessionAggregate {
         ctx: &BatchContext,
     ) -> Result<Vec<RecordBatch>> {
         let event_time = self.event_time.as_ref().filter(|_| self.mode != OutputMode::Complete);
-        let input = self.state.drop_late(input, event_time, ctx.late_watermark_ms)?;
+        let input = self.state.drop_late(input, event_time, ctx.late_watermark)?;
         if input.iter().any(|b| b.num_rows() > 0) {
             let partial = self.stages.partial(input, &task).await?;
             self.merge(partial, &task).await?;
@@ -330,9 +332,9 @@ impl StatefulOperator for SessionAggregate {
                 }
                 self.decode(&rows)?
             }
-            _ => match ctx.watermark_ms {
+            _ => match ctx.watermark {
                 Some(wm) if self.event_time.is_some() => {
-                    let closed = self.evict(wm.saturating_mul(1000))?;
+                    let closed = self.evict(wm.micros())?;
                     let refs: Vec<&[u8]> = closed.iter().map(Vec::as_slice).collect();
                     self.decode(&refs)?
                 }

@@ -112,7 +112,7 @@ pub(crate) fn split_by_partition(
                 }
                 dir.push_str(&format!("{}={value}", escape_path_name(name)));
             }
-            let row = u32::try_from(row).map_err(|_| SluiceError::plan("batch too large to partition"))?;
+            let row = u32::try_from(row).map_err(|_| SluiceError::exhausted("a batch of more than 4,294,967,295 rows is too large to partition; lower the source's per-trigger limit"))?;
             rows_by_dir.entry(dir).or_default().push(row);
         }
         for (dir, rows) in rows_by_dir {

@@ -220,7 +220,7 @@ impl State {
         if self.log.is_none() {
             self.log = Some(SeenFilesLog::load(self.metadata.clone()).await?);
         }
-        self.log.as_mut().ok_or_else(|| SluiceError::plan("seen-files log not loaded"))
+        self.log.as_mut().ok_or_else(|| SluiceError::internal("seen-files log used before it was loaded"))
     }
 }
 
