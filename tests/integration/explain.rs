@@ -46,14 +46,21 @@ async fn explain_shows_the_stateful_aggregate_with_keys_and_state_partitions() {
     assert!(node.contains("keys=[window]"), "{node}");
     assert!(node.contains("state_partitions=2"), "{node}");
     assert!(node.contains("watermark=emit and evict a group when window.end <= watermark"), "{node}");
+    // Late rows are dropped before the partial aggregation, which runs on the
+    // input's partitions; its partial states are hash-partitioned on the keys.
+    assert!(plan.contains("WatermarkFilterExec: operator=0, drop rows with window.end <= watermark"), "{plan}");
+    assert!(plan.contains("AggregateExec: mode=Partial, gby=[window@0 as window]"), "{plan}");
+    assert!(plan.contains("partitioning=Hash([window@0], 2)"), "{plan}");
     assert_eq!(
         shape(&plan),
         [
             "ProjectionExec",
             "  StreamingAggregateExec",
             "    RepartitionExec",
-            "      ProjectionExec",
-            "        StreamScanExec",
+            "      AggregateExec",
+            "        WatermarkFilterExec",
+            "          ProjectionExec",
+            "            StreamScanExec",
         ]
         .join("\n"),
         "{plan}"
@@ -137,4 +144,41 @@ async fn a_dataframe_explains_its_streaming_plan() {
     );
     let e = df.explain_stream(Some(sluice::OutputMode::Complete)).await.unwrap_err().to_string();
     assert!(e.contains("complete"), "{e}");
+}
+
+/// Late rows are dropped by the watermark filter before the partial
+/// aggregation: they are counted in the progress report and kept for
+/// `late_rows`, and the windows they would have changed stay as they were.
+#[tokio::test]
+async fn rows_dropped_before_the_partial_stage_are_counted_and_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = Environment::default();
+    let session = crate::manual_session(&env, tmp.path());
+    execute_sql(
+        &session,
+        "CREATE SOURCE ev (ts TIMESTAMP, k VARCHAR, WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) \
+         WITH (connector = 'memory');
+         CREATE SINK counts WITH (connector = 'memory', output_mode = 'append', late_rows = 'late') AS \
+         SELECT window.start AS start, k, count(*) AS n FROM ev GROUP BY window(ts, '10 seconds'), k",
+    )
+    .await
+    .unwrap();
+    let q = session.query("counts").unwrap();
+    let ev = env.streams.get("ev").unwrap();
+    ev.push_rows(&["2026-01-01T00:00:01,a", "2026-01-01T00:00:30,b"]).unwrap();
+    q.process_all_available().await.unwrap();
+    // The watermark is now 00:00:25: the window [00:00, 00:10) is closed.
+    ev.push_rows(&["2026-01-01T00:00:02,a", "2026-01-01T00:00:03,c", "2026-01-01T00:00:31,b"]).unwrap();
+    let progress = q.process_all_available().await.unwrap();
+    let dropped: u64 = progress.iter().flat_map(|p| &p.state_operators).map(|s| s.num_rows_dropped_by_watermark).sum();
+    assert_eq!(dropped, 2, "{progress:?}");
+    let late = session.context().sql("SELECT k FROM late ORDER BY k").await.unwrap().collect().await.unwrap();
+    let late = datafusion::arrow::util::pretty::pretty_format_batches(&late).unwrap().to_string();
+    let keys: Vec<&str> =
+        late.lines().filter_map(|l| l.strip_prefix("| ")).map(|l| l.trim_end_matches(" |").trim()).collect();
+    assert_eq!(keys, vec!["k", "a", "c"], "{late}");
+    let counts = session.context().sql("SELECT k, n FROM counts ORDER BY k").await.unwrap().collect().await.unwrap();
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&counts).unwrap().to_string();
+    assert!(text.contains("| a | 1 |") && !text.contains("| c |"), "{text}");
+    session.stop_all().await.unwrap();
 }

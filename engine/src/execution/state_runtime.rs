@@ -15,7 +15,7 @@ use datafusion::execution::memory_pool::MemoryPool;
 
 use crate::checkpoint::CheckpointDir;
 use crate::error::{Result, ResultExt, SluiceError};
-use crate::physical::{BatchState, OperatorCell, OperatorInstances};
+use crate::physical::{BatchState, LateCollector, LateCollectors, OperatorCell, OperatorInstances};
 use crate::plan::IncrementalPlan;
 use crate::progress::StateOperatorProgress;
 use crate::state::StateStore;
@@ -34,6 +34,7 @@ struct Operator {
 pub struct StateRuntime {
     operators: Vec<Operator>,
     instances: OperatorInstances,
+    late: LateCollectors,
     pool: Arc<dyn MemoryPool>,
 }
 
@@ -66,7 +67,11 @@ impl StateRuntime {
                 spec: Arc::clone(node.spec()),
             });
         }
-        Ok(Self { operators, instances: Arc::new(instances), pool: plan.memory_pool() })
+        let late: Vec<Arc<LateCollector>> = operators.iter().map(|_| Arc::new(LateCollector::default())).collect();
+        if let (Some(first), true) = (late.first(), collect_late) {
+            first.keep_rows(true);
+        }
+        Ok(Self { operators, instances: Arc::new(instances), late: Arc::new(late), pool: plan.memory_pool() })
     }
 
     /// Where the state of operator `state_dir` lives in the checkpoint at
@@ -91,7 +96,7 @@ impl StateRuntime {
 
     /// The handle a batch's stateful nodes reach their state through.
     pub fn batch_state(&self, batch: BatchContext) -> BatchState {
-        BatchState::new(batch, Arc::clone(&self.instances))
+        BatchState::new(batch, Arc::clone(&self.instances), Arc::clone(&self.late))
     }
 
     /// Load every operator's state as of `version` (the last committed
@@ -158,7 +163,7 @@ impl StateRuntime {
     /// entry per operator (its partitions summed).
     pub async fn commit(&self, version: u64) -> Result<Vec<StateOperatorProgress>> {
         let mut out = vec![];
-        for cells in self.instances.iter() {
+        for (cells, late) in self.instances.iter().zip(self.late.iter()) {
             let parts = futures::future::try_join_all(cells.iter().map(|c| async move {
                 let mut op = c.lock().await;
                 op.commit(version).await
@@ -179,6 +184,10 @@ impl StateRuntime {
                     }
                 });
             }
+            if let Some(t) = total.as_mut() {
+                // Rows the operator's watermark filter dropped before it.
+                t.num_rows_dropped_by_watermark += late.take().0;
+            }
             out.extend(total);
         }
         Ok(out)
@@ -191,6 +200,10 @@ impl StateRuntime {
             for c in cells {
                 out.extend(c.lock().await.take_late_rows());
             }
+        }
+        if let Some(late) = self.late.first() {
+            // Only the rows: their count goes to the progress at commit.
+            out.extend(late.take_rows());
         }
         out
     }

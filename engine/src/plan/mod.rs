@@ -164,6 +164,15 @@ impl IncrementalPlan {
     /// Schema of the rows the first stateful operator drops as late (its
     /// input rows), or `None` for a query without one that drops rows.
     pub fn late_rows_schema(&self) -> Option<SchemaRef> {
+        fn filter_of_first(plan: &Arc<dyn ExecutionPlan>) -> Option<SchemaRef> {
+            if let Some(f) = plan.downcast_ref::<crate::physical::WatermarkFilterExec>().filter(|f| f.id() == 0) {
+                return Some(f.schema());
+            }
+            plan.children().into_iter().find_map(filter_of_first)
+        }
+        if let Some(schema) = filter_of_first(&self.plan) {
+            return Some(schema);
+        }
         self.stateful_nodes()
             .into_iter()
             .find(|n| n.id() == 0 && !matches!(n.spec().as_ref(), crate::stateful::OperatorSpec::Limit { .. }))

@@ -10,6 +10,7 @@ use datafusion::execution::context::QueryPlanner;
 use datafusion::logical_expr::{LogicalPlan, UserDefinedLogicalNode};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
@@ -17,7 +18,8 @@ use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, Phy
 
 use super::nodes::{StreamingAggregateNode, StreamingDedupNode, StreamingLimitNode, WithinWatermarkNode};
 use crate::error::SluiceError;
-use crate::physical::StatefulExec;
+use crate::options::OutputMode;
+use crate::physical::{StatefulExec, WatermarkFilterExec};
 use crate::state::StateStoreConfig;
 use crate::stateful::{AggregateParts, EventTimeKey, OperatorSpec};
 
@@ -93,22 +95,62 @@ fn partition_on(
     Ok((Arc::new(repartition), spec.with_state_partitions(n)))
 }
 
+/// The event-time key's name as `EXPLAIN` shows it (`window.end` for a
+/// window struct).
+fn event_time_name(parts: &AggregateParts, et: &EventTimeKey) -> String {
+    let (expr, name) = &parts.group_by.expr()[et.index];
+    match expr.data_type(&parts.input_schema) {
+        Ok(datafusion::arrow::datatypes::DataType::Struct(_)) => format!("{name}.end"),
+        _ => name.clone(),
+    }
+}
+
 impl StreamingExtensionPlanner {
     async fn aggregate(&self, node: &StreamingAggregateNode, session: &dyn Session) -> DFResult<StatefulExec> {
         // DataFusion plans the aggregation (with its input) as for a batch
         // query; its partial stage gives the aggregate functions and keys.
         let physical = session.create_physical_plan(&LogicalPlan::Aggregate(node.aggregate.clone())).await?;
-        let (parts, pre) = AggregateParts::extract(&physical)?;
+        let (parts, pre) = AggregateParts::extract(&physical, &|p| p.downcast_ref::<StatefulExec>().is_some())?;
         let event_time = node.event_time.and_then(|index| {
             parts.group_by.expr().get(index).map(|(e, _)| EventTimeKey { index, expr: Arc::clone(e) })
         });
-        let spec = match node.session {
-            Some(session) => OperatorSpec::Session { parts, session, event_time, mode: node.mode, config: self.config },
-            None => OperatorSpec::Aggregate { parts, event_time, mode: node.mode, config: self.config },
+        let (input, spec) = match node.session {
+            Some(session) => {
+                // Sessions merge across rows of a key: the raw rows are
+                // partitioned on the other keys.
+                let spec = OperatorSpec::Session { parts, session, event_time, mode: node.mode, config: self.config };
+                spec.create()?;
+                partition_on(pre, spec, self.config.num_partitions)?
+            }
+            None => {
+                // As DataFusion's batch plan: the partial aggregation runs on
+                // the input's partitions, then its (few) partial states are
+                // hash-partitioned on the keys to the state partitions. Late
+                // rows are dropped before the partial stage.
+                let mut input = pre;
+                if let (Some(et), true) = (&event_time, node.mode != OutputMode::Complete) {
+                    let name = event_time_name(&parts, et);
+                    input = Arc::new(WatermarkFilterExec::new(node.id, et.clone(), node.downstream, name, input));
+                }
+                let partial = AggregateExec::try_new(
+                    AggregateMode::Partial,
+                    parts.group_by.clone(),
+                    parts.aggr.clone(),
+                    parts.filters.clone(),
+                    input,
+                    Arc::clone(&parts.input_schema),
+                )?;
+                let spec = OperatorSpec::Aggregate {
+                    parts,
+                    event_time,
+                    mode: node.mode,
+                    partial_input: true,
+                    config: self.config,
+                };
+                spec.create()?;
+                partition_on(Arc::new(partial), spec, self.config.num_partitions)?
+            }
         };
-        // Refuse what the operator refuses (an output mode...) at planning.
-        spec.create()?;
-        let (input, spec) = partition_on(pre, spec, self.config.num_partitions)?;
         let schema = Arc::clone(node.aggregate.schema.inner());
         Ok(StatefulExec::new(node.id, node.id.to_string(), Arc::new(spec), node.downstream, input, schema))
     }

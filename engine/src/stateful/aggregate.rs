@@ -46,23 +46,27 @@ pub struct AggregateParts {
 
 impl AggregateParts {
     /// Find the aggregation in a physical plan made for `Aggregate(pre)`;
-    /// returns its parts and the physical plan of `pre`.
-    pub fn extract(plan: &Arc<dyn ExecutionPlan>) -> Result<(Self, Arc<dyn ExecutionPlan>)> {
+    /// returns its parts and the physical plan of `pre`. The search does not
+    /// enter the nodes `boundary` accepts (upstream stateful operators,
+    /// whose own aggregations are theirs).
+    pub fn extract(
+        plan: &Arc<dyn ExecutionPlan>,
+        boundary: &dyn Fn(&Arc<dyn ExecutionPlan>) -> bool,
+    ) -> Result<(Self, Arc<dyn ExecutionPlan>)> {
         let mut node = Arc::clone(plan);
         loop {
             if let Some(agg) = node.downcast_ref::<AggregateExec>() {
                 let agg = match agg.mode() {
-                    AggregateMode::Final | AggregateMode::FinalPartitioned => {
-                        find_partial(agg.input()).ok_or_else(|| {
+                    AggregateMode::Final | AggregateMode::FinalPartitioned => find_partial(agg.input(), boundary)
+                        .ok_or_else(|| {
                             SluiceError::internal("no partial aggregation found in the planned aggregation")
-                        })?
-                    }
+                        })?,
                     _ => node.clone(),
                 };
                 let agg = agg
                     .downcast_ref::<AggregateExec>()
                     .ok_or_else(|| SluiceError::internal("the partial stage found is not an aggregation"))?;
-                if contains_aggregate(agg.input()) {
+                if contains_aggregate(agg.input(), boundary) {
                     return Err(SluiceError::unsupported(
                         "this aggregation is planned as two nested aggregations, which streaming does not support \
                          yet; write the inner aggregation as its own query (a sink the outer one reads)",
@@ -91,15 +95,23 @@ impl AggregateParts {
     }
 }
 
-fn find_partial(plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
+fn find_partial(
+    plan: &Arc<dyn ExecutionPlan>,
+    boundary: &dyn Fn(&Arc<dyn ExecutionPlan>) -> bool,
+) -> Option<Arc<dyn ExecutionPlan>> {
+    if boundary(plan) {
+        return None;
+    }
     if plan.downcast_ref::<AggregateExec>().is_some_and(|a| *a.mode() == AggregateMode::Partial) {
         return Some(Arc::clone(plan));
     }
-    plan.children().into_iter().find_map(find_partial)
+    plan.children().into_iter().find_map(|c| find_partial(c, boundary))
 }
 
-fn contains_aggregate(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    plan.downcast_ref::<AggregateExec>().is_some() || plan.children().into_iter().any(contains_aggregate)
+fn contains_aggregate(plan: &Arc<dyn ExecutionPlan>, boundary: &dyn Fn(&Arc<dyn ExecutionPlan>) -> bool) -> bool {
+    !boundary(plan)
+        && (plan.downcast_ref::<AggregateExec>().is_some()
+            || plan.children().into_iter().any(|c| contains_aggregate(c, boundary)))
 }
 
 /// The three DataFusion aggregation stages over in-memory batches.
@@ -173,7 +185,7 @@ impl AggStages {
 
 /// Drop rows whose event-time key is at or below the watermark; returns the
 /// kept rows and the number dropped, keeping the dropped ones in `late`.
-pub(super) fn drop_late(
+pub fn drop_late(
     input: Vec<RecordBatch>,
     et: &EventTimeKey,
     wm: super::EventTime,
@@ -206,6 +218,9 @@ pub struct StreamingAggregate {
     value_conv: RowConverter,
     event_time: Option<EventTimeKey>,
     mode: OutputMode,
+    /// The input is already partial states (the plan's partial
+    /// aggregation ran before the shuffle, with late rows dropped before it).
+    partial_input: bool,
     state: OperatorState,
 }
 
@@ -235,8 +250,17 @@ impl StreamingAggregate {
             value_conv,
             event_time,
             mode,
+            partial_input: false,
             state: OperatorState::new("aggregate", store_config),
         })
+    }
+
+    /// Take partial states (rows of the partial aggregation's schema) as
+    /// input instead of input rows: the plan runs the partial stage, and
+    /// drops late rows, before hash-partitioning on the keys.
+    pub fn with_partial_input(mut self) -> Self {
+        self.partial_input = true;
+        self
     }
 
     async fn run(
@@ -329,12 +353,15 @@ impl StatefulOperator for StreamingAggregate {
         input: Vec<RecordBatch>,
         ctx: &BatchContext,
     ) -> Result<Vec<RecordBatch>> {
-        let event_time = self.event_time.as_ref().filter(|_| self.mode != OutputMode::Complete);
+        let event_time = self.event_time.as_ref().filter(|_| self.mode != OutputMode::Complete && !self.partial_input);
         let input = self.state.drop_late(input, event_time, ctx.late_watermark)?;
         let rows: usize = input.iter().map(|b| b.num_rows()).sum();
         let mut out = vec![];
         if rows > 0 || self.num_keys == 0 {
-            let partial = self.stages.partial(input, &task).await?;
+            let partial = match self.partial_input {
+                true => concat_batches(&self.partial_schema, &input)?,
+                false => self.stages.partial(input, &task).await?,
+            };
             let merged = self.merge(partial, &task).await?;
             if self.mode == OutputMode::Update {
                 out.extend(self.run(AggregateMode::Final, vec![merged], &task).await?);

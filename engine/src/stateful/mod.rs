@@ -16,10 +16,10 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::execution::memory_pool::MemoryPool;
 use datafusion::execution::TaskContext;
 
-pub use aggregate::{AggregateParts, StreamingAggregate};
+pub use aggregate::{drop_late, AggregateParts, StreamingAggregate};
 pub use context::BatchContext;
 pub use dedup::{DedupSpec, StreamingDedup};
-pub use event_time::{EventTime, EventTimeKey};
+pub use event_time::{event_time_micros, EventTime, EventTimeKey};
 pub use limit::StreamingLimit;
 pub use session::{SessionAggregate, SessionColumns};
 pub use spec::OperatorSpec;
@@ -172,12 +172,15 @@ impl OperatorState {
 
 /// Late rows kept for the `late_rows` sink option.
 #[derive(Debug, Default)]
-pub(crate) struct LateRows {
+pub struct LateRows {
+    /// Whether to keep them.
     pub on: bool,
+    /// The rows kept since the last take.
     pub rows: Vec<RecordBatch>,
 }
 
 impl LateRows {
+    /// Keep `batch` (when on and not empty).
     pub fn push(&mut self, batch: RecordBatch) {
         if self.on && batch.num_rows() > 0 {
             self.rows.push(batch);

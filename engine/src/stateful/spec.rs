@@ -27,6 +27,8 @@ pub enum OperatorSpec {
         event_time: Option<EventTimeKey>,
         /// Output mode.
         mode: OutputMode,
+        /// Its input is partial states, partitioned on the key columns.
+        partial_input: bool,
         /// State store settings.
         config: StateStoreConfig,
     },
@@ -69,8 +71,9 @@ impl OperatorSpec {
     /// A new operator instance (one per state partition), without state.
     pub fn create(&self) -> Result<Box<dyn StatefulOperator>> {
         Ok(match self.clone() {
-            Self::Aggregate { parts, event_time, mode, config } => {
-                Box::new(StreamingAggregate::try_new(parts, event_time, mode, config)?)
+            Self::Aggregate { parts, event_time, mode, partial_input, config } => {
+                let op = StreamingAggregate::try_new(parts, event_time, mode, config)?;
+                Box::new(if partial_input { op.with_partial_input() } else { op })
             }
             Self::Session { parts, session, event_time, mode, config } => {
                 Box::new(SessionAggregate::try_new(parts, session, event_time, mode, config)?)
@@ -118,6 +121,14 @@ impl OperatorSpec {
     /// all rows of its keys. Empty: one partition holds all state.
     pub fn key_exprs(&self) -> Vec<Arc<dyn PhysicalExpr>> {
         match self {
+            // Partial states: the keys are their first columns.
+            Self::Aggregate { parts, partial_input: true, .. } => parts
+                .group_by
+                .expr()
+                .iter()
+                .enumerate()
+                .map(|(i, (_, name))| Arc::new(Column::new(name, i)) as Arc<dyn PhysicalExpr>)
+                .collect(),
             Self::Aggregate { parts, .. } => parts.group_by.expr().iter().map(|(e, _)| Arc::clone(e)).collect(),
             Self::Session { parts, session, .. } => parts
                 .group_by
