@@ -77,14 +77,20 @@ impl StateRuntime {
     /// Where the state of operator `state_dir` lives in the checkpoint at
     /// `root`: `state/<state_dir>` (`state/0`, `state/1`, ..., `state/limit`).
     pub fn operator_dir(root: &CheckpointDir, state_dir: &str) -> CheckpointDir {
-        root.child("state").child(state_dir)
+        Self::state_root(root).child(state_dir)
+    }
+
+    /// The checkpoint's `state/` directory, holding one directory per
+    /// operator.
+    fn state_root(root: &CheckpointDir) -> CheckpointDir {
+        root.child("state")
     }
 
     /// The number of state partitions recorded in the checkpoint at `root`
     /// (the most any of its operators has: an operator without keys keeps
     /// one), if it holds state.
     pub async fn stored_partitions(root: &CheckpointDir) -> Result<Option<usize>> {
-        let state_root = root.child("state");
+        let state_root = Self::state_root(root);
         let mut most = None;
         for k in state_root.list_numbered_dirs().await? {
             if let Some(n) = StateStore::stored_partitions(&state_root.child(&k.to_string())).await? {
@@ -105,7 +111,7 @@ impl StateRuntime {
     /// changed starts with empty state (and a warning) instead of failing;
     /// the others keep theirs.
     pub async fn restore(&self, root: &CheckpointDir, version: Option<u64>, reset_changed: bool) -> Result<()> {
-        let state_root = root.child("state");
+        let state_root = Self::state_root(root);
         let numbered = self.operators.iter().filter(|o| o.state_dir.parse::<u64>().is_ok()).count();
         let stored: Vec<u64> = state_root.list_numbered_dirs().await?;
         if let Some(extra) = stored.iter().find(|k| **k as usize >= numbered).filter(|_| !reset_changed) {
