@@ -47,6 +47,35 @@ pub struct StateOperatorProgress {
     pub commit_time_ms: u64,
 }
 
+/// Event times of a batch's input rows (over the watermarked columns).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct EventTimeStats {
+    /// Earliest event time (ms since the epoch).
+    pub min_ms: i64,
+    /// Latest event time (ms since the epoch).
+    pub max_ms: i64,
+    /// Sum of the event times (ms), for the average.
+    pub sum_ms: i128,
+    /// Rows with an event time.
+    pub count: u64,
+}
+
+impl EventTimeStats {
+    /// The stats of both sets of rows.
+    pub fn merge(self, other: Self) -> Self {
+        Self {
+            min_ms: self.min_ms.min(other.min_ms),
+            max_ms: self.max_ms.max(other.max_ms),
+            sum_ms: self.sum_ms + other.sum_ms,
+            count: self.count + other.count,
+        }
+    }
+    /// Average event time (ms since the epoch).
+    pub fn avg_ms(&self) -> Option<i64> {
+        (self.count > 0).then(|| (self.sum_ms / i128::from(self.count)) as i64)
+    }
+}
+
 /// Progress of one micro-batch.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct StreamingQueryProgress {
@@ -69,6 +98,10 @@ pub struct StreamingQueryProgress {
     pub duration_ms: BTreeMap<String, u64>,
     /// Event-time watermark the batch ran under (ms since the epoch).
     pub watermark_ms: Option<i64>,
+    /// Event times of the batch's input rows, when a source has a watermark.
+    pub event_time: Option<EventTimeStats>,
+    /// Id of this run of the query (new at every start; Spark's `runId`).
+    pub run_id: String,
     /// Per-source progress.
     pub sources: Vec<SourceProgress>,
     /// Sink progress.
@@ -77,18 +110,113 @@ pub struct StreamingQueryProgress {
     pub state_operators: Vec<StateOperatorProgress>,
 }
 
+/// ISO-8601 in UTC with milliseconds, as Spark writes times in progress.
+fn iso(ms: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp_millis(ms).map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+}
+
 impl StreamingQueryProgress {
+    /// The progress as a JSON document in Spark's shape
+    /// (`StreamingQueryProgress.json`): Spark's field names and nesting, so
+    /// dashboards and parsers made for Spark read it. Fields that do not
+    /// apply are absent, as in Spark. Sluice's own phase durations (`read`,
+    /// `execute`, `sink`, `commit`) stay in `durationMs` under those names.
+    pub fn json_value(&self) -> serde_json::Value {
+        use serde_json::{json, Map, Value};
+        let d = |k: &str| self.duration_ms.get(k).copied();
+        let mut duration = Map::new();
+        let mut put = |name: &str, v: Option<u64>| {
+            if let Some(v) = v {
+                duration.insert(name.into(), json!(v));
+            }
+        };
+        put("latestOffset", d("latest_offset"));
+        put("queryPlanning", d("plan"));
+        put("getBatch", d("read"));
+        put("addBatch", d("execute").zip(d("sink")).map(|(a, b)| a + b));
+        put("walCommit", d("wal_commit"));
+        put("commitOffsets", d("commit"));
+        put("triggerExecution", d("total"));
+        for (k, v) in &self.duration_ms {
+            if matches!(k.as_str(), "read" | "execute" | "sink" | "commit") {
+                duration.insert(k.clone(), json!(v));
+            }
+        }
+        let mut event_time = Map::new();
+        if let Some(e) = &self.event_time {
+            event_time.insert("min".into(), json!(iso(e.min_ms)));
+            event_time.insert("max".into(), json!(iso(e.max_ms)));
+            if let Some(avg) = e.avg_ms() {
+                event_time.insert("avg".into(), json!(iso(avg)));
+            }
+        }
+        if let Some(w) = self.watermark_ms.and_then(iso) {
+            event_time.insert("watermark".into(), json!(w));
+        }
+        let state: Vec<Value> = self
+            .state_operators
+            .iter()
+            .map(|s| {
+                json!({
+                    "operatorName": s.operator,
+                    "numRowsTotal": s.num_rows_total,
+                    "numRowsUpdated": s.num_rows_updated,
+                    "numRowsRemoved": s.num_rows_removed,
+                    "numRowsDroppedByWatermark": s.num_rows_dropped_by_watermark,
+                    "commitTimeMs": s.commit_time_ms,
+                    "memoryUsedBytes": s.memory_used_bytes,
+                })
+            })
+            .collect();
+        let sources: Vec<Value> = self
+            .sources
+            .iter()
+            .map(|s| {
+                json!({
+                    "description": s.name,
+                    "startOffset": s.start_offset,
+                    "endOffset": s.end_offset,
+                    "numInputRows": s.num_input_rows,
+                })
+            })
+            .collect();
+        let mut doc = json!({
+            "id": self.id,
+            "runId": self.run_id,
+            "name": self.name,
+            "timestamp": iso(self.timestamp_ms),
+            "batchId": self.batch_id,
+            "numInputRows": self.num_input_rows,
+            "inputRowsPerSecond": self.input_rows_per_second,
+            "processedRowsPerSecond": self.processed_rows_per_second,
+            "durationMs": duration,
+            "stateOperators": state,
+            "sources": sources,
+            "sink": { "description": self.sink.description, "numOutputRows": self.sink.num_output_rows },
+        });
+        if !event_time.is_empty() {
+            doc["eventTime"] = Value::Object(event_time);
+        }
+        doc
+    }
+
+    /// [`Self::json_value`] as compact JSON (one line).
+    pub fn json(&self) -> String {
+        self.json_value().to_string()
+    }
+
+    /// [`Self::json_value`] as indented JSON, as Spark's `prettyJson`.
+    pub fn pretty_json(&self) -> String {
+        serde_json::to_string_pretty(&self.json_value()).unwrap_or_else(|_| self.json())
+    }
+
     /// A one-line summary for logs and the CLI.
     pub fn summary(&self) -> String {
         let phases: Vec<String> = ["read", "execute", "sink", "commit"]
             .iter()
             .filter_map(|k| self.duration_ms.get(*k).map(|ms| format!("{k} {ms}")))
             .collect();
-        let watermark = self
-            .watermark_ms
-            .and_then(chrono::DateTime::from_timestamp_millis)
-            .map(|t| format!(", watermark {}", t.format("%Y-%m-%dT%H:%M:%S%.3fZ")))
-            .unwrap_or_default();
+        let watermark = self.watermark_ms.and_then(iso).map(|t| format!(", watermark {t}")).unwrap_or_default();
         format!(
             "query '{}' batch {}: {} rows in, {} rows out, {:.0} rows/s, {} ms ({}){watermark}",
             self.name,

@@ -8,6 +8,7 @@ mod crash;
 mod errors;
 mod explain;
 mod nexmark;
+mod progress;
 mod properties;
 mod query_change;
 mod reliability;

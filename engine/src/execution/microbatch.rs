@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::compute::kernels::aggregate::max;
+use datafusion::arrow::compute::kernels::aggregate::{max, min};
 use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
 use datafusion::arrow::record_batch::RecordBatch;
 use tracing::{debug, info};
@@ -25,7 +25,7 @@ use crate::connector::{Sink, Source, SourceOffset};
 use crate::error::{Result, SluiceError};
 use crate::physical::MicroBatchInput;
 use crate::plan::IncrementalPlan;
-use crate::progress::{SinkProgress, SourceProgress, StreamingQueryProgress};
+use crate::progress::{EventTimeStats, SinkProgress, SourceProgress, StreamingQueryProgress};
 use crate::stateful::{BatchContext, EventTime};
 use crate::watermark::WatermarkSpec;
 
@@ -57,6 +57,9 @@ pub struct MicroBatchExecution {
     pub id: String,
     /// Query name.
     pub name: String,
+    /// Id of this run of the query (a new one at every start, as Spark's
+    /// `runId`).
+    run_id: String,
     plan: Arc<IncrementalPlan>,
     runtime: StateRuntime,
     sources: Vec<QuerySource>,
@@ -129,6 +132,7 @@ impl MicroBatchExecution {
         let read_columns = read_columns(&parts.plan, &parts.sources);
         let runtime = StateRuntime::new(&parts.plan, parts.late_sink.is_some())?;
         Ok(Self {
+            run_id: uuid::Uuid::new_v4().to_string(),
             runtime,
             read_columns,
             id,
@@ -324,6 +328,7 @@ impl MicroBatchExecution {
         let mut input = MicroBatchInput::default();
         let mut source_progress = vec![];
         let mut total_rows = 0u64;
+        let mut event_time: Option<EventTimeStats> = None;
         for s in &self.sources {
             let start = self.committed.get(&s.name).cloned().flatten();
             let end = entry.offsets.get(&s.name).cloned().flatten();
@@ -355,9 +360,13 @@ impl MicroBatchExecution {
             }
             total_rows += rows;
             if let Some(spec) = &s.watermark {
-                if let Some(ts) = max_event_time_ms(&batches, &spec.column)? {
-                    let e = self.max_event_time.entry(s.name.clone()).or_insert(ts);
-                    *e = (*e).max(ts);
+                if let Some(stats) = event_time_stats(&batches, &spec.column)? {
+                    let e = self.max_event_time.entry(s.name.clone()).or_insert(stats.max_ms);
+                    *e = (*e).max(stats.max_ms);
+                    event_time = Some(match event_time {
+                        None => stats,
+                        Some(o) => o.merge(stats),
+                    });
                 }
             }
             source_progress.push(SourceProgress {
@@ -441,6 +450,8 @@ impl MicroBatchExecution {
             processed_rows_per_second: total_rows as f64 / secs,
             duration_ms,
             watermark_ms: entry.watermark_ms,
+            event_time,
+            run_id: self.run_id.clone(),
             sources: source_progress,
             sink: SinkProgress { description: self.sink_description.clone(), num_output_rows: output_rows },
             state_operators,
@@ -478,9 +489,10 @@ impl MicroBatchExecution {
     }
 }
 
-/// Maximum of a timestamp column over batches, in ms.
-fn max_event_time_ms(batches: &[RecordBatch], column: &str) -> Result<Option<i64>> {
-    let mut out: Option<i64> = None;
+/// Minimum, maximum, sum and count of a timestamp column's non-null values
+/// over batches, in ms.
+fn event_time_stats(batches: &[RecordBatch], column: &str) -> Result<Option<EventTimeStats>> {
+    let mut out: Option<EventTimeStats> = None;
     for b in batches {
         let Some((idx, _)) = b.schema().column_with_name(column).map(|(i, f)| (i, f.clone())) else {
             return Err(SluiceError::plan(format!("watermark column '{column}' is not in the source's rows")));
@@ -488,12 +500,18 @@ fn max_event_time_ms(batches: &[RecordBatch], column: &str) -> Result<Option<i64
         let col = b.column(idx);
         let ms = cast(col, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
         let arr = ms.as_primitive::<TimestampMillisecondType>();
-        if arr.null_count() == arr.len() {
-            continue;
-        }
-        if let Some(m) = max(arr) {
-            out = Some(out.map_or(m, |o| o.max(m)));
-        }
+        let (Some(lo), Some(hi)) = (min(arr), max(arr)) else { continue };
+        let sum: i128 = arr.iter().flatten().map(i128::from).sum();
+        let count = (arr.len() - arr.null_count()) as u64;
+        out = Some(match out {
+            None => EventTimeStats { min_ms: lo, max_ms: hi, sum_ms: sum, count },
+            Some(o) => EventTimeStats {
+                min_ms: o.min_ms.min(lo),
+                max_ms: o.max_ms.max(hi),
+                sum_ms: o.sum_ms + sum,
+                count: o.count + count,
+            },
+        });
     }
     Ok(out)
 }

@@ -112,10 +112,22 @@ impl SourceFactory for SocketSourceFactory {
             "the socket source is not replayable (lines are lost on failure or restart) and is meant for testing only"
         );
         let buffer = Arc::new(Mutex::new(Buffer::default()));
-        let task = runtime.spawn(read_lines(def.name.clone(), options.address(), Arc::clone(&buffer)));
-        Ok(Arc::new(SocketSource { name: def.name, schema: def.schema, options, buffer, task: Mutex::new(Some(task)) }))
+        let settled = Arc::new(tokio::sync::Notify::new());
+        let task =
+            runtime.spawn(read_lines(def.name.clone(), options.address(), Arc::clone(&buffer), Arc::clone(&settled)));
+        Ok(Arc::new(SocketSource {
+            name: def.name,
+            schema: def.schema,
+            options,
+            buffer,
+            settled,
+            task: Mutex::new(Some(task)),
+        }))
     }
 }
+
+/// How long the first trigger waits for the connection attempt.
+const CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Lines received and not yet committed.
 #[derive(Debug, Default)]
@@ -131,19 +143,28 @@ struct Buffer {
     origin: Option<u64>,
     /// Connection or read failure.
     error: Option<String>,
+    /// Whether the connection attempt has succeeded or failed.
+    settled: bool,
 }
 
-async fn read_lines(name: String, address: String, buffer: Arc<Mutex<Buffer>>) {
-    let stream = match TcpStream::connect(&address).await {
-        Ok(s) => s,
-        Err(e) => {
-            buffer.lock().error = Some(format!(
-                "cannot connect to {address}: {e}; start the server first (for example `nc -lk <port>`) and \
-                 check the `host` and `port` options"
-            ));
-            return;
+async fn read_lines(name: String, address: String, buffer: Arc<Mutex<Buffer>>, settled: Arc<tokio::sync::Notify>) {
+    let connected = TcpStream::connect(&address).await;
+    let stream = {
+        let mut b = buffer.lock();
+        b.settled = true;
+        match connected {
+            Ok(s) => Some(s),
+            Err(e) => {
+                b.error = Some(format!(
+                    "cannot connect to {address}: {e}; start the server first (for example `nc -lk <port>`) and \
+                     check the `host` and `port` options"
+                ));
+                None
+            }
         }
     };
+    settled.notify_waiters();
+    let Some(stream) = stream else { return };
     info!(source = %name, %address, "socket source connected");
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
@@ -177,6 +198,8 @@ pub struct SocketSource {
     schema: SchemaRef,
     options: SocketOptions,
     buffer: Arc<Mutex<Buffer>>,
+    /// Notified when the connection attempt settles.
+    settled: Arc<tokio::sync::Notify>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -201,6 +224,13 @@ impl Source for SocketSource {
 
     async fn latest_offset(&self, start: Option<&SourceOffset>) -> Result<Option<SourceOffset>> {
         let from = self.parse_offset(start)?;
+        // The first trigger waits (a bounded time) for the connection
+        // attempt, so a refused connection is reported at once rather than
+        // as a source with no lines yet.
+        let wait = self.settled.notified();
+        if !self.buffer.lock().settled {
+            let _ = tokio::time::timeout(CONNECT_WAIT, wait).await;
+        }
         let mut b = self.buffer.lock();
         if b.received == 0 {
             if let Some(e) = &b.error {

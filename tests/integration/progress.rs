@@ -1,0 +1,85 @@
+//! Progress reports as JSON in Spark's shape (`StreamingQueryProgress.json`).
+
+use sluice::{execute_sql, Environment};
+
+#[tokio::test]
+async fn progress_json_has_spark_s_fields_and_leaves_out_what_does_not_apply() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = Environment::default();
+    let session = crate::manual_session(&env, tmp.path());
+    let ck = tmp.path().join("ck");
+    execute_sql(
+        &session,
+        &format!(
+            "CREATE SOURCE ev (ts TIMESTAMP, k VARCHAR, WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) \
+             WITH (connector = 'memory');
+             CREATE SINK counts WITH (connector = 'memory', output_mode = 'update', checkpoint = '{}') AS \
+             SELECT window.start AS start, k, count(*) AS n FROM ev GROUP BY window(ts, '10 seconds'), k;
+             CREATE SOURCE other (k VARCHAR) WITH (connector = 'memory');
+             CREATE SINK plain WITH (connector = 'memory') AS SELECT k FROM other",
+            ck.display()
+        ),
+    )
+    .await
+    .unwrap();
+    let ev = env.streams.get("ev").unwrap();
+    ev.push_rows(&["2026-01-01T00:00:01,a", "2026-01-01T00:00:03,b"]).unwrap();
+    let q = session.query("counts").unwrap();
+    q.process_all_available().await.unwrap();
+    ev.push_rows(&["2026-01-01T00:00:20,a"]).unwrap();
+    // The data batch (a no-data batch may follow it, for the watermark).
+    let p = q.process_all_available().await.unwrap().into_iter().find(|p| p.num_input_rows > 0).expect("a batch ran");
+    let doc: serde_json::Value = serde_json::from_str(&p.json()).unwrap();
+    assert_eq!(doc["id"], serde_json::json!(q.id()));
+    assert!(doc["runId"].as_str().is_some_and(|r| r.len() == 36 && r != q.id()), "{doc}");
+    assert_eq!(doc["name"], "counts");
+    assert_eq!(doc["batchId"], serde_json::json!(p.batch_id));
+    assert!(p.batch_id >= 1);
+    assert_eq!(doc["numInputRows"], 1);
+    assert!(doc["timestamp"].as_str().is_some_and(|t| t.ends_with('Z') && t.contains('T')), "{doc}");
+    for k in ["triggerExecution", "addBatch", "getBatch", "latestOffset", "queryPlanning", "walCommit", "commitOffsets"]
+    {
+        assert!(doc["durationMs"][k].is_u64(), "durationMs.{k} missing: {doc}");
+    }
+    // The batch ran under the watermark the first batch set (00:00:03 - 5 s).
+    assert_eq!(doc["eventTime"]["watermark"], "2025-12-31T23:59:58.000Z", "{doc}");
+    assert_eq!(doc["eventTime"]["min"], "2026-01-01T00:00:20.000Z");
+    assert_eq!(doc["eventTime"]["max"], "2026-01-01T00:00:20.000Z");
+    assert_eq!(doc["eventTime"]["avg"], "2026-01-01T00:00:20.000Z");
+    let op = &doc["stateOperators"][0];
+    assert_eq!(op["numRowsTotal"], 3, "{doc}");
+    assert!(op["memoryUsedBytes"].as_u64().is_some_and(|b| b > 0), "{doc}");
+    assert_eq!(doc["sources"][0]["description"], "ev");
+    assert_eq!(doc["sources"][0]["numInputRows"], 1);
+    assert_eq!(doc["sink"]["description"], "memory");
+    assert_eq!(doc["sink"]["numOutputRows"], 1);
+    assert!(p.pretty_json().lines().count() > 20);
+    // A query without a watermark or state: no eventTime, no operators.
+    env.streams.get("other").unwrap().push_rows(&["x"]).unwrap();
+    let plain = session.query("plain").unwrap().process_all_available().await.unwrap();
+    let doc = plain[0].json_value();
+    assert!(doc.get("eventTime").is_none(), "{doc}");
+    assert_eq!(doc["stateOperators"], serde_json::json!([]));
+    // A restart on the same checkpoint keeps the id and gets a new runId.
+    let run_id = p.run_id.clone();
+    session.stop_all().await.unwrap();
+    let session = crate::manual_session(&env, tmp.path());
+    execute_sql(
+        &session,
+        &format!(
+            "CREATE SOURCE ev (ts TIMESTAMP, k VARCHAR, WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) \
+             WITH (connector = 'memory');
+             CREATE SINK counts WITH (connector = 'memory', output_mode = 'update', checkpoint = '{}') AS \
+             SELECT window.start AS start, k, count(*) AS n FROM ev GROUP BY window(ts, '10 seconds'), k",
+            ck.display()
+        ),
+    )
+    .await
+    .unwrap();
+    ev.push_rows(&["2026-01-01T00:00:21,c"]).unwrap();
+    let q2 = session.query("counts").unwrap();
+    let p2 = q2.process_all_available().await.unwrap().into_iter().next().expect("a batch ran");
+    assert_eq!(p2.id, p.id);
+    assert_ne!(p2.run_id, run_id);
+    session.stop_all().await.unwrap();
+}
