@@ -1,6 +1,23 @@
 //! Progress reports as JSON in Spark's shape (`StreamingQueryProgress.json`).
 
-use sluice::{execute_sql, Environment};
+use sluice::{execute_sql, Environment, SluiceSession};
+
+/// Declare the watermarked source `ev` and start the windowed count `counts`
+/// on the checkpoint `ck`.
+async fn start_counts(session: &SluiceSession, ck: &std::path::Path) {
+    execute_sql(
+        session,
+        &format!(
+            "CREATE SOURCE ev (ts TIMESTAMP, k VARCHAR, WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) \
+             WITH (connector = 'memory');
+             CREATE SINK counts WITH (connector = 'memory', output_mode = 'update', checkpoint = '{}') AS \
+             SELECT window.start AS start, k, count(*) AS n FROM ev GROUP BY window(ts, '10 seconds'), k",
+            ck.display()
+        ),
+    )
+    .await
+    .unwrap();
+}
 
 #[tokio::test]
 async fn progress_json_has_spark_s_fields_and_leaves_out_what_does_not_apply() {
@@ -8,17 +25,11 @@ async fn progress_json_has_spark_s_fields_and_leaves_out_what_does_not_apply() {
     let env = Environment::default();
     let session = crate::manual_session(&env, tmp.path());
     let ck = tmp.path().join("ck");
+    start_counts(&session, &ck).await;
     execute_sql(
         &session,
-        &format!(
-            "CREATE SOURCE ev (ts TIMESTAMP, k VARCHAR, WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) \
-             WITH (connector = 'memory');
-             CREATE SINK counts WITH (connector = 'memory', output_mode = 'update', checkpoint = '{}') AS \
-             SELECT window.start AS start, k, count(*) AS n FROM ev GROUP BY window(ts, '10 seconds'), k;
-             CREATE SOURCE other (k VARCHAR) WITH (connector = 'memory');
-             CREATE SINK plain WITH (connector = 'memory') AS SELECT k FROM other",
-            ck.display()
-        ),
+        "CREATE SOURCE other (k VARCHAR) WITH (connector = 'memory');
+         CREATE SINK plain WITH (connector = 'memory') AS SELECT k FROM other",
     )
     .await
     .unwrap();
@@ -64,18 +75,7 @@ async fn progress_json_has_spark_s_fields_and_leaves_out_what_does_not_apply() {
     let run_id = p.run_id.clone();
     session.stop_all().await.unwrap();
     let session = crate::manual_session(&env, tmp.path());
-    execute_sql(
-        &session,
-        &format!(
-            "CREATE SOURCE ev (ts TIMESTAMP, k VARCHAR, WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) \
-             WITH (connector = 'memory');
-             CREATE SINK counts WITH (connector = 'memory', output_mode = 'update', checkpoint = '{}') AS \
-             SELECT window.start AS start, k, count(*) AS n FROM ev GROUP BY window(ts, '10 seconds'), k",
-            ck.display()
-        ),
-    )
-    .await
-    .unwrap();
+    start_counts(&session, &ck).await;
     ev.push_rows(&["2026-01-01T00:00:21,c"]).unwrap();
     let q2 = session.query("counts").unwrap();
     let p2 = q2.process_all_available().await.unwrap().into_iter().next().expect("a batch ran");
