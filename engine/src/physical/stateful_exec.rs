@@ -43,6 +43,9 @@ pub struct StatefulExec {
     /// The order the operator needs its input in (an aggregate with
     /// `ORDER BY` in its arguments), as planned.
     input_ordering: Option<LexOrdering>,
+    /// The input holds a stateful node: it runs every batch (its watermark
+    /// work is due even when this operator needs no rows).
+    input_stateful: bool,
     schema: SchemaRef,
     cache: Arc<PlanProperties>,
     /// Output rows and state-work time per partition (`EXPLAIN ANALYZE`).
@@ -69,7 +72,19 @@ impl StatefulExec {
             Boundedness::Bounded,
         ));
         let input_ordering = input.output_ordering().cloned();
-        Self { id, state_dir, spec, downstream, input, input_ordering, schema, cache, metrics: Default::default() }
+        let input_stateful = contains_stateful(&input);
+        Self {
+            id,
+            state_dir,
+            spec,
+            downstream,
+            input,
+            input_ordering,
+            input_stateful,
+            schema,
+            cache,
+            metrics: Default::default(),
+        }
     }
 
     /// The operator's id in the runtime (innermost first).
@@ -178,13 +193,10 @@ impl ExecutionPlan for StatefulExec {
 
     fn replace_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        match (children.pop(), children.is_empty()) {
-            (Some(input), true) => Ok(Arc::new(self.with_input(input))),
-            _ => Err(DataFusionError::Internal(format!("{} takes exactly one child", self.name()))),
-        }
+        Ok(Arc::new(self.with_input(super::only_child(children, self.name())?)))
     }
 
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
@@ -199,9 +211,7 @@ impl ExecutionPlan for StatefulExec {
         let op = state.operator(self.id, partition)?;
         let batch = if self.downstream { state.batch.downstream() } else { state.batch };
         let input = Arc::clone(&self.input);
-        // A stateful input must run every batch (its watermark work is due
-        // even when this operator needs no rows).
-        let input_stateful = contains_stateful(&input);
+        let input_stateful = self.input_stateful;
         let schema = Arc::clone(&self.schema);
         let out_schema = Arc::clone(&schema);
         let name = self.spec.exec_name();

@@ -89,19 +89,16 @@ impl ExecutionPlan for WatermarkFilterExec {
 
     fn replace_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        match (children.pop(), children.is_empty()) {
-            (Some(input), true) => Ok(Arc::new(Self {
-                id: self.id,
-                event_time: self.event_time.clone(),
-                downstream: self.downstream,
-                time_name: self.time_name.clone(),
-                input,
-            })),
-            _ => Err(DataFusionError::Internal("WatermarkFilterExec takes exactly one child".into())),
-        }
+        Ok(Arc::new(Self {
+            id: self.id,
+            event_time: self.event_time.clone(),
+            downstream: self.downstream,
+            time_name: self.time_name.clone(),
+            input: super::only_child(children, self.name())?,
+        }))
     }
 
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
