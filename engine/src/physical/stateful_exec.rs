@@ -40,6 +40,11 @@ pub struct StatefulExec {
     /// previous batch's watermark.
     downstream: bool,
     input: Arc<dyn ExecutionPlan>,
+    /// The right input of a two-input operator (a join; `input` is its left).
+    right: Option<Arc<dyn ExecutionPlan>>,
+    /// For an operator fed by another: how far (≤ 0, in µs) the upstream
+    /// operators shift the watermark their output rows are judged by.
+    watermark_shift_us: i64,
     /// The order the operator needs its input in (an aggregate with
     /// `ORDER BY` in its arguments), as planned.
     input_ordering: Option<LexOrdering>,
@@ -73,18 +78,45 @@ impl StatefulExec {
         ));
         let input_ordering = input.output_ordering().cloned();
         let input_stateful = contains_stateful(&input);
+        let watermark_shift_us = output_shift(&input);
         Self {
             id,
             state_dir,
             spec,
             downstream,
             input,
+            right: None,
+            watermark_shift_us,
             input_ordering,
             input_stateful,
             schema,
             cache,
             metrics: Default::default(),
         }
+    }
+
+    /// A two-input operator (a join) over `left` and `right`, both
+    /// partitioned on `spec`'s keys into the same number of partitions.
+    pub fn new_join(
+        id: usize,
+        spec: Arc<OperatorSpec>,
+        downstream: bool,
+        left: Arc<dyn ExecutionPlan>,
+        right: Arc<dyn ExecutionPlan>,
+        schema: SchemaRef,
+    ) -> Self {
+        let mut node = Self::new(id, id.to_string(), spec, downstream, left, schema);
+        node.input_stateful |= contains_stateful(&right);
+        node.watermark_shift_us = node.watermark_shift_us.min(output_shift(&right));
+        node.input_ordering = None;
+        node.right = Some(right);
+        node
+    }
+
+    /// How far (≤ 0, in µs) this operator's output rows lag the watermark in
+    /// event time, counting the operators before it.
+    pub fn output_watermark_shift_us(&self) -> i64 {
+        self.watermark_shift_us + self.spec.output_watermark_offset_us()
     }
 
     /// The operator's id in the runtime (innermost first).
@@ -112,19 +144,40 @@ impl StatefulExec {
         &self.input
     }
 
-    fn with_input(&self, input: Arc<dyn ExecutionPlan>) -> Self {
+    fn with_children(&self, mut children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Self> {
+        if self.right.is_some() {
+            let (Some(right), Some(left), true) = (children.pop(), children.pop(), children.is_empty()) else {
+                return Err(DataFusionError::Internal(format!("{} takes exactly two children", self.name())));
+            };
+            return Ok(Self::new_join(
+                self.id,
+                Arc::clone(&self.spec),
+                self.downstream,
+                left,
+                right,
+                self.schema.clone(),
+            ));
+        }
         let mut node = Self::new(
             self.id,
             self.state_dir.clone(),
             Arc::clone(&self.spec),
             self.downstream,
-            input,
+            super::only_child(children, self.name())?,
             self.schema.clone(),
         );
         // The requirement stays as planned, whatever the new input provides.
         node.input_ordering = self.input_ordering.clone();
-        node
+        Ok(node)
     }
+}
+
+/// The watermark shift of the nearest stateful operators in `plan`.
+fn output_shift(plan: &Arc<dyn ExecutionPlan>) -> i64 {
+    if let Some(node) = plan.downcast_ref::<StatefulExec>() {
+        return node.output_watermark_shift_us();
+    }
+    plan.children().into_iter().map(output_shift).fold(0, i64::min)
 }
 
 /// Whether `plan` holds a stateful node.
@@ -160,11 +213,14 @@ impl ExecutionPlan for StatefulExec {
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
+        std::iter::once(&self.input).chain(self.right.as_ref()).collect()
     }
 
     fn required_input_distribution(&self) -> Vec<Distribution> {
         let keys = self.spec.key_exprs();
+        if self.right.is_some() {
+            return vec![Distribution::KeyPartitioned(keys), Distribution::KeyPartitioned(self.spec.right_key_exprs())];
+        }
         if keys.is_empty() {
             vec![Distribution::SinglePartition]
         } else {
@@ -177,11 +233,15 @@ impl ExecutionPlan for StatefulExec {
     }
 
     fn required_input_ordering(&self) -> Vec<Option<OrderingRequirements>> {
-        vec![self.input_ordering.clone().map(OrderingRequirements::from)]
+        let mut out = vec![self.input_ordering.clone().map(OrderingRequirements::from)];
+        if self.right.is_some() {
+            out.push(None);
+        }
+        out
     }
 
     fn benefits_from_input_partitioning(&self) -> Vec<bool> {
-        vec![false]
+        vec![false; self.children().len()]
     }
 
     fn apply_expressions(
@@ -196,7 +256,7 @@ impl ExecutionPlan for StatefulExec {
         children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(self.with_input(super::only_child(children, self.name())?)))
+        Ok(Arc::new(self.with_children(children)?))
     }
 
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
@@ -209,15 +269,39 @@ impl ExecutionPlan for StatefulExec {
             .get_extension::<BatchState>()
             .ok_or_else(|| DataFusionError::Internal(format!("{} ran without a batch state attached", self.name())))?;
         let op = state.operator(self.id, partition)?;
-        let batch = if self.downstream { state.batch.downstream() } else { state.batch };
+        let batch = if self.downstream { state.batch.downstream().shifted(self.watermark_shift_us) } else { state.batch };
         let input = Arc::clone(&self.input);
+        let right = self.right.clone();
         let input_stateful = self.input_stateful;
         let schema = Arc::clone(&self.schema);
         let out_schema = Arc::clone(&schema);
         let name = self.spec.exec_name();
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let run = async move {
+            let finish = |emitted: Vec<RecordBatch>| {
+                baseline.record_output(emitted.iter().map(RecordBatch::num_rows).sum());
+                let emitted = emitted
+                    .into_iter()
+                    .map(|b| {
+                        RecordBatch::try_new(Arc::clone(&out_schema), b.columns().to_vec()).map_err(|e| {
+                            DataFusionError::Internal(format!("{name} emitted rows that do not match its schema: {e}"))
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok::<_, DataFusionError>(futures::stream::iter(emitted.into_iter().map(Ok)))
+            };
             let mut op = op.lock().await;
+            if let Some(right) = right {
+                let (left, right) = futures::try_join!(
+                    input.execute(partition, Arc::clone(&context))?.try_collect::<Vec<RecordBatch>>(),
+                    right.execute(partition, Arc::clone(&context))?.try_collect::<Vec<RecordBatch>>()
+                )?;
+                let timer = baseline.elapsed_compute().timer();
+                let emitted =
+                    op.process_join(Arc::clone(&context), left, right, &batch).await.map_err(DataFusionError::from)?;
+                timer.done();
+                return finish(emitted);
+            }
             let rows: Vec<RecordBatch> = if op.needs_input() || input_stateful {
                 input.execute(partition, Arc::clone(&context))?.try_collect().await?
             } else {
@@ -226,16 +310,7 @@ impl ExecutionPlan for StatefulExec {
             let timer = baseline.elapsed_compute().timer();
             let emitted = op.process(Arc::clone(&context), rows, &batch).await.map_err(DataFusionError::from)?;
             timer.done();
-            baseline.record_output(emitted.iter().map(RecordBatch::num_rows).sum());
-            let emitted = emitted
-                .into_iter()
-                .map(|b| {
-                    RecordBatch::try_new(Arc::clone(&out_schema), b.columns().to_vec()).map_err(|e| {
-                        DataFusionError::Internal(format!("{name} emitted rows that do not match its schema: {e}"))
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            Ok::<_, DataFusionError>(futures::stream::iter(emitted.into_iter().map(Ok)))
+            finish(emitted)
         };
         let stream = futures::stream::once(run).try_flatten().boxed();
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))

@@ -77,7 +77,7 @@ impl QueryAnalysis {
 
     /// Whether the query keeps state between batches.
     pub fn is_stateful(&self) -> bool {
-        self.aggregate || self.distinct
+        self.aggregate || self.distinct || self.stream_stream_join
     }
 
     /// Check the query against `mode`; the error names the operator, the mode
@@ -87,11 +87,6 @@ impl QueryAnalysis {
             return Err(SluiceError::plan(
                 "the query reads no stream: a sink needs a query over at least one source (CREATE SOURCE); \
                  run queries over static tables directly instead",
-            ));
-        }
-        if self.stream_stream_join {
-            return Err(SluiceError::unsupported(
-                "stream-stream joins are not supported yet: join the stream with a static table (CREATE TABLE) instead",
             ));
         }
         if let Some(join) = &self.unsupported_outer_join {

@@ -10,6 +10,8 @@
 //! runtime, which attaches it to each batch's task context.
 
 pub mod analyze;
+pub mod join;
+pub mod join_node;
 pub mod keys;
 pub mod nodes;
 pub mod planner;
@@ -88,6 +90,7 @@ impl IncrementalPlan {
         let batch_time = Arc::new(crate::functions::batch_time::BatchTime::default());
         let logical = crate::functions::batch_time::bind_batch_time(logical, &batch_time)?;
         let mut next_id = 0;
+        let logical = join::mark_joins(&logical, mode, &mut next_id)?;
         let mut logical = wrap::mark_stateful(&logical, mode, &mut next_id)?;
         if let Some((skip, fetch)) = limit {
             let node = StreamingLimitNode { input: logical, id: next_id, skip, fetch };
@@ -176,7 +179,7 @@ impl IncrementalPlan {
         self.stateful_nodes()
             .into_iter()
             .find(|n| n.id() == 0 && !matches!(n.spec().as_ref(), crate::stateful::OperatorSpec::Limit { .. }))
-            .map(|n| n.input().schema())
+            .map(|n| n.spec().late_rows_schema().unwrap_or_else(|| n.input().schema()))
     }
 
     /// The columns each input (lower-case source name) is read with, over

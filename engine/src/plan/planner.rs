@@ -16,12 +16,13 @@ use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 
+use super::join_node::{EvictRule, StreamingJoinNode};
 use super::nodes::{StreamingAggregateNode, StreamingDedupNode, StreamingLimitNode, WithinWatermarkNode};
 use crate::error::SluiceError;
 use crate::options::OutputMode;
-use crate::physical::{StatefulExec, WatermarkFilterExec};
+use crate::physical::{contains_stateful, StatefulExec, WatermarkFilterExec};
 use crate::state::StateStoreConfig;
-use crate::stateful::{AggregateParts, EventTimeKey, OperatorSpec};
+use crate::stateful::{AggregateParts, Evict, EventTimeKey, JoinSpec, OperatorSpec, SideSpec};
 
 /// Plans the streaming extension nodes.
 #[derive(Debug)]
@@ -168,6 +169,83 @@ impl StreamingExtensionPlanner {
         Ok(StatefulExec::new(node.id, node.id.to_string(), Arc::new(spec), node.downstream, input, out))
     }
 
+    fn join(
+        &self,
+        node: &StreamingJoinNode,
+        inputs: &[Arc<dyn ExecutionPlan>],
+        session: &dyn Session,
+    ) -> DFResult<StatefulExec> {
+        let [left, right] = inputs else { return Err(SluiceError::internal("a stream-stream join without two inputs").into()) };
+        let (ls, rs) = (node.left.schema().as_ref(), node.right.schema().as_ref());
+        let joined = ls.join(rs)?;
+        let filter = |e: &Option<datafusion::logical_expr::Expr>, schema: &datafusion::common::DFSchema| {
+            e.as_ref().map(|e| session.create_physical_expr(e.clone(), schema)).transpose()
+        };
+        let side = |plan: &Arc<dyn ExecutionPlan>,
+                    schema: &datafusion::common::DFSchema,
+                    keys: Vec<&datafusion::logical_expr::Expr>,
+                    own: &Option<datafusion::logical_expr::Expr>,
+                    time: Option<usize>,
+                    rule: Option<EvictRule>|
+         -> DFResult<SideSpec> {
+            let key_names: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+            let keys = keys.into_iter().map(|k| session.create_physical_expr(k.clone(), schema)).collect::<DFResult<Vec<_>>>()?;
+            let evict = match rule {
+                None => None,
+                Some(EvictRule::Key { ordinal }) => Some(Evict {
+                    time: Arc::clone(&keys[ordinal]),
+                    offset_us: 0,
+                    describe: format!("evict when {} <= watermark", key_names[ordinal]),
+                }),
+                Some(EvictRule::Value { column, offset_us }) => {
+                    let name = plan.schema().field(column).name().clone();
+                    Some(Evict {
+                        time: Arc::new(Column::new(&name, column)) as Arc<dyn PhysicalExpr>,
+                        offset_us,
+                        describe: format!("evict when {name} <= watermark {:+} ms", offset_us as f64 / 1000.0),
+                    })
+                }
+            };
+            Ok(SideSpec { schema: plan.schema(), keys, key_names, filter: filter(own, schema)?, event_time: time, evict })
+        };
+        let left_spec = side(
+            left,
+            ls,
+            node.on.iter().map(|(l, _)| l).collect(),
+            &node.left_filter,
+            node.left_time,
+            node.left_evict,
+        )?;
+        let right_spec = side(
+            right,
+            rs,
+            node.on.iter().map(|(_, r)| r).collect(),
+            &node.right_filter,
+            node.right_time,
+            node.right_evict,
+        )?;
+        let n = self.config.num_partitions.max(1);
+        let left_keys = left_spec.keys.clone();
+        let right_keys = right_spec.keys.clone();
+        let spec = OperatorSpec::Join(Box::new(JoinSpec {
+            join_type: node.join_type,
+            joined_schema: JoinSpec::joined(&left.schema(), &right.schema()),
+            left: left_spec,
+            right: right_spec,
+            pair_filter: filter(&node.pair_filter, &joined)?,
+            output: Arc::clone(node.schema.inner()),
+            config: self.config,
+        }))
+        .with_state_partitions(n);
+        spec.create()?;
+        let left = Arc::new(RepartitionExec::try_new(Arc::clone(left), Partitioning::Hash(left_keys, n))?);
+        let right = Arc::new(RepartitionExec::try_new(Arc::clone(right), Partitioning::Hash(right_keys, n))?);
+        let downstream = contains_stateful(&(left.clone() as Arc<dyn ExecutionPlan>))
+            || contains_stateful(&(right.clone() as Arc<dyn ExecutionPlan>));
+        let schema = Arc::clone(node.schema.inner());
+        Ok(StatefulExec::new_join(node.id, Arc::new(spec), downstream, left, right, schema))
+    }
+
     fn limit(&self, node: &StreamingLimitNode, input: Arc<dyn ExecutionPlan>) -> DFResult<StatefulExec> {
         let config = StateStoreConfig { num_partitions: 1, ..self.config };
         let spec = OperatorSpec::Limit { skip: node.skip, fetch: node.fetch, config };
@@ -196,6 +274,9 @@ impl ExtensionPlanner for StreamingExtensionPlanner {
         }
         if let Some(n) = any.downcast_ref::<StreamingDedupNode>() {
             return Ok(Some(Arc::new(self.dedup(n, input()?)?)));
+        }
+        if let Some(n) = any.downcast_ref::<StreamingJoinNode>() {
+            return Ok(Some(Arc::new(self.join(n, physical_inputs, session)?)));
         }
         if let Some(n) = any.downcast_ref::<StreamingLimitNode>() {
             return Ok(Some(Arc::new(self.limit(n, input()?)?)));

@@ -33,6 +33,16 @@ fn contains_stateful(plan: &LogicalPlan) -> bool {
     found
 }
 
+/// Whether `plan` holds a stream-stream join (a stateful operator).
+fn contains_join(plan: &LogicalPlan) -> bool {
+    let mut found = false;
+    let _ = plan.apply(|n| {
+        found |= matches!(n, LogicalPlan::Extension(e) if e.node.as_any().is::<super::join_node::StreamingJoinNode>());
+        Ok(if found { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+    });
+    found
+}
+
 /// The outermost stateful node of `plan`, reached through projections,
 /// filters, sorts and limits only.
 fn find(plan: &LogicalPlan) -> Result<Option<LogicalPlan>> {
@@ -66,7 +76,7 @@ fn mark(plan: &LogicalPlan, mode: OutputMode, depth: usize, next_id: &mut usize)
     let input = original.inputs()[0];
     let before = *next_id;
     let inner = mark(input, OutputMode::Append, depth + 1, next_id)?;
-    let downstream = *next_id > before;
+    let downstream = *next_id > before || contains_join(input);
     if downstream && mode != OutputMode::Append && analyze::contains_streaming_aggregate(input) {
         return Err(SluiceError::unsupported(format!(
             "an aggregation feeding another stateful operator runs in append mode only (as in Spark): in {mode} \

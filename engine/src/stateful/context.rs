@@ -28,4 +28,19 @@ impl BatchContext {
     pub fn downstream(self) -> Self {
         Self { late_watermark: self.previous_watermark, ..self }
     }
+
+    /// The context with every watermark moved by `shift_us` (≤ 0): an
+    /// operator after a join judges by the join's output watermark.
+    pub fn shifted(self, shift_us: i64) -> Self {
+        if shift_us == 0 {
+            return self;
+        }
+        let shift = |w: Option<EventTime>| w.map(|w| EventTime::from_micros(w.micros().saturating_add(shift_us)));
+        Self {
+            watermark: shift(self.watermark),
+            late_watermark: shift(self.late_watermark),
+            previous_watermark: shift(self.previous_watermark),
+            ..self
+        }
+    }
 }

@@ -5,6 +5,7 @@ mod aggregate;
 mod context;
 mod dedup;
 mod event_time;
+mod join;
 mod limit;
 mod session;
 mod spec;
@@ -20,6 +21,7 @@ pub use aggregate::{drop_late, AggregateParts, StreamingAggregate};
 pub use context::BatchContext;
 pub use dedup::{DedupSpec, StreamingDedup};
 pub use event_time::{event_time_micros, EventTime, EventTimeKey};
+pub use join::{Evict, JoinSpec, SideSpec, StreamingJoin};
 pub use limit::StreamingLimit;
 pub use session::{SessionAggregate, SessionColumns};
 pub use spec::OperatorSpec;
@@ -41,6 +43,17 @@ pub trait StatefulOperator: Send + Sync + std::fmt::Debug {
         input: Vec<RecordBatch>,
         ctx: &BatchContext,
     ) -> Result<Vec<RecordBatch>>;
+    /// Feed one batch's input of a two-input operator (a join); return the
+    /// rows to emit.
+    async fn process_join(
+        &mut self,
+        _task: Arc<TaskContext>,
+        _left: Vec<RecordBatch>,
+        _right: Vec<RecordBatch>,
+        _ctx: &BatchContext,
+    ) -> Result<Vec<RecordBatch>> {
+        Err(SluiceError::internal("a one-input stateful operator was given two inputs"))
+    }
     /// Whether a watermark advance alone can make output or eviction due.
     fn watermark_driven(&self) -> bool;
     /// What the stored state means: the operator and the layout of its

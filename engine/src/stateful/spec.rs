@@ -9,8 +9,8 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::{
-    AggregateParts, DedupSpec, EventTimeKey, SessionAggregate, SessionColumns, StatefulOperator, StreamingAggregate,
-    StreamingDedup, StreamingLimit,
+    AggregateParts, DedupSpec, EventTimeKey, JoinSpec, SessionAggregate, SessionColumns, StatefulOperator,
+    StreamingAggregate, StreamingDedup, StreamingJoin, StreamingLimit,
 };
 use crate::error::Result;
 use crate::options::OutputMode;
@@ -56,6 +56,8 @@ pub enum OperatorSpec {
         /// State store settings.
         config: StateStoreConfig,
     },
+    /// A stream-stream join (two inputs).
+    Join(Box<JoinSpec>),
     /// `LIMIT` / `OFFSET` over the whole stream.
     Limit {
         /// Rows skipped.
@@ -82,6 +84,7 @@ impl OperatorSpec {
                 Box::new(StreamingDedup::try_new(&schema, spec, event_time, config)?)
             }
             Self::Limit { skip, fetch, config } => Box::new(StreamingLimit::new(skip, fetch, config)),
+            Self::Join(spec) => Box::new(StreamingJoin::try_new(*spec)?),
         })
     }
 
@@ -92,6 +95,7 @@ impl OperatorSpec {
             | Self::Session { config, .. }
             | Self::Dedup { config, .. }
             | Self::Limit { config, .. } => config.num_partitions = n,
+            Self::Join(spec) => spec.config.num_partitions = n,
         }
         self
     }
@@ -103,6 +107,7 @@ impl OperatorSpec {
             Self::Session { .. } => "SessionWindowAggregateExec",
             Self::Dedup { .. } => "StreamingDedupExec",
             Self::Limit { .. } => "StreamingLimitExec",
+            Self::Join(_) => "StreamingSymmetricHashJoinExec",
         }
     }
 
@@ -113,6 +118,35 @@ impl OperatorSpec {
             Self::Session { event_time, mode, .. } => event_time.is_some() && *mode != OutputMode::Complete,
             Self::Dedup { event_time, .. } => event_time.is_some(),
             Self::Limit { .. } => false,
+            Self::Join(spec) => spec.watermark_driven(),
+        }
+    }
+
+    /// The key expressions of a join's right input (empty for one-input
+    /// operators).
+    pub fn right_key_exprs(&self) -> Vec<Arc<dyn PhysicalExpr>> {
+        match self {
+            Self::Join(spec) => spec.right.keys.clone(),
+            _ => vec![],
+        }
+    }
+
+    /// How far behind the input watermark the operator's output rows may be
+    /// in event time (≤ 0; only a join's range condition makes it so): the
+    /// operator after it judges by the watermark shifted by this.
+    pub fn output_watermark_offset_us(&self) -> i64 {
+        match self {
+            Self::Join(spec) => spec.output_watermark_offset_us(),
+            _ => 0,
+        }
+    }
+
+    /// The schema of the rows the operator drops as late, when it is not
+    /// that of its input (a join's: both sides' columns, the other side NULL).
+    pub fn late_rows_schema(&self) -> Option<SchemaRef> {
+        match self {
+            Self::Join(spec) => Some(Arc::clone(&spec.joined_schema)),
+            _ => None,
         }
     }
 
@@ -146,6 +180,7 @@ impl OperatorSpec {
                     .collect()
             }
             Self::Limit { .. } => vec![],
+            Self::Join(spec) => spec.left.keys.clone(),
         }
     }
 
@@ -159,6 +194,13 @@ impl OperatorSpec {
             }
             Self::Dedup { schema, spec, .. } => spec.keys.iter().map(|i| schema.field(*i).name().clone()).collect(),
             Self::Limit { .. } => vec![],
+            Self::Join(spec) => spec
+                .left
+                .key_names
+                .iter()
+                .zip(&spec.right.key_names)
+                .map(|(l, r)| format!("{l} = {r}"))
+                .collect(),
         }
     }
 
@@ -198,6 +240,7 @@ impl OperatorSpec {
                 }
             }
             Self::Limit { .. } => "none".into(),
+            Self::Join(spec) => spec.watermark_rule(),
         }
     }
 }

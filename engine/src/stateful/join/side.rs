@@ -1,0 +1,165 @@
+//! One side's join state: its rows in the operator's state store, keyed by
+//! join key and a sequence number, with an in-memory index from join key to
+//! the rows stored under it (Spark's `KeyToNumValues` and
+//! `KeyWithIndexToValue` stores, in one).
+//!
+//! Store key: `[side][join key (Arrow row format)][sequence, 8 bytes BE]`.
+//! Value: `[eviction time, i64 LE][matched, 1 byte][row (Arrow row format)]`.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::{RowConverter, Rows, SortField};
+use datafusion::common::{HashMap, HashSet};
+use datafusion::physical_expr::PhysicalExpr;
+
+use crate::error::{Result, SluiceError};
+use crate::state::StateStore;
+
+const SEQ: usize = 8;
+const HEADER: usize = 9;
+
+/// A stored row's eviction time (µs; `i64::MAX`: never).
+pub(super) fn value_time(v: &[u8]) -> i64 {
+    v.get(..8).and_then(|b| b.try_into().ok()).map(i64::from_le_bytes).unwrap_or(i64::MAX)
+}
+
+/// Whether a stored row has matched a row of the other side.
+pub(super) fn value_matched(v: &[u8]) -> bool {
+    v.get(8).is_some_and(|m| *m != 0)
+}
+
+fn value_row(v: &[u8]) -> &[u8] {
+    v.get(HEADER..).unwrap_or_default()
+}
+
+/// The state of one side of a join, for one state partition.
+#[derive(Debug)]
+pub(super) struct SideState {
+    tag: u8,
+    pub(super) key_conv: RowConverter,
+    row_conv: RowConverter,
+    schema: SchemaRef,
+    /// Join key -> sequence numbers of the rows stored under it.
+    index: HashMap<Vec<u8>, Vec<u64>>,
+}
+
+impl SideState {
+    /// State of side `tag` (0 left, 1 right) for rows of `schema` keyed by
+    /// `keys`.
+    pub(super) fn try_new(tag: u8, schema: &SchemaRef, keys: &[Arc<dyn PhysicalExpr>]) -> Result<Self> {
+        let key_fields = keys
+            .iter()
+            .map(|k| Ok(SortField::new(k.data_type(schema)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let key_conv = RowConverter::new(key_fields).map_err(|e| {
+            SluiceError::unsupported(format!("a stream-stream join key cannot be hashed into join state: {e}"))
+        })?;
+        let row_fields = schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect();
+        let row_conv = RowConverter::new(row_fields).map_err(|e| {
+            SluiceError::unsupported(format!(
+                "a row of the join's {} side cannot be stored in join state (a column of a type the state cannot \
+                 encode): {e}; select only scalar columns before the join",
+                if tag == 0 { "left" } else { "right" }
+            ))
+        })?;
+        Ok(Self { tag, key_conv, row_conv, schema: Arc::clone(schema), index: HashMap::default() })
+    }
+
+    fn store_key(&self, key: &[u8], seq: u64) -> Vec<u8> {
+        let mut k = Vec::with_capacity(1 + key.len() + SEQ);
+        k.push(self.tag);
+        k.extend_from_slice(key);
+        k.extend_from_slice(&seq.to_be_bytes());
+        k
+    }
+
+    fn split_key(store_key: &[u8]) -> Option<(&[u8], u64)> {
+        if store_key.len() < 1 + SEQ {
+            return None;
+        }
+        let (key, seq) = store_key[1..].split_at(store_key.len() - 1 - SEQ);
+        Some((key, u64::from_be_bytes(seq.try_into().ok()?)))
+    }
+
+    /// Rebuild the index from the rows in `store` (after a restore).
+    pub(super) fn rebuild(&mut self, store: &StateStore) -> Result<()> {
+        self.index.clear();
+        let tag = self.tag;
+        for (k, _) in store.iter().filter(|(k, _)| k.first() == Some(&tag)) {
+            let (key, seq) = Self::split_key(k)
+                .ok_or_else(|| SluiceError::internal("a join state key shorter than its sequence number"))?;
+            self.index.entry(key.to_vec()).or_default().push(seq);
+        }
+        Ok(())
+    }
+
+    /// Store a row under join key `key`.
+    pub(super) fn insert(&mut self, store: &mut StateStore, key: &[u8], seq: u64, time: i64, matched: bool, row: &[u8]) {
+        let mut v = Vec::with_capacity(HEADER + row.len());
+        v.extend_from_slice(&time.to_le_bytes());
+        v.push(matched as u8);
+        v.extend_from_slice(row);
+        store.put(self.store_key(key, seq), v);
+        self.index.entry_ref(key).or_default().push(seq);
+    }
+
+    /// The store keys, and values, of the rows stored under `key`.
+    pub(super) fn lookup<'s>(&self, store: &'s StateStore, key: &[u8], out: &mut Vec<(Vec<u8>, &'s [u8])>) {
+        let Some(seqs) = self.index.get(key) else { return };
+        for seq in seqs {
+            let k = self.store_key(key, *seq);
+            if let Some(v) = store.get(&k) {
+                out.push((k, v));
+            }
+        }
+    }
+
+    /// Mark the stored row `store_key` as matched.
+    pub(super) fn set_matched(store: &mut StateStore, store_key: &[u8]) {
+        if let Some(v) = store.get(store_key) {
+            if !value_matched(v) {
+                let mut v = v.to_vec();
+                v[8] = 1;
+                store.put(store_key, v);
+            }
+        }
+    }
+
+    /// The rows of `batch` in row format.
+    pub(super) fn encode(&self, batch: &RecordBatch) -> Result<Rows> {
+        Ok(self.row_conv.convert_columns(batch.columns())?)
+    }
+
+    /// Stored values (as returned by [`Self::lookup`] or eviction) as rows of
+    /// this side's schema.
+    pub(super) fn decode<'v>(&self, values: impl IntoIterator<Item = &'v [u8]>) -> Result<RecordBatch> {
+        let parser = self.row_conv.parser();
+        let columns: Vec<ArrayRef> = self.row_conv.convert_rows(values.into_iter().map(|v| parser.parse(value_row(v))))?;
+        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+    }
+
+    /// Remove this side's rows whose eviction time <= `bound`; returns their
+    /// values.
+    pub(super) fn evict(&mut self, store: &mut StateStore, bound: i64) -> Vec<Vec<u8>> {
+        let tag = self.tag;
+        let removed = store.evict_entries(|k, v| k.first() == Some(&tag) && value_time(v) <= bound);
+        let mut gone: HashMap<&[u8], HashSet<u64>> = HashMap::default();
+        for (k, _) in &removed {
+            if let Some((key, seq)) = Self::split_key(k) {
+                gone.entry(key).or_default().insert(seq);
+            }
+        }
+        for (key, seqs) in gone {
+            if let Some(list) = self.index.get_mut(key) {
+                list.retain(|s| !seqs.contains(s));
+                if list.is_empty() {
+                    self.index.remove(key);
+                }
+            }
+        }
+        removed.into_iter().map(|(_, v)| v).collect()
+    }
+}
