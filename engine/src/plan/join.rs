@@ -37,7 +37,19 @@ pub fn mark_joins(plan: &LogicalPlan, mode: OutputMode, next_id: &mut usize) -> 
     if !(is_streaming(&join.left) && is_streaming(&join.right)) {
         return Ok(plan);
     }
-    let node = build(join, mode, *next_id)?;
+    // Aggregations and deduplications feeding the join are numbered first
+    // and emit in append mode: each row once, when final.
+    let mut sides = vec![];
+    for (side, input) in [("left", &join.left), ("right", &join.right)] {
+        let marked = super::wrap::mark_stateful(input, OutputMode::Append, next_id)?;
+        check_windowed(side, &marked)?;
+        sides.push(Arc::new(marked));
+    }
+    let (Some(right), Some(left)) = (sides.pop(), sides.pop()) else {
+        return Err(SluiceError::internal("a join without two sides"));
+    };
+    let join = Join { left, right, ..join.clone() };
+    let node = build(&join, mode, *next_id)?;
     *next_id += 1;
     Ok(LogicalPlan::Extension(Extension { node: Arc::new(node) }))
 }
@@ -138,14 +150,6 @@ fn build(join: &Join, mode: OutputMode, id: usize) -> Result<StreamingJoinNode> 
              or LEFT SEMI"
         )));
     }
-    for (side, plan) in [("left", &join.left), ("right", &join.right)] {
-        if analyze::contains_streaming_aggregate(plan) || contains_distinct(plan) {
-            return Err(SluiceError::unsupported(format!(
-                "a stream-stream join over an aggregation or DISTINCT (on its {side} side) is not supported yet: \
-                 join the raw streams and aggregate after the join, or write the aggregation to its own sink"
-            )));
-        }
-    }
     if mode != OutputMode::Append && join.join_type != JoinType::Inner {
         return Err(SluiceError::unsupported(format!(
             "{name} join between two streams is not supported in {mode} output mode, only in append mode: its \
@@ -243,8 +247,22 @@ fn build(join: &Join, mode: OutputMode, id: usize) -> Result<StreamingJoinNode> 
     })
 }
 
-fn contains_distinct(plan: &LogicalPlan) -> bool {
-    matches!(plan, LogicalPlan::Distinct(_)) || plan.inputs().into_iter().any(contains_distinct)
+/// An aggregation feeding a join must close its groups by the watermark
+/// (group by an event-time window), or its rows would never be final.
+fn check_windowed(side: &str, plan: &LogicalPlan) -> Result<()> {
+    if let LogicalPlan::Extension(e) = plan {
+        if let Some(agg) = e.node.as_any().downcast_ref::<super::nodes::StreamingAggregateNode>() {
+            if agg.event_time.is_none() {
+                return Err(SluiceError::unsupported(format!(
+                    "an aggregation feeding a stream-stream join (its {side} side) must group by an event-time \
+                     window of a watermarked column, so that each of its rows is emitted once, when the watermark \
+                     closes it; group the aggregation by TUMBLE/HOP window_start and window_end (or window(...)), \
+                     or aggregate after the join"
+                )));
+            }
+        }
+    }
+    plan.inputs().into_iter().try_for_each(|i| check_windowed(side, i))
 }
 
 /// An equi-key pair with both sides of one type (the common comparison type
