@@ -115,3 +115,56 @@ async fn reset_changed_state_keeps_unchanged_operators() {
     assert_eq!(rows, vec!["b,1,2"], "dedup state kept (a,1 is a duplicate), aggregation state reset");
     session.stop_all().await.unwrap();
 }
+
+/// Start `query` (append mode) as sink `out` over two timed sources on
+/// checkpoint `ck`, push one row to each, run.
+async fn run_join(env: &Environment, ck: &str, query: &str) -> Result<(), String> {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = SluiceConfig { auto_trigger: false, checkpoint_root: tmp.path().to_path_buf(), ..Default::default() };
+    let session = env.session(config, Arc::new(ManualClock::new(0)));
+    let sources = "CREATE SOURCE ta (ts TIMESTAMP, word VARCHAR, WATERMARK FOR ts AS ts - INTERVAL '1' MINUTE) \
+                   WITH (connector = 'memory'); \
+                   CREATE SOURCE tb (ts TIMESTAMP, word VARCHAR, WATERMARK FOR ts AS ts - INTERVAL '1' MINUTE) \
+                   WITH (connector = 'memory')";
+    execute_sql(&session, sources).await.unwrap();
+    let sql = format!("CREATE SINK out WITH (connector = 'memory', checkpoint = '{ck}') AS {query}");
+    let result = async {
+        execute_sql(&session, &sql).await.map_err(|e| e.to_string())?;
+        for s in ["ta", "tb"] {
+            env.streams.get(s).unwrap().push_rows(&["2024-01-01 00:00:00,a"]).unwrap();
+        }
+        session.query("out").unwrap().process_all_available().await.map_err(|e| e.to_string())?;
+        Ok(())
+    }
+    .await;
+    session.stop_all().await.unwrap();
+    result
+}
+
+const RANGE: &str = "b.ts BETWEEN a.ts AND a.ts + INTERVAL '1' MINUTE";
+
+#[tokio::test]
+async fn join_changes_are_refused_naming_the_key_type_or_side() {
+    let env = Environment::default();
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = tmp.path().join("ck").display().to_string();
+    let original = format!("SELECT a.word, b.ts FROM ta a JOIN tb b ON a.word = b.word AND {RANGE}");
+    run_join(&env, &ck, &original).await.unwrap();
+
+    let e = run_join(&env, &ck, &format!("SELECT a.word, b.ts FROM ta a JOIN tb b ON upper(a.word) = upper(b.word) AND {RANGE}"))
+        .await
+        .unwrap_err();
+    assert!(e.contains("keys [a.word = b.word") && e.contains("upper(a.word)"), "key change: {e}");
+
+    let e = run_join(&env, &ck, &format!("SELECT a.word, b.ts FROM ta a LEFT JOIN tb b ON a.word = b.word AND {RANGE}"))
+        .await
+        .unwrap_err();
+    assert!(e.contains("stream-stream join (Inner)") && e.contains("stream-stream join (Left)"), "type change: {e}");
+
+    let e = run_join(&env, &ck, &format!("SELECT a.word, b.ts FROM tb b JOIN ta a ON a.word = b.word AND {RANGE}"))
+        .await
+        .unwrap_err();
+    assert!(e.contains("left (ta)") && e.contains("left (tb)"), "sides swapped: {e}");
+
+    run_join(&env, &ck, &original).await.unwrap();
+}

@@ -210,10 +210,11 @@ fn build(join: &Join, mode: OutputMode, id: usize) -> Result<StreamingJoinNode> 
             "{name} join between two streams is not supported without a watermark in the join keys, or a watermark \
              on both sides and a time-range condition bounding the side whose rows are emitted without a match: its \
              unmatched rows would never be final. Declare WATERMARK FOR the event-time columns of {} and {} and add \
-             a range condition such as `AND c.ts BETWEEN i.ts AND i.ts + INTERVAL '1' HOUR`, or join on an \
-             event-time window of both",
+             a range condition between them such as `AND c.ts BETWEEN i.ts AND i.ts + INTERVAL '1' HOUR`, or join \
+             on an event-time window of both. Watermarked columns: {}",
             sources_of(&join.left),
-            sources_of(&join.right)
+            sources_of(&join.right),
+            watermarked(join)
         )));
     }
     let unbounded: Vec<String> = [("left", &left_evict, &join.left), ("right", &right_evict, &join.right)]
@@ -290,6 +291,23 @@ fn coerce_key(l: &Expr, r: &Expr, ls: &DFSchema, rs: &DFSchema) -> Result<(Expr,
         }
     };
     Ok((cast(l, &lt), cast(r, &rt)))
+}
+
+/// The watermarked columns of both sides, for messages.
+fn watermarked(join: &Join) -> String {
+    let cols: Vec<String> = [&join.left, &join.right]
+        .into_iter()
+        .flat_map(|p| watermark_column(p).map(|i| p.schema().qualified_field(i)))
+        .map(|(q, f)| match q {
+            Some(q) => format!("{q}.{}", f.name()),
+            None => f.name().clone(),
+        })
+        .collect();
+    if cols.is_empty() {
+        "none (declare WATERMARK FOR on the sources)".into()
+    } else {
+        cols.join(", ")
+    }
 }
 
 /// The side's watermarked event-time column (a source's, renamed at most).

@@ -181,7 +181,8 @@ impl StreamingExtensionPlanner {
         let filter = |e: &Option<datafusion::logical_expr::Expr>, schema: &datafusion::common::DFSchema| {
             e.as_ref().map(|e| session.create_physical_expr(e.clone(), schema)).transpose()
         };
-        let side = |plan: &Arc<dyn ExecutionPlan>,
+        let side = |logical: &LogicalPlan,
+                    plan: &Arc<dyn ExecutionPlan>,
                     schema: &datafusion::common::DFSchema,
                     keys: Vec<&datafusion::logical_expr::Expr>,
                     own: &Option<datafusion::logical_expr::Expr>,
@@ -206,9 +207,12 @@ impl StreamingExtensionPlanner {
                     })
                 }
             };
-            Ok(SideSpec { schema: plan.schema(), keys, key_names, filter: filter(own, schema)?, event_time: time, evict })
+            let sources =
+                super::analyze::stream_sources(logical).iter().map(|s| s.name.clone()).collect::<Vec<_>>().join(", ");
+            Ok(SideSpec { sources, schema: plan.schema(), keys, key_names, filter: filter(own, schema)?, event_time: time, evict })
         };
         let left_spec = side(
+            &node.left,
             left,
             ls,
             node.on.iter().map(|(l, _)| l).collect(),
@@ -217,6 +221,7 @@ impl StreamingExtensionPlanner {
             node.left_evict,
         )?;
         let right_spec = side(
+            &node.right,
             right,
             rs,
             node.on.iter().map(|(_, r)| r).collect(),

@@ -50,6 +50,9 @@ pub struct Evict {
 /// One input of a join.
 #[derive(Debug, Clone)]
 pub struct SideSpec {
+    /// The sources it reads (for the state layout: a swap of sides is a
+    /// change).
+    pub sources: String,
     /// Schema of its rows.
     pub schema: SchemaRef,
     /// Equi-key expressions over its rows.
@@ -418,7 +421,7 @@ impl StatefulOperator for StreamingJoin {
     }
 
     fn state_layout(&self) -> StateLayout {
-        let fields = |s: &SideSpec| StateLayout::describe(s.schema.fields()).join(", ");
+        let fields = |s: &SideSpec| format!("({}): {}", s.sources, StateLayout::describe(s.schema.fields()).join(", "));
         let keys = self
             .spec
             .left
@@ -434,7 +437,7 @@ impl StatefulOperator for StreamingJoin {
         StateLayout {
             operator: format!("stream-stream join ({})", self.spec.join_type),
             keys,
-            values: vec![format!("left: {}", fields(&self.spec.left)), format!("right: {}", fields(&self.spec.right))],
+            values: vec![format!("left {}", fields(&self.spec.left)), format!("right {}", fields(&self.spec.right))],
         }
     }
 
