@@ -76,7 +76,7 @@ def apply_once(batches):
 def main():
     crashed, reference, rows_in, cycles, kills = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
     lost = duplicated = rows_out = 0
-    for sink in ("etl", "win"):
+    for sink in ("etl", "win", "pairs"):
         got = collections.Counter(committed_rows(os.path.join(crashed, sink)))
         want = collections.Counter(committed_rows(os.path.join(reference, sink)))
         rows_out += sum(got.values())

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Crash-restart harness: runs a real `sluice run` process on three queries
-# (a files-to-files ETL and a windowed aggregation in append mode, both
-# into files sinks, and an update-mode aggregation into the at-least-once
-# console sink, checked by batch id), kills it again and again (kill -9 at random moments,
+# Crash-restart harness: runs a real `sluice run` process on four queries
+# (a files-to-files ETL, a windowed aggregation in append mode and a
+# stream-stream join with a time range, all into files sinks, and an
+# update-mode aggregation into the at-least-once console sink, checked by
+# batch id), kills it again and again (kill -9 at random moments,
 # and aborts at every crash point of sluice_engine::faults), restarts it on
 # the same checkpoints, then drains and compares the committed output with
 # an uninterrupted run of the same queries over the same files.

@@ -8,6 +8,16 @@ CREATE SOURCE ev (
   WATERMARK FOR ts AS ts - INTERVAL '5' SECOND
 ) WITH (connector = 'files', path = '$IN', format = 'csv', header = 'true', max_files_per_trigger = 2);
 
+-- The same files as a second stream, read at another pace (the two sides of
+-- the join below advance at different rates).
+CREATE SOURCE ev2 (
+  id BIGINT,
+  ts TIMESTAMP,
+  k VARCHAR,
+  v BIGINT,
+  WATERMARK FOR ts AS ts - INTERVAL '5' SECOND
+) WITH (connector = 'files', path = '$IN', format = 'csv', header = 'true', max_files_per_trigger = 3);
+
 -- Stateless ETL, files to files.
 CREATE SINK etl WITH (
   connector = 'files', path = '$OUT/etl', format = 'csv',
@@ -31,3 +41,12 @@ CREATE SINK totals WITH (
   trigger = '$TRIGGER', checkpoint = '$CK/totals'
 ) AS
 SELECT k, count(*) AS n, sum(v) AS s FROM ev GROUP BY k;
+
+-- A stream-stream inner join with a time range (state evicted by the
+-- watermark), files sink: every pair once.
+CREATE SINK pairs WITH (
+  connector = 'files', path = '$OUT/pairs', format = 'csv',
+  trigger = '$TRIGGER', checkpoint = '$CK/pairs'
+) AS
+SELECT a.id AS a_id, b.id AS b_id, a.k
+FROM ev a JOIN ev2 b ON a.k = b.k AND b.ts BETWEEN a.ts AND a.ts + INTERVAL '3' SECOND;
