@@ -174,6 +174,49 @@ SELECT auction, count(*) AS num, window.start AS window_start, window.end AS win
 FROM bid
 GROUP BY auction, window(date_time, '10 seconds', '2 seconds')""",
     },
+    "q3": {
+        "source_sha256": "60e23f7ab0a74448bd671775210820cf98ecc1311b939eb4fdaf14a20ba84b5f",
+        "sql": """
+SELECT p.name, p.city, p.state, a.id
+FROM auction a INNER JOIN person p ON a.seller = p.id
+WHERE a.category = 10 AND (p.state = 'or' OR p.state = 'id' OR p.state = 'ca')""",
+    },
+    "q20": {
+        "source_sha256": "81205579ee783b7ddceafec6f1a817f658f8a073ee3d8d797fd502d89b17dbe8",
+        "sql": """
+SELECT b.auction, b.bidder, b.price, b.channel, b.url, b.date_time AS bid_time, a.item_name, a.description,
+       a.initial_bid, a.reserve, a.date_time AS auction_time, a.expires, a.seller, a.category
+FROM bid b INNER JOIN auction a ON b.auction = a.id
+WHERE a.category = 10""",
+    },
+    # Joined on the window struct, which carries the watermark in Spark (its
+    # state is then evicted by the watermark, as Sluice's on window_end).
+    "q8": {
+        "source_sha256": "d38ced5ac1a4c91802b5685acfcbfa3410ca63fe9ca427b0c588e85a57d99dc4",
+        "sql": """
+SELECT p.id, p.name, p.window.start AS window_start, p.window.end AS window_end
+FROM (SELECT id, name, window FROM person GROUP BY id, name, window(date_time, '10 seconds')) p
+JOIN (SELECT seller, window FROM auction GROUP BY seller, window(date_time, '10 seconds')) a
+  ON p.id = a.seller AND p.window = a.window""",
+    },
+    "q5": {
+        "source_sha256": "719dedc1440db200769b45fd9c00a260f8fac3f8858faa7ab00a0c8fef7ea1b4",
+        "sql": """
+SELECT a.auction, a.num, a.window.start AS window_start, a.window.end AS window_end
+FROM (SELECT auction, count(*) AS num, window FROM bid GROUP BY auction, window(date_time, '10 seconds', '2 seconds')) a
+JOIN (SELECT max(num) AS maxn, window
+      FROM (SELECT auction, count(*) AS num, window FROM bid
+            GROUP BY auction, window(date_time, '10 seconds', '2 seconds')) c
+      GROUP BY window) m
+  ON a.window = m.window AND a.num >= m.maxn""",
+    },
+    "join_range": {
+        "source_sha256": "e53540acaa4a90ed0d40112da50230d28d3352d1d2bb6870fc2a7191b87d510b",
+        "sql": """
+SELECT b.auction, b.bidder, b.price, b.date_time AS bid_time, a.date_time AS auction_time, a.seller
+FROM bid b JOIN auction a
+  ON b.auction = a.id AND b.date_time BETWEEN a.date_time AND a.date_time + INTERVAL '10' SECOND""",
+    },
     "tumble_count": {
         "source_sha256": "0b3f0d820db70a2ac963cc4eda2acc3e864c8e2eaee779605b9c09797ddf9a13",
         "sql": """
