@@ -210,6 +210,15 @@ JOIN (SELECT max(num) AS maxn, window
       GROUP BY window) m
   ON a.window = m.window AND a.num >= m.maxn""",
     },
+    "q7": {
+        "source_sha256": "24facf19a84c73c95b893fdc16735fd77cd6cfad428fbe76838dc679b9939fda",
+        "sql": """
+SELECT b.auction, b.price, b.bidder, b.date_time, m.window_end
+FROM bid b
+JOIN (SELECT max(price) AS maxprice, window.end AS window_end FROM bid GROUP BY window(date_time, '10 seconds')) m
+  ON b.price = m.maxprice
+ AND b.date_time BETWEEN m.window_end - INTERVAL '10' SECOND AND m.window_end""",
+    },
     "join_range": {
         "source_sha256": "e53540acaa4a90ed0d40112da50230d28d3352d1d2bb6870fc2a7191b87d510b",
         "sql": """

@@ -187,11 +187,13 @@ pub fn contains_stateful(plan: &Arc<dyn ExecutionPlan>) -> bool {
 
 impl DisplayAs for StatefulExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}: operator={}, ", self.spec.exec_name(), self.state_dir)?;
+        if let Some(detail) = self.spec.detail() {
+            write!(f, "{detail}, ")?;
+        }
         write!(
             f,
-            "{}: operator={}, keys=[{}], state_partitions={}, watermark={}",
-            self.spec.exec_name(),
-            self.state_dir,
+            "keys=[{}], state_partitions={}, watermark={}",
             self.spec.key_names().join(", "),
             self.state_partitions(),
             self.spec.watermark_rule()

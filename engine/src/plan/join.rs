@@ -310,9 +310,18 @@ fn watermarked(join: &Join) -> String {
     }
 }
 
-/// The side's watermarked event-time column (a source's, renamed at most).
+/// The side's event-time column: a source's watermarked column (renamed at
+/// most), else a window (struct, or its `window_end`) over one, as a
+/// windowed aggregation feeding the join emits it (a window row is emitted
+/// once the watermark passes its end, so its end is the row's event time).
 fn watermark_column(plan: &LogicalPlan) -> Option<usize> {
-    plan.schema().fields().iter().position(|f| analyze::column_is_watermark_column(plan, f.name()))
+    let fields = plan.schema().fields();
+    fields.iter().position(|f| analyze::column_is_watermark_column(plan, f.name())).or_else(|| {
+        (0..fields.len()).find(|i| {
+            let (q, f) = plan.schema().qualified_field(*i);
+            is_event_time_key(plan, &Expr::Column(datafusion::common::Column::new(q.cloned(), f.name())))
+        })
+    })
 }
 
 /// Whether a join key is event time: the watermarked column, or a window
@@ -384,11 +393,10 @@ fn solve(cond: &Expr, side: &LogicalPlan, other: &LogicalPlan, column: usize) ->
     if !own_negated || theirs_negated {
         return None;
     }
-    let own_index = ss.index_of_column(&own).ok()?;
-    if own_index != column || !analyze::column_is_watermark_column(other, &theirs.name) {
+    if ss.index_of_column(&own).ok()? != column {
         return None;
     }
-    // Only the watermarked column of `other` is known to exceed the watermark.
+    // Only the event-time column of `other` is known to exceed the watermark.
     let other_time = watermark_column(other)?;
     if os.index_of_column(&theirs).ok()? != other_time {
         return None;

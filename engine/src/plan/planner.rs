@@ -203,7 +203,11 @@ impl StreamingExtensionPlanner {
                     Some(Evict {
                         time: Arc::new(Column::new(&name, column)) as Arc<dyn PhysicalExpr>,
                         offset_us,
-                        describe: format!("evict when {name} <= watermark {:+} ms", offset_us as f64 / 1000.0),
+                        describe: format!(
+                            "evict when {name} <= watermark {} {} ms",
+                            if offset_us < 0 { '-' } else { '+' },
+                            offset_us.unsigned_abs() as f64 / 1000.0
+                        ),
                     })
                 }
             };

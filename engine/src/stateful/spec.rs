@@ -141,6 +141,18 @@ impl OperatorSpec {
         }
     }
 
+    /// What `EXPLAIN` shows besides keys and the watermark rule (a join's
+    /// type and pair condition).
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            Self::Join(spec) => Some(match &spec.pair_filter {
+                Some(f) => format!("type={}, filter={f}", spec.join_type),
+                None => format!("type={}", spec.join_type),
+            }),
+            _ => None,
+        }
+    }
+
     /// The schema of the rows the operator drops as late, when it is not
     /// that of its input (a join's: both sides' columns, the other side NULL).
     pub fn late_rows_schema(&self) -> Option<SchemaRef> {
