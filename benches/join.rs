@@ -25,6 +25,10 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use parquet::arrow::ArrowWriter;
 use sluice::{execute_sql, Environment, OutputMode};
 
+/// The allocator the `sluice` binary uses.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const FILES: usize = 20;
 const BASE_US: i64 = 1_700_000_000_000_000;
 
@@ -98,6 +102,11 @@ async fn stream(dir: &Path, ck: &Path) -> (Duration, u64, u64, u64, usize) {
     let df = session.context().sql(QUERY).await.expect("plan");
     let run = sluice::bench::run_available_now(df, OutputMode::Append, ck, false).await.expect("run");
     let progress = run.query.recent_progress();
+    if std::env::var("SLUICE_BENCH_VERBOSE").is_ok() {
+        for p in &progress {
+            eprintln!("batch {}: {:?} state {:?}", p.batch_id, p.duration_ms, p.state_operators.first().map(|s| s.commit_time_ms));
+        }
+    }
     let peak = progress
         .iter()
         .filter_map(|p| p.state_operators.first())

@@ -290,19 +290,13 @@ impl StateStore {
 
     /// Remove every entry for which `evict` returns true; returns their
     /// values.
-    pub fn evict(&mut self, evict: impl FnMut(&[u8], &[u8]) -> bool) -> Vec<Vec<u8>> {
-        self.evict_entries(evict).into_iter().map(|(_, v)| v).collect()
-    }
-
-    /// Remove every entry for which `evict` returns true; returns them,
-    /// keys and values.
-    pub fn evict_entries(&mut self, mut evict: impl FnMut(&[u8], &[u8]) -> bool) -> Vec<(Vec<u8>, Vec<u8>)> {
+    pub fn evict(&mut self, mut evict: impl FnMut(&[u8], &[u8]) -> bool) -> Vec<Vec<u8>> {
         let mut out = vec![];
         for p in &mut self.partitions {
             for (k, v) in p.map.extract_if(|k, v| evict(k, v)) {
                 p.bytes -= k.len() + v.len();
-                p.delta.insert(k.clone());
-                out.push((k, v));
+                p.delta.insert(k);
+                out.push(v);
             }
         }
         out

@@ -6,13 +6,14 @@
 //! Store key: `[side][join key (Arrow row format)][sequence, 8 bytes BE]`.
 //! Value: `[eviction time, i64 LE][matched, 1 byte][row (Arrow row format)]`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
-use datafusion::common::{HashMap, HashSet};
+use datafusion::common::HashMap;
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::error::{Result, SluiceError};
@@ -44,6 +45,9 @@ pub(super) struct SideState {
     schema: SchemaRef,
     /// Join key -> sequence numbers of the rows stored under it.
     index: HashMap<Vec<u8>, Vec<u64>>,
+    /// Eviction time -> store keys of the rows evicted then (rows that are
+    /// never evicted are not listed), so eviction touches only what goes.
+    by_time: BTreeMap<i64, Vec<Vec<u8>>>,
 }
 
 impl SideState {
@@ -65,7 +69,14 @@ impl SideState {
                 if tag == 0 { "left" } else { "right" }
             ))
         })?;
-        Ok(Self { tag, key_conv, row_conv, schema: Arc::clone(schema), index: HashMap::default() })
+        Ok(Self {
+            tag,
+            key_conv,
+            row_conv,
+            schema: Arc::clone(schema),
+            index: HashMap::default(),
+            by_time: BTreeMap::new(),
+        })
     }
 
     fn store_key(&self, key: &[u8], seq: u64) -> Vec<u8> {
@@ -87,11 +98,19 @@ impl SideState {
     /// Rebuild the index from the rows in `store` (after a restore).
     pub(super) fn rebuild(&mut self, store: &StateStore) -> Result<()> {
         self.index.clear();
+        self.by_time.clear();
         let tag = self.tag;
-        for (k, _) in store.iter().filter(|(k, _)| k.first() == Some(&tag)) {
+        for (k, v) in store.iter().filter(|(k, _)| k.first() == Some(&tag)) {
             let (key, seq) = Self::split_key(k)
                 .ok_or_else(|| SluiceError::internal("a join state key shorter than its sequence number"))?;
             self.index.entry(key.to_vec()).or_default().push(seq);
+            let time = value_time(v);
+            if time != i64::MAX {
+                self.by_time.entry(time).or_default().push(k.to_vec());
+            }
+        }
+        for seqs in self.index.values_mut() {
+            seqs.sort_unstable();
         }
         Ok(())
     }
@@ -102,7 +121,11 @@ impl SideState {
         v.extend_from_slice(&time.to_le_bytes());
         v.push(matched as u8);
         v.extend_from_slice(row);
-        store.put(self.store_key(key, seq), v);
+        let store_key = self.store_key(key, seq);
+        store.put(&store_key, v);
+        if time != i64::MAX {
+            self.by_time.entry(time).or_default().push(store_key);
+        }
         self.index.entry_ref(key).or_default().push(seq);
     }
 
@@ -144,22 +167,33 @@ impl SideState {
     /// Remove this side's rows whose eviction time <= `bound`; returns their
     /// values.
     pub(super) fn evict(&mut self, store: &mut StateStore, bound: i64) -> Vec<Vec<u8>> {
-        let tag = self.tag;
-        let removed = store.evict_entries(|k, v| k.first() == Some(&tag) && value_time(v) <= bound);
-        let mut gone: HashMap<&[u8], HashSet<u64>> = HashMap::default();
-        for (k, _) in &removed {
-            if let Some((key, seq)) = Self::split_key(k) {
-                gone.entry(key).or_default().insert(seq);
+        if self.by_time.first_key_value().is_none_or(|(t, _)| *t > bound) {
+            return vec![];
+        }
+        let keep = self.by_time.split_off(&bound.saturating_add(1));
+        let gone = std::mem::replace(&mut self.by_time, keep);
+        let mut removed = vec![];
+        let mut by_key: HashMap<&[u8], Vec<u64>> = HashMap::default();
+        for store_key in gone.values().flatten() {
+            if let Some(v) = store.remove(store_key) {
+                removed.push(v);
+            }
+            if let Some((key, seq)) = Self::split_key(store_key) {
+                by_key.entry(key).or_default().push(seq);
             }
         }
-        for (key, seqs) in gone {
-            if let Some(list) = self.index.get_mut(key) {
-                list.retain(|s| !seqs.contains(s));
-                if list.is_empty() {
-                    self.index.remove(key);
-                }
+        for (key, mut seqs) in by_key {
+            let Some(list) = self.index.get_mut(key) else { continue };
+            if seqs.len() >= list.len() {
+                self.index.remove(key);
+                continue;
+            }
+            seqs.sort_unstable();
+            list.retain(|s| seqs.binary_search(s).is_err());
+            if list.is_empty() {
+                self.index.remove(key);
             }
         }
-        removed.into_iter().map(|(_, v)| v).collect()
+        removed
     }
 }
