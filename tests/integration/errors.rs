@@ -48,8 +48,8 @@ async fn unsupported_mode_combinations_name_the_fix() {
     assert!(e.contains("complete output mode") && e.contains("append"), "{e}");
     let e = err(&[SRC, "CREATE SINK s AS SELECT * FROM ev ORDER BY id"]).await;
     assert!(e.contains("ORDER BY") && e.contains("complete"), "{e}");
-    let e = err(&[SRC, "CREATE SINK s AS SELECT a.id FROM ev a JOIN ev b ON a.id = b.id"]).await;
-    assert!(e.contains("stream-stream joins"), "{e}");
+    let e = err(&[SRC, "CREATE SINK s AS SELECT a.id FROM ev a FULL JOIN ev b ON a.id = b.id"]).await;
+    assert!(e.contains("FULL OUTER join between two streams") && e.contains("WATERMARK FOR"), "{e}");
     let e =
         err(&[SRC, "CREATE TABLE t (id BIGINT)", "CREATE SINK s AS SELECT t.id FROM t LEFT JOIN ev ON t.id = ev.id"])
             .await;
