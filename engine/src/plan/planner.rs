@@ -193,13 +193,23 @@ impl StreamingExtensionPlanner {
             let keys = keys.into_iter().map(|k| session.create_physical_expr(k.clone(), schema)).collect::<DFResult<Vec<_>>>()?;
             let evict = match rule {
                 None => None,
-                Some(EvictRule::Key { ordinal }) => Some(Evict {
-                    time: Arc::clone(&keys[ordinal]),
-                    offset_us: 0,
-                    describe: format!("evict when {} <= watermark", key_names[ordinal]),
-                }),
+                Some(EvictRule::Key { ordinal }) => {
+                    let (Some(key), Some(name)) = (keys.get(ordinal), key_names.get(ordinal)) else {
+                        return Err(SluiceError::internal("a join's event-time key is not among its keys").into());
+                    };
+                    Some(Evict {
+                        time: Arc::clone(key),
+                        offset_us: 0,
+                        describe: format!("evict when {name} <= watermark"),
+                    })
+                }
                 Some(EvictRule::Value { column, offset_us }) => {
-                    let name = plan.schema().field(column).name().clone();
+                    let schema = plan.schema();
+                    let name = schema
+                        .fields()
+                        .get(column)
+                        .map(|f| f.name().clone())
+                        .ok_or_else(|| SluiceError::internal("a join's event-time column is not in its input"))?;
                     Some(Evict {
                         time: Arc::new(Column::new(&name, column)) as Arc<dyn PhysicalExpr>,
                         offset_us,

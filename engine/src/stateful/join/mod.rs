@@ -151,11 +151,12 @@ pub struct StreamingJoin {
     seq: u64,
 }
 
-/// Rows of one side, and which of them pass its own conjuncts and have no
-/// NULL key.
+/// Rows of one side, which of them pass its own conjuncts, and which of
+/// those have no NULL key (can match).
 struct Input {
     batch: RecordBatch,
     keys: datafusion::arrow::row::Rows,
+    passes: Vec<bool>,
     joinable: Vec<bool>,
 }
 
@@ -204,10 +205,9 @@ impl StreamingJoin {
             None => None,
         };
         let passes = passes.as_ref().map(|a| a.as_boolean());
-        let joinable = (0..n)
-            .map(|i| key_arrays.iter().all(|a| a.is_valid(i)) && passes.is_none_or(|p| p.is_valid(i) && p.value(i)))
-            .collect();
-        Ok(Input { batch, keys, joinable })
+        let passes: Vec<bool> = (0..n).map(|i| passes.is_none_or(|p| p.is_valid(i) && p.value(i))).collect();
+        let joinable = (0..n).map(|i| passes[i] && key_arrays.iter().all(|a| a.is_valid(i))).collect();
+        Ok(Input { batch, keys, passes, joinable })
     }
 
     /// Columns of `rows` of `side` in the output layout, the other side NULL.
@@ -247,8 +247,9 @@ impl StreamingJoin {
         }
         let other = 1 - this;
         let semi = self.spec.join_type == JoinType::LeftSemi;
-        // Rows that can never match: NULL-padded now if this side is kept.
-        let never: Vec<u32> = (0..n as u32).filter(|i| !input.joinable[*i as usize]).collect();
+        // Rows failing this side's own conjuncts can never match: NULL-padded
+        // now if this side is kept (as Spark's pre-join filter).
+        let never: Vec<u32> = (0..n as u32).filter(|i| !input.passes[*i as usize]).collect();
         if !never.is_empty() {
             let rows = datafusion::arrow::compute::take_record_batch(&input.batch, &UInt32Array::from(never))?;
             self.emit_unmatched(this, &rows, out)?;
@@ -333,7 +334,11 @@ impl StreamingJoin {
         };
         let rows = self.sides[this].encode(&input.batch)?;
         let store = self.state.store_mut()?;
-        for i in (0..n).filter(|i| input.joinable[*i]) {
+        // A row with a NULL key never matches; a kept side stores it all
+        // the same, to be emitted unmatched at eviction (as Spark does).
+        let kept = self.spec.preserves(this);
+        let stored = |i: usize| input.joinable[i] || (input.passes[i] && kept);
+        for i in (0..n).filter(|i| stored(*i)) {
             if semi && this == LEFT && this_matched[i] {
                 continue;
             }

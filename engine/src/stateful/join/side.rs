@@ -145,8 +145,10 @@ impl SideState {
         if let Some(v) = store.get(store_key) {
             if !value_matched(v) {
                 let mut v = v.to_vec();
-                v[8] = 1;
-                store.put(store_key, v);
+                if let Some(flag) = v.get_mut(8) {
+                    *flag = 1;
+                    store.put(store_key, v);
+                }
             }
         }
     }
