@@ -104,15 +104,15 @@ async fn stream(dir: &Path, ck: &Path) -> (Duration, u64, u64, u64, usize) {
     let progress = run.query.recent_progress();
     if std::env::var("SLUICE_BENCH_VERBOSE").is_ok() {
         for p in &progress {
-            eprintln!("batch {}: {:?} state {:?}", p.batch_id, p.duration_ms, p.state_operators.first().map(|s| s.commit_time_ms));
+            eprintln!(
+                "batch {}: {:?} state {:?}",
+                p.batch_id,
+                p.duration_ms,
+                p.state_operators.first().map(|s| s.commit_time_ms)
+            );
         }
     }
-    let peak = progress
-        .iter()
-        .filter_map(|p| p.state_operators.first())
-        .max_by_key(|s| s.memory_used_bytes)
-        .map(|s| (s.memory_used_bytes, s.num_rows_total))
-        .unwrap_or((0, 0));
+    let peak = sluice::bench::peak_state(&progress);
     (run.elapsed, run.rows_out, peak.0, peak.1, progress.len())
 }
 
@@ -137,10 +137,7 @@ fn main() {
         );
         println!("  ratio sluice/datafusion: {:.2}", srate / brate);
         if stored > 0 {
-            println!(
-                "  state at peak: {stored} rows stored, {mem} bytes, {:.0} bytes/row",
-                mem as f64 / stored as f64
-            );
+            println!("  state at peak: {stored} rows stored, {mem} bytes, {:.0} bytes/row", mem as f64 / stored as f64);
         }
     });
 }

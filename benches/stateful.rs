@@ -116,12 +116,7 @@ async fn stream(dir: &str, ck: &str, sql: &str) -> (Duration, u64, u64, u64, usi
     let run =
         sluice::bench::run_available_now(df, OutputMode::Append, std::path::Path::new(ck), false).await.expect("run");
     let progress = run.query.recent_progress();
-    let peak = progress
-        .iter()
-        .filter_map(|p| p.state_operators.first())
-        .max_by_key(|s| s.memory_used_bytes)
-        .map(|s| (s.memory_used_bytes, s.num_rows_total))
-        .unwrap_or((0, 0));
+    let peak = sluice::bench::peak_state(&progress);
     (run.elapsed, run.rows_out, peak.0, peak.1, progress.len())
 }
 

@@ -189,6 +189,17 @@ pub struct AvailableNowRun {
     pub kept: Vec<Vec<RecordBatch>>,
 }
 
+/// The first stateful operator's state at its largest over `progress`:
+/// (memory bytes, rows), or zeros without one.
+pub fn peak_state(progress: &[sluice_engine::StreamingQueryProgress]) -> (u64, u64) {
+    progress
+        .iter()
+        .filter_map(|p| p.state_operators.first())
+        .max_by_key(|s| s.memory_used_bytes)
+        .map(|s| (s.memory_used_bytes, s.num_rows_total))
+        .unwrap_or((0, 0))
+}
+
 /// Run `df` as a stream with the available-now trigger in `mode`, into a
 /// sink that counts rows (and keeps them with `keep`), until it has read
 /// everything available at start.

@@ -151,14 +151,19 @@ async fn join_changes_are_refused_naming_the_key_type_or_side() {
     let original = format!("SELECT a.word, b.ts FROM ta a JOIN tb b ON a.word = b.word AND {RANGE}");
     run_join(&env, &ck, &original).await.unwrap();
 
-    let e = run_join(&env, &ck, &format!("SELECT a.word, b.ts FROM ta a JOIN tb b ON upper(a.word) = upper(b.word) AND {RANGE}"))
-        .await
-        .unwrap_err();
+    let e = run_join(
+        &env,
+        &ck,
+        &format!("SELECT a.word, b.ts FROM ta a JOIN tb b ON upper(a.word) = upper(b.word) AND {RANGE}"),
+    )
+    .await
+    .unwrap_err();
     assert!(e.contains("keys [a.word = b.word") && e.contains("upper(a.word)"), "key change: {e}");
 
-    let e = run_join(&env, &ck, &format!("SELECT a.word, b.ts FROM ta a LEFT JOIN tb b ON a.word = b.word AND {RANGE}"))
-        .await
-        .unwrap_err();
+    let e =
+        run_join(&env, &ck, &format!("SELECT a.word, b.ts FROM ta a LEFT JOIN tb b ON a.word = b.word AND {RANGE}"))
+            .await
+            .unwrap_err();
     assert!(e.contains("stream-stream join (Inner)") && e.contains("stream-stream join (Left)"), "type change: {e}");
 
     let e = run_join(&env, &ck, &format!("SELECT a.word, b.ts FROM tb b JOIN ta a ON a.word = b.word AND {RANGE}"))

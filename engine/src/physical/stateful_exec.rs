@@ -271,7 +271,8 @@ impl ExecutionPlan for StatefulExec {
             .get_extension::<BatchState>()
             .ok_or_else(|| DataFusionError::Internal(format!("{} ran without a batch state attached", self.name())))?;
         let op = state.operator(self.id, partition)?;
-        let batch = if self.downstream { state.batch.downstream().shifted(self.watermark_shift_us) } else { state.batch };
+        let batch =
+            if self.downstream { state.batch.downstream().shifted(self.watermark_shift_us) } else { state.batch };
         let input = Arc::clone(&self.input);
         let right = self.right.clone();
         let input_stateful = self.input_stateful;

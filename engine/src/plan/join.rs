@@ -15,7 +15,9 @@ use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::logical_expr::expr::{Between, Cast};
 use datafusion::logical_expr::type_coercion::binary::comparison_coercion;
 use datafusion::logical_expr::utils::split_conjunction_owned;
-use datafusion::logical_expr::{BinaryExpr, Expr, Extension, ExprSchemable, Filter, Join, JoinType, LogicalPlan, Operator};
+use datafusion::logical_expr::{
+    BinaryExpr, Expr, ExprSchemable, Extension, Filter, Join, JoinType, LogicalPlan, Operator,
+};
 use std::sync::Arc;
 
 use super::analyze::{self, is_streaming};
@@ -143,8 +145,10 @@ fn sources_of(plan: &LogicalPlan) -> String {
 
 fn build(join: &Join, mode: OutputMode, id: usize) -> Result<StreamingJoinNode> {
     let name = join_name(join.join_type);
-    if !matches!(join.join_type, JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full | JoinType::LeftSemi)
-    {
+    if !matches!(
+        join.join_type,
+        JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full | JoinType::LeftSemi
+    ) {
         return Err(SluiceError::unsupported(format!(
             "{name} join between two streams is not supported: stream-stream joins are INNER, LEFT/RIGHT/FULL OUTER \
              or LEFT SEMI"
@@ -189,8 +193,7 @@ fn build(join: &Join, mode: OutputMode, id: usize) -> Result<StreamingJoinNode> 
     }
     let left_time = watermark_column(&join.left);
     let right_time = watermark_column(&join.right);
-    let key_rule =
-        on.iter().position(|(l, r)| is_event_time_key(&join.left, l) || is_event_time_key(&join.right, r));
+    let key_rule = on.iter().position(|(l, r)| is_event_time_key(&join.left, l) || is_event_time_key(&join.right, r));
     let (left_evict, right_evict) = match key_rule {
         Some(ordinal) => (Some(EvictRule::Key { ordinal }), Some(EvictRule::Key { ordinal })),
         None => (
@@ -274,7 +277,9 @@ fn coerce_key(l: &Expr, r: &Expr, ls: &DFSchema, rs: &DFSchema) -> Result<(Expr,
         lt.clone()
     } else {
         comparison_coercion(&lt, &rt).ok_or_else(|| {
-            SluiceError::plan(format!("join keys {l} ({lt}) and {r} ({rt}) cannot be compared; cast one to the other's type"))
+            SluiceError::plan(format!(
+                "join keys {l} ({lt}) and {r} ({rt}) cannot be compared; cast one to the other's type"
+            ))
         })?
     };
     if RowConverter::new(vec![SortField::new(common.clone())]).is_err() {

@@ -22,7 +22,7 @@ use crate::error::SluiceError;
 use crate::options::OutputMode;
 use crate::physical::{contains_stateful, StatefulExec, WatermarkFilterExec};
 use crate::state::StateStoreConfig;
-use crate::stateful::{AggregateParts, Evict, EventTimeKey, JoinSpec, OperatorSpec, SideSpec};
+use crate::stateful::{AggregateParts, EventTimeKey, Evict, JoinSpec, OperatorSpec, SideSpec};
 
 /// Plans the streaming extension nodes.
 #[derive(Debug)]
@@ -175,7 +175,9 @@ impl StreamingExtensionPlanner {
         inputs: &[Arc<dyn ExecutionPlan>],
         session: &dyn Session,
     ) -> DFResult<StatefulExec> {
-        let [left, right] = inputs else { return Err(SluiceError::internal("a stream-stream join without two inputs").into()) };
+        let [left, right] = inputs else {
+            return Err(SluiceError::internal("a stream-stream join without two inputs").into());
+        };
         let (ls, rs) = (node.left.schema().as_ref(), node.right.schema().as_ref());
         let joined = ls.join(rs)?;
         let filter = |e: &Option<datafusion::logical_expr::Expr>, schema: &datafusion::common::DFSchema| {
@@ -190,7 +192,10 @@ impl StreamingExtensionPlanner {
                     rule: Option<EvictRule>|
          -> DFResult<SideSpec> {
             let key_names: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
-            let keys = keys.into_iter().map(|k| session.create_physical_expr(k.clone(), schema)).collect::<DFResult<Vec<_>>>()?;
+            let keys = keys
+                .into_iter()
+                .map(|k| session.create_physical_expr(k.clone(), schema))
+                .collect::<DFResult<Vec<_>>>()?;
             let evict = match rule {
                 None => None,
                 Some(EvictRule::Key { ordinal }) => {
@@ -223,7 +228,15 @@ impl StreamingExtensionPlanner {
             };
             let sources =
                 super::analyze::stream_sources(logical).iter().map(|s| s.name.clone()).collect::<Vec<_>>().join(", ");
-            Ok(SideSpec { sources, schema: plan.schema(), keys, key_names, filter: filter(own, schema)?, event_time: time, evict })
+            Ok(SideSpec {
+                sources,
+                schema: plan.schema(),
+                keys,
+                key_names,
+                filter: filter(own, schema)?,
+                event_time: time,
+                evict,
+            })
         };
         let left_spec = side(
             &node.left,

@@ -206,13 +206,9 @@ impl OperatorSpec {
             }
             Self::Dedup { schema, spec, .. } => spec.keys.iter().map(|i| schema.field(*i).name().clone()).collect(),
             Self::Limit { .. } => vec![],
-            Self::Join(spec) => spec
-                .left
-                .key_names
-                .iter()
-                .zip(&spec.right.key_names)
-                .map(|(l, r)| format!("{l} = {r}"))
-                .collect(),
+            Self::Join(spec) => {
+                spec.left.key_names.iter().zip(&spec.right.key_names).map(|(l, r)| format!("{l} = {r}")).collect()
+            }
         }
     }
 

@@ -180,7 +180,8 @@ impl StreamingJoin {
         let values = batch.column(column);
         let times = event_time_micros(values)?;
         // A NULL event time is never late (as in Spark).
-        let keep: BooleanArray = (0..batch.num_rows()).map(|i| Some(values.is_null(i) || times.value(i) > wm)).collect();
+        let keep: BooleanArray =
+            (0..batch.num_rows()).map(|i| Some(values.is_null(i) || times.value(i) > wm)).collect();
         let kept = filter_record_batch(&batch, &keep)?;
         let dropped = batch.num_rows() - kept.num_rows();
         if dropped > 0 {
@@ -197,8 +198,11 @@ impl StreamingJoin {
     fn prepare(&self, side: usize, batch: RecordBatch) -> Result<Input> {
         let spec = self.spec.side(side);
         let n = batch.num_rows();
-        let key_arrays =
-            spec.keys.iter().map(|k| k.evaluate(&batch)?.into_array(n)).collect::<datafusion::error::Result<Vec<_>>>()?;
+        let key_arrays = spec
+            .keys
+            .iter()
+            .map(|k| k.evaluate(&batch)?.into_array(n))
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
         let keys = self.sides[side].key_conv.convert_columns(&key_arrays)?;
         let passes = match &spec.filter {
             Some(f) => Some(f.evaluate(&batch)?.into_array(n)?),
@@ -240,7 +244,13 @@ impl StreamingJoin {
 
     /// Join the new rows of `this` side with the other side's state, emit
     /// the pairs, and store the rows.
-    fn join_input(&mut self, this: usize, input: Input, evict_wm: Option<i64>, out: &mut Vec<RecordBatch>) -> Result<()> {
+    fn join_input(
+        &mut self,
+        this: usize,
+        input: Input,
+        evict_wm: Option<i64>,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
         let n = input.batch.num_rows();
         if n == 0 {
             return Ok(());
@@ -285,8 +295,10 @@ impl StreamingJoin {
         } else {
             (&stored, &pair_other, &input.batch, &pair_this)
         };
-        let mut columns = l_rows.columns().iter().map(|c| take(c, l_idx, None)).collect::<std::result::Result<Vec<_>, _>>()?;
-        columns.extend(r_rows.columns().iter().map(|c| take(c, r_idx, None)).collect::<std::result::Result<Vec<_>, _>>()?);
+        let mut columns =
+            l_rows.columns().iter().map(|c| take(c, l_idx, None)).collect::<std::result::Result<Vec<_>, _>>()?;
+        columns
+            .extend(r_rows.columns().iter().map(|c| take(c, r_idx, None)).collect::<std::result::Result<Vec<_>, _>>()?);
         let pairs = RecordBatch::try_new(Arc::clone(&self.spec.joined_schema), columns)?;
         let keep: BooleanArray = match &self.spec.pair_filter {
             Some(f) => {
@@ -310,8 +322,9 @@ impl StreamingJoin {
             self.emit(rows.columns().to_vec(), out)?;
         } else if semi {
             // Stored left rows matched for the first time, each once.
-            let first: Vec<u32> =
-                (0..stored.num_rows() as u32).filter(|j| other_hit[*j as usize] && !stored_matched[*j as usize]).collect();
+            let first: Vec<u32> = (0..stored.num_rows() as u32)
+                .filter(|j| other_hit[*j as usize] && !stored_matched[*j as usize])
+                .collect();
             let rows = datafusion::arrow::compute::take_record_batch(&stored, &UInt32Array::from(first))?;
             self.emit(rows.columns().to_vec(), out)?;
         } else {
@@ -351,7 +364,14 @@ impl StreamingJoin {
             }
             let seq = self.seq;
             self.seq += 1;
-            self.sides[this].insert(store, input.keys.row(i).data(), seq, times[i], this_matched[i], rows.row(i).data());
+            self.sides[this].insert(
+                store,
+                input.keys.row(i).data(),
+                seq,
+                times[i],
+                this_matched[i],
+                rows.row(i).data(),
+            );
         }
         Ok(())
     }

@@ -54,10 +54,7 @@ impl SideState {
     /// State of side `tag` (0 left, 1 right) for rows of `schema` keyed by
     /// `keys`.
     pub(super) fn try_new(tag: u8, schema: &SchemaRef, keys: &[Arc<dyn PhysicalExpr>]) -> Result<Self> {
-        let key_fields = keys
-            .iter()
-            .map(|k| Ok(SortField::new(k.data_type(schema)?)))
-            .collect::<Result<Vec<_>>>()?;
+        let key_fields = keys.iter().map(|k| Ok(SortField::new(k.data_type(schema)?))).collect::<Result<Vec<_>>>()?;
         let key_conv = RowConverter::new(key_fields).map_err(|e| {
             SluiceError::unsupported(format!("a stream-stream join key cannot be hashed into join state: {e}"))
         })?;
@@ -116,7 +113,15 @@ impl SideState {
     }
 
     /// Store a row under join key `key`.
-    pub(super) fn insert(&mut self, store: &mut StateStore, key: &[u8], seq: u64, time: i64, matched: bool, row: &[u8]) {
+    pub(super) fn insert(
+        &mut self,
+        store: &mut StateStore,
+        key: &[u8],
+        seq: u64,
+        time: i64,
+        matched: bool,
+        row: &[u8],
+    ) {
         let mut v = Vec::with_capacity(HEADER + row.len());
         v.extend_from_slice(&time.to_le_bytes());
         v.push(matched as u8);
@@ -162,7 +167,8 @@ impl SideState {
     /// this side's schema.
     pub(super) fn decode<'v>(&self, values: impl IntoIterator<Item = &'v [u8]>) -> Result<RecordBatch> {
         let parser = self.row_conv.parser();
-        let columns: Vec<ArrayRef> = self.row_conv.convert_rows(values.into_iter().map(|v| parser.parse(value_row(v))))?;
+        let columns: Vec<ArrayRef> =
+            self.row_conv.convert_rows(values.into_iter().map(|v| parser.parse(value_row(v))))?;
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
     }
 
