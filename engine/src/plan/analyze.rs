@@ -239,11 +239,10 @@ fn column_derives(plan: &LogicalPlan, name: &str, origin: Origin) -> bool {
             .position(|f| f.name() == name)
             .and_then(|i| a.group_expr.get(i))
             .is_some_and(|e| expr_derives(&a.input, e, origin)),
-        LogicalPlan::Extension(e) if e.node.as_any().is::<super::nodes::StreamingAggregateNode>() => {
-            match e.node.as_any().downcast_ref::<super::nodes::StreamingAggregateNode>() {
-                Some(n) => column_derives(&LogicalPlan::Aggregate(n.aggregate.clone()), name, origin),
-                None => false,
-            }
+        LogicalPlan::Extension(e)
+            if let Some(n) = e.node.as_any().downcast_ref::<super::nodes::StreamingAggregateNode>() =>
+        {
+            column_derives(&LogicalPlan::Aggregate(n.aggregate.clone()), name, origin)
         }
         // Unnest renames `__unnest_placeholder(x)` to `__unnest_placeholder(x,depth=1)`.
         LogicalPlan::Unnest(u) => u.input.schema().fields().iter().any(|f| {

@@ -270,10 +270,9 @@ impl StreamingExtensionPlanner {
         }))
         .with_state_partitions(n);
         spec.create()?;
+        let downstream = contains_stateful(left) || contains_stateful(right);
         let left = Arc::new(RepartitionExec::try_new(Arc::clone(left), Partitioning::Hash(left_keys, n))?);
         let right = Arc::new(RepartitionExec::try_new(Arc::clone(right), Partitioning::Hash(right_keys, n))?);
-        let downstream = contains_stateful(&(left.clone() as Arc<dyn ExecutionPlan>))
-            || contains_stateful(&(right.clone() as Arc<dyn ExecutionPlan>));
         let schema = Arc::clone(node.schema.inner());
         Ok(StatefulExec::new_join(node.id, Arc::new(spec), downstream, left, right, schema))
     }
