@@ -190,11 +190,23 @@ impl Options {
     pub fn bool(&self, key: &str, default: bool) -> Result<bool> {
         Ok(self.parse::<bool>(key, "true or false")?.unwrap_or(default))
     }
+    /// The options whose key starts with `prefix`, the prefix cut off
+    /// (`kafka.` options passed through to a client library).
+    pub fn with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        self.0.iter().filter_map(move |(k, v)| k.strip_prefix(prefix).map(|rest| (rest, v.as_str())))
+    }
     /// Check that every key is one of `valid`; otherwise an error naming the
-    /// bad key and listing the valid ones.
+    /// bad key and listing the valid ones. An entry ending in `.*` (such as
+    /// `kafka.*`) accepts every key with that prefix.
     pub fn check_known(&self, kind: &'static str, connector: &str, valid: &[&str]) -> Result<()> {
+        let known = |key: &str| {
+            valid.iter().any(|v| match v.strip_suffix('*') {
+                Some(prefix) => key.starts_with(prefix) && key.len() > prefix.len(),
+                None => *v == key,
+            })
+        };
         for key in self.0.keys() {
-            if !valid.contains(&key.as_str()) {
+            if !known(key) {
                 let valid = if valid.is_empty() { "(none)".to_string() } else { valid.join(", ") };
                 return Err(SluiceError::UnknownOption {
                     kind,

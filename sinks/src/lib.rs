@@ -1,6 +1,7 @@
 //! # sluice-sinks
 //!
-//! Sink connectors, one module folder each: `memory`, `console`, `files`.
+//! Sink connectors, one module folder each: `memory`, `console`, `files` and
+//! (feature `kafka`) `kafka`.
 //! [`register_all`] adds them to a registry. (The `foreach_batch` sink is an
 //! API adapter and lives in the engine.)
 #![warn(missing_docs)]
@@ -11,6 +12,8 @@ use sluice_engine::ConnectorRegistry;
 
 pub mod console;
 pub mod files;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod memory;
 
 pub use console::{ConsoleSink, ConsoleSinkFactory};
@@ -23,4 +26,6 @@ pub fn register_all(registry: &mut ConnectorRegistry, memory: MemorySinks) {
     registry.register_sink(Arc::new(memory::MemorySinkFactory::new(memory)));
     registry.register_sink(Arc::new(console::ConsoleSinkFactory::default()));
     registry.register_sink(Arc::new(files::FilesSinkFactory));
+    #[cfg(feature = "kafka")]
+    registry.register_sink(Arc::new(kafka::KafkaSinkFactory));
 }

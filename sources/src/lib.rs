@@ -1,7 +1,7 @@
 //! # sluice-sources
 //!
 //! Source connectors, one module folder each: `memory`, `files`, `rate`,
-//! `socket`. [`register_all`] adds them to a registry.
+//! `socket`, `nexmark` and (feature `kafka`) `kafka`. [`register_all`] adds them to a registry.
 #![warn(missing_docs)]
 
 use std::sync::Arc;
@@ -9,6 +9,8 @@ use std::sync::Arc;
 use sluice_engine::ConnectorRegistry;
 
 pub mod files;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod memory;
 pub mod nexmark;
 pub mod rate;
@@ -27,4 +29,6 @@ pub fn register_all(registry: &mut ConnectorRegistry, memory: MemoryStreams) {
     registry.register_source(Arc::new(files::FilesSourceFactory));
     registry.register_source(Arc::new(rate::RateSourceFactory));
     registry.register_source(Arc::new(socket::SocketSourceFactory));
+    #[cfg(feature = "kafka")]
+    registry.register_source(Arc::new(kafka::KafkaSourceFactory));
 }

@@ -139,7 +139,21 @@ async fn columns_schema(session: &SluiceSession, source: &CreateSource) -> Resul
     if source.columns.is_empty() {
         return Ok(Arc::new(Schema::empty()));
     }
-    let cols: Vec<String> = source.columns.iter().map(|c| c.to_string()).collect();
+    // Names are quoted (lower-cased first when written unquoted, as
+    // DataFusion normalises them), so a column named like a keyword
+    // (`key`, Kafka's column) is not read as a constraint.
+    let cols: Vec<String> = source
+        .columns
+        .iter()
+        .map(|c| {
+            let mut c = c.clone();
+            if c.name.quote_style.is_none() {
+                c.name.value = c.name.value.to_lowercase();
+                c.name.quote_style = Some('"');
+            }
+            c.to_string()
+        })
+        .collect();
     let sql = format!("CREATE TABLE __sluice_schema_probe ({})", cols.join(", "));
     let state = session.context().state();
     let stmt = state.sql_to_statement(&sql, &datafusion::config::Dialect::Generic).map_err(|e| explain(session, e))?;

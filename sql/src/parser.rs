@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 
 use datafusion::sql::parser::{DFParserBuilder, Statement as DFStatement};
-use datafusion::sql::sqlparser::ast::{ColumnDef, Expr, Ident, ObjectName, Query, SqlOption, Value};
+use datafusion::sql::sqlparser::ast::{ColumnDef, Expr, Ident, ObjectName, Query, Value};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
@@ -174,14 +174,10 @@ fn parse_with_options(p: &mut Parser) -> Result<Vec<(String, String)>> {
         return Ok(vec![]);
     }
     p.expect_token(&Token::LParen)?;
-    let opts = p.parse_comma_separated(|p| p.parse_sql_option())?;
+    let opts = p.parse_comma_separated(parse_option)?;
     p.expect_token(&Token::RParen)?;
     let mut out: Vec<(String, String)> = Vec::with_capacity(opts.len());
-    for o in opts {
-        let (key, value) = match o {
-            SqlOption::KeyValue { key, value } => (key.value.to_ascii_lowercase(), option_value(&value)),
-            other => return Err(SqlError::Parse(format!("expected key = value in WITH (...), found {other}"))),
-        };
+    for (key, value) in opts {
         // A repeated option would silently take one of its values: refuse it.
         if let Some((_, first)) = out.iter().find(|(k, _)| *k == key) {
             return Err(SqlError::Engine(sluice_engine::SluiceError::InvalidOption {
@@ -195,6 +191,29 @@ fn parse_with_options(p: &mut Parser) -> Result<Vec<(String, String)>> {
         out.push((key, value));
     }
     Ok(out)
+}
+
+/// One `key = value` of WITH (...). A key is a name, a dotted name
+/// (`kafka.security.protocol`, for options passed through to a client) or a
+/// quoted string (`'kafka.security.protocol'`, as Flink writes them).
+fn parse_option(p: &mut Parser) -> std::result::Result<(String, String), ParserError> {
+    let key = match p.peek_token().token {
+        Token::SingleQuotedString(s) => {
+            p.next_token();
+            s
+        }
+        _ => {
+            let mut key = p.parse_identifier()?.value;
+            while p.consume_token(&Token::Period) {
+                key.push('.');
+                key.push_str(&p.parse_identifier()?.value);
+            }
+            key
+        }
+    };
+    p.expect_token(&Token::Eq)?;
+    let value = p.parse_expr()?;
+    Ok((key.to_ascii_lowercase(), option_value(&value)))
 }
 
 /// The text of an option value: strings unquoted, anything else as written.

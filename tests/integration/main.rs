@@ -7,6 +7,8 @@ mod connectors;
 mod crash;
 mod errors;
 mod explain;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod nexmark;
 mod progress;
 mod properties;

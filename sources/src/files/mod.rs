@@ -40,7 +40,7 @@ use tracing::{debug, info, warn};
 use dir::{local_path, SourceDir};
 use log::SeenFilesLog;
 pub use log::{LogEntry, SeenFile};
-pub use parse::{parse_file, FileFormat, ParseMode, ParseSettings};
+pub use parse::{check_schema as check_format_schema, parse_file, parse_records, FileFormat, ParseMode, ParseSettings};
 
 /// Options of the `files` connector.
 const OPTIONS: &[&str] = &[

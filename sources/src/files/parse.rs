@@ -143,7 +143,7 @@ pub fn parse_file(
         FileFormat::Json => split_json(&bytes, schema),
         FileFormat::Text => split_text(&bytes),
     };
-    let batches = finish(raw, file, schema, settings.mode)?.into_iter();
+    let batches = finish(raw, file, &|line| format!("{file}:{line}"), schema, settings.mode)?.into_iter();
     Ok(match columns {
         Some(c) => batches.map(|b| b.project(c)).collect::<std::result::Result<Vec<_>, _>>()?,
         None => batches.collect(),
@@ -262,40 +262,90 @@ fn split_csv(bytes: &[u8], file: &str, schema: &SchemaRef, header: bool) -> Resu
 }
 
 fn split_json(bytes: &[u8], schema: &SchemaRef) -> RawRows {
-    let fields = schema.fields();
-    let mut raw = RawRows::new(fields.len());
+    let mut raw = RawRows::new(schema.fields().len());
     for (idx, line) in bytes.split(|b| *b == b'\n').enumerate() {
-        let line_no = idx as u64 + 1;
-        let Ok(text) = std::str::from_utf8(line) else {
-            raw.push(line_no, vec![], Some("the line is not valid UTF-8".into()));
-            continue;
-        };
-        let text = text.trim();
-        if text.is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<serde_json::Value>(text) {
-            Ok(serde_json::Value::Object(map)) => {
-                let values = fields
-                    .iter()
-                    .map(|f| {
-                        let v = map
-                            .get(f.name())
-                            .or_else(|| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(f.name())).map(|(_, v)| v));
-                        match v {
-                            None | Some(serde_json::Value::Null) => None,
-                            Some(serde_json::Value::String(s)) => Some(s.clone()),
-                            Some(other) => Some(other.to_string()),
-                        }
-                    })
-                    .collect();
-                raw.push(line_no, values, None);
-            }
-            Ok(_) => raw.push(line_no, vec![], Some("expected a JSON object".into())),
-            Err(e) => raw.push(line_no, vec![], Some(format!("invalid JSON: {e}"))),
-        }
+        push_json(&mut raw, idx as u64 + 1, line, schema);
     }
     raw
+}
+
+/// One JSON object (a line of a file, or a whole message) as a row; blank
+/// input is no row.
+fn push_json(raw: &mut RawRows, line_no: u64, bytes: &[u8], schema: &SchemaRef) {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        raw.push(line_no, vec![], Some("the line is not valid UTF-8".into()));
+        return;
+    };
+    let text = text.trim();
+    if text.is_empty() {
+        return;
+    }
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(map)) => {
+            let values = schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    let v = map
+                        .get(f.name())
+                        .or_else(|| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(f.name())).map(|(_, v)| v));
+                    match v {
+                        None | Some(serde_json::Value::Null) => None,
+                        Some(serde_json::Value::String(s)) => Some(s.clone()),
+                        Some(other) => Some(other.to_string()),
+                    }
+                })
+                .collect();
+            raw.push(line_no, values, None);
+        }
+        Ok(_) => raw.push(line_no, vec![], Some("expected a JSON object".into())),
+        Err(e) => raw.push(line_no, vec![], Some(format!("invalid JSON: {e}"))),
+    }
+}
+
+/// Parse each of `records` (one record each: a Kafka message value, say) into
+/// a row of `schema` in the CSV, JSON or text `format`, honouring `mode`. A
+/// missing record (`None`) or a blank one is malformed. `what` names the
+/// records in logs, `locate(i)` the `i`-th record in errors.
+pub fn parse_records(
+    records: &[Option<&[u8]>],
+    what: &str,
+    locate: &dyn Fn(usize) -> String,
+    schema: &SchemaRef,
+    format: FileFormat,
+    mode: ParseMode,
+) -> Result<Option<RecordBatch>> {
+    let width = schema.fields().len();
+    let mut raw = RawRows::new(width);
+    for (i, record) in records.iter().enumerate() {
+        let line = i as u64;
+        let before = raw.lines.len();
+        match (record, format) {
+            (None, _) => raw.push(line, vec![], Some("the record has no value".into())),
+            (Some(bytes), FileFormat::Json) => push_json(&mut raw, line, bytes, schema),
+            (Some(bytes), FileFormat::Text) => {
+                raw.push(line, vec![Some(String::from_utf8_lossy(bytes).into_owned())], None)
+            }
+            (Some(bytes), _) => {
+                let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(*bytes);
+                let mut rec = csv::StringRecord::new();
+                match reader.read_record(&mut rec) {
+                    Ok(true) => {
+                        let problem =
+                            (rec.len() != width).then(|| format!("expected {width} fields, found {}", rec.len()));
+                        let values = rec.iter().map(|v| (!v.is_empty()).then(|| v.to_string())).collect();
+                        raw.push(line, values, problem);
+                    }
+                    Ok(false) => {}
+                    Err(e) => raw.push(line, vec![], Some(format!("invalid CSV: {e}"))),
+                }
+            }
+        }
+        if raw.lines.len() == before {
+            raw.push(line, vec![], Some("the record is empty".into()));
+        }
+    }
+    finish(raw, what, &|i| locate(i as usize), schema, mode)
 }
 
 fn split_text(bytes: &[u8]) -> RawRows {
@@ -313,7 +363,13 @@ fn split_text(bytes: &[u8]) -> RawRows {
 
 /// Cast the string columns to the schema, find the malformed rows and apply
 /// the mode.
-fn finish(mut raw: RawRows, file: &str, schema: &SchemaRef, mode: ParseMode) -> Result<Option<RecordBatch>> {
+fn finish(
+    mut raw: RawRows,
+    file: &str,
+    locate: &dyn Fn(u64) -> String,
+    schema: &SchemaRef,
+    mode: ParseMode,
+) -> Result<Option<RecordBatch>> {
     let rows = raw.lines.len();
     if rows == 0 {
         return Ok(None);
@@ -351,7 +407,7 @@ fn finish(mut raw: RawRows, file: &str, schema: &SchemaRef, mode: ParseMode) -> 
         ParseMode::FailFast => {
             if let Some(row) = raw.problems.iter().position(Option::is_some) {
                 return Err(SluiceError::Malformed {
-                    location: format!("{file}:{}", raw.lines[row]),
+                    location: locate(raw.lines[row]),
                     reason: raw.problems[row].take().unwrap_or_default(),
                 });
             }

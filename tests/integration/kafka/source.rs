@@ -1,0 +1,230 @@
+//! The Kafka source against the broker.
+
+use super::*;
+
+fn source_sql(name: &str, topic: &str, extra: &str) -> String {
+    format!(
+        "CREATE SOURCE {name} WITH (connector = 'kafka', bootstrap_servers = '{}', topic = '{topic}', \
+         starting_offsets = 'earliest'{extra})",
+        bootstrap()
+    )
+}
+
+#[tokio::test]
+#[ignore = "needs a Kafka broker: scripts/kafka.sh start (CI does)"]
+async fn reads_every_partition_once_and_resumes_exactly_after_a_restart() {
+    let topic = fresh_topic("src-resume");
+    create_topic(&topic, 3).await;
+    produce_values(&topic, 3, "a", 0..30);
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = tmp.path().join("ck");
+    let env = Environment::default();
+    for (round, more) in [(0, 30..40), (1, 40..45)] {
+        let s = session(&env, tmp.path());
+        sql(
+            &s,
+            &[
+                &source_sql("ev", &topic, ""),
+                &format!(
+                    "CREATE SINK out WITH (connector = 'memory', checkpoint = '{}') AS \
+                 SELECT CAST(value AS VARCHAR) AS v, partition, \"offset\" FROM ev",
+                    ck.display()
+                ),
+            ],
+        )
+        .await;
+        let q = s.query("out").unwrap();
+        q.process_all_available().await.unwrap();
+        produce_values(&topic, 3, "a", more);
+        q.process_all_available().await.unwrap();
+        s.stop_all().await.unwrap();
+        let _ = round;
+    }
+    let rows = sink_rows(&env, "out");
+    let mut values: Vec<String> = rows.iter().map(|r| r.split(',').next().unwrap().to_string()).collect();
+    values.sort();
+    let mut expected: Vec<String> = (0..45).map(|i| format!("a-{i}")).collect();
+    expected.sort();
+    assert_eq!(values, expected, "every record exactly once across the restart");
+    // Offsets are per partition, from 0.
+    assert!(rows.contains(&"a-0,0,0".to_string()) && rows.contains(&"a-3,0,1".to_string()), "{rows:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs a Kafka broker: scripts/kafka.sh start (CI does)"]
+async fn max_offsets_per_trigger_splits_a_backlog() {
+    let topic = fresh_topic("src-max");
+    create_topic(&topic, 2).await;
+    produce_values(&topic, 2, "b", 0..100);
+    let tmp = tempfile::tempdir().unwrap();
+    let env = Environment::default();
+    let s = session(&env, tmp.path());
+    sql(
+        &s,
+        &[
+            &source_sql("ev", &topic, ", max_offsets_per_trigger = '30'"),
+            "CREATE SINK out WITH (connector = 'memory') AS SELECT CAST(value AS VARCHAR) AS v FROM ev",
+        ],
+    )
+    .await;
+    let progress = s.query("out").unwrap().process_all_available().await.unwrap();
+    let sizes: Vec<u64> = progress.iter().map(|p| p.num_input_rows).collect();
+    assert_eq!(sizes, vec![30, 30, 30, 10], "{sizes:?}");
+    assert_eq!(sink_rows(&env, "out").len(), 100);
+}
+
+#[tokio::test]
+#[ignore = "needs a Kafka broker: scripts/kafka.sh start (CI does)"]
+async fn a_partition_added_while_the_query_runs_is_read_from_its_start() {
+    let topic = fresh_topic("src-grow");
+    create_topic(&topic, 1).await;
+    produce_values(&topic, 1, "c", 0..5);
+    let tmp = tempfile::tempdir().unwrap();
+    let env = Environment::default();
+    let s = session(&env, tmp.path());
+    sql(
+        &s,
+        &[
+            &source_sql("ev", &topic, ""),
+            "CREATE SINK out WITH (connector = 'memory') AS SELECT CAST(value AS VARCHAR) AS v, partition FROM ev",
+        ],
+    )
+    .await;
+    let q = s.query("out").unwrap();
+    q.process_all_available().await.unwrap();
+    add_partitions(&topic, 2).await;
+    produce(&topic, &[(1, None, "new-0", None), (1, None, "new-1", None), (0, None, "old-5", None)]);
+    // Metadata of the new partition may take a moment to reach the client.
+    for _ in 0..50 {
+        q.process_all_available().await.unwrap();
+        if sink_rows(&env, "out").len() == 8 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let rows = sink_rows(&env, "out");
+    assert!(rows.contains(&"new-0,1".to_string()) && rows.contains(&"new-1,1".to_string()), "{rows:?}");
+    assert_eq!(rows.len(), 8, "{rows:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs a Kafka broker: scripts/kafka.sh start (CI does)"]
+async fn deleted_records_fail_the_query_unless_fail_on_data_loss_is_false() {
+    let topic = fresh_topic("src-loss");
+    create_topic(&topic, 1).await;
+    produce_values(&topic, 1, "d", 0..10);
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = tmp.path().join("ck");
+    let env = Environment::default();
+    let run = |extra: &'static str| {
+        let env = env.clone();
+        let topic = topic.clone();
+        let ck = ck.clone();
+        let root = tmp.path().to_path_buf();
+        async move {
+            let s = session(&env, &root);
+            sql(
+                &s,
+                &[
+                    &source_sql("ev", &topic, extra),
+                    &format!(
+                        "CREATE SINK out WITH (connector = 'memory', checkpoint = '{}') AS \
+                     SELECT CAST(value AS VARCHAR) AS v FROM ev",
+                        ck.display()
+                    ),
+                ],
+            )
+            .await;
+            let r = s.query("out").unwrap().process_all_available().await;
+            s.stop_all().await.ok();
+            r.map(|_| ()).map_err(|e| e.to_string())
+        }
+    };
+    run("").await.unwrap();
+    assert_eq!(sink_rows(&env, "out").len(), 10);
+    produce_values(&topic, 1, "d", 10..20);
+    delete_records(&topic, 0, 15).await;
+    let e = run("").await.unwrap_err();
+    assert!(e.contains("records 10..15") && e.contains(&topic) && e.contains("fail_on_data_loss"), "{e}");
+    run(", fail_on_data_loss = 'false'").await.unwrap();
+    let rows = sink_rows(&env, "out");
+    assert_eq!(rows.len(), 15, "{rows:?}");
+    assert!(rows.contains(&"d-15".to_string()) && !rows.contains(&"d-12".to_string()), "{rows:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs a Kafka broker: scripts/kafka.sh start (CI does)"]
+async fn json_values_decode_into_declared_columns_in_each_malformed_mode() {
+    let topic = fresh_topic("src-json");
+    create_topic(&topic, 1).await;
+    produce(
+        &topic,
+        &[
+            (0, None, r#"{"word": "a", "n": 1}"#, None),
+            (0, None, "not json", None),
+            (0, None, r#"{"word": "b", "n": "x"}"#, None),
+            (0, None, r#"{"word": "c", "n": 3}"#, None),
+        ],
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let env = Environment::default();
+    let s = session(&env, tmp.path());
+    for (mode, sink) in [("permissive", "perm"), ("dropmalformed", "dropm"), ("failfast", "fail")] {
+        sql(
+            &s,
+            &[
+                &format!(
+                    "CREATE SOURCE ev_{sink} (word VARCHAR, n BIGINT) WITH (connector = 'kafka', bootstrap_servers = \
+                 '{}', topic = '{topic}', starting_offsets = 'earliest', format = 'json', mode = '{mode}')",
+                    bootstrap()
+                ),
+                &format!("CREATE SINK {sink} WITH (connector = 'memory') AS SELECT word, n FROM ev_{sink}"),
+            ],
+        )
+        .await;
+    }
+    s.query("perm").unwrap().process_all_available().await.unwrap();
+    assert_eq!(sink_rows(&env, "perm"), vec!["NULL,NULL", "a,1", "b,NULL", "c,3"]);
+    s.query("dropm").unwrap().process_all_available().await.unwrap();
+    assert_eq!(sink_rows(&env, "dropm"), vec!["a,1", "c,3"]);
+    let e = s.query("fail").unwrap().process_all_available().await.unwrap_err().to_string();
+    assert!(e.contains(&format!("topic '{topic}' partition 0 offset 1")) && e.contains("invalid JSON"), "{e}");
+}
+
+#[tokio::test]
+#[ignore = "needs a Kafka broker: scripts/kafka.sh start (CI does)"]
+async fn a_watermark_on_the_record_timestamp_closes_windows() {
+    let topic = fresh_topic("src-wm");
+    create_topic(&topic, 2).await;
+    let base = 1_700_000_000_000i64;
+    produce(
+        &topic,
+        &[
+            (0, Some("k"), "x", Some(base + 1_000)),
+            (1, Some("k"), "y", Some(base + 2_000)),
+            (0, Some("k"), "z", Some(base + 11_000)),
+        ],
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let env = Environment::default();
+    let s = session(&env, tmp.path());
+    sql(
+        &s,
+        &[
+            &format!(
+                "CREATE SOURCE ev (key VARCHAR, value VARCHAR, timestamp TIMESTAMP, \
+             WATERMARK FOR timestamp AS timestamp - INTERVAL '1' SECOND) WITH (connector = 'kafka', \
+             bootstrap_servers = '{}', topic = '{topic}', starting_offsets = 'earliest')",
+                bootstrap()
+            ),
+            "CREATE SINK out WITH (connector = 'memory') AS SELECT window_start, count(*) AS n \
+         FROM TUMBLE(ev, timestamp, INTERVAL '10' SECOND) GROUP BY window_start, window_end",
+        ],
+    )
+    .await;
+    s.query("out").unwrap().process_all_available().await.unwrap();
+    produce(&topic, &[(1, Some("k"), "w", Some(base + 25_000))]);
+    s.query("out").unwrap().process_all_available().await.unwrap();
+    let rows = sink_rows(&env, "out");
+    assert_eq!(rows, vec!["2023-11-14 22:13:20,2", "2023-11-14 22:13:30,1"], "{rows:?}");
+}
