@@ -96,6 +96,14 @@ pub trait Source: Send + Sync + Debug {
         Ok(())
     }
 
+    /// The offsets a batch (not streaming) query over this source reads,
+    /// `(start, end]`, or `None` when the source cannot be read as a bounded
+    /// table (the default: a batch query over it is refused). Kafka reads
+    /// from `starting_offsets` to `ending_offsets`.
+    async fn batch_range(&self) -> Result<Option<(Option<SourceOffset>, SourceOffset)>> {
+        Ok(None)
+    }
+
     /// Whether the same offsets give the same rows after a restart.
     fn replayable(&self) -> bool {
         true

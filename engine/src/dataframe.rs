@@ -53,12 +53,14 @@ pub fn with_watermark(df: DataFrame, column: &str, delay: &str) -> Result<DataFr
                 return Ok(Transformed::no(node));
             }
             def.watermark = Some(spec);
-            let scan =
-                TableScanBuilder::new(scan.table_name.clone(), provider_as_source(Arc::new(StreamTable::new(def))))
-                    .with_projection(scan.projection.clone())
-                    .with_filters(scan.filters.clone())
-                    .with_fetch(scan.fetch)
-                    .build()?;
+            let scan = TableScanBuilder::new(
+                scan.table_name.clone(),
+                provider_as_source(Arc::new(table.with_definition(def))),
+            )
+            .with_projection(scan.projection.clone())
+            .with_filters(scan.filters.clone())
+            .with_fetch(scan.fetch)
+            .build()?;
             found = true;
             Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
         })?

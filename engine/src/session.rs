@@ -21,7 +21,7 @@ use crate::options::{Options, OutputMode, Trigger};
 use crate::plan::IncrementalPlan;
 use crate::query::StreamingQuery;
 use crate::state::StateStoreConfig;
-use crate::stream_table::StreamTable;
+use crate::stream_table::{BatchReader, StreamTable};
 
 /// Batches kept recoverable by default (Spark's `minBatchesToRetain`).
 pub const DEFAULT_MIN_BATCHES_TO_RETAIN: u64 = 100;
@@ -226,7 +226,10 @@ impl SluiceSession {
         if self.inner.sources.lock().contains_key(&key) || self.inner.ctx.table_exist(def.name.as_str())? {
             return Err(SluiceError::plan(format!("a table or source named '{}' already exists", def.name)));
         }
-        self.inner.ctx.register_table(def.name.as_str(), Arc::new(StreamTable::new(def.clone())))?;
+        let reader = BatchReader { factory, clock: Arc::clone(&self.inner.clock) };
+        self.inner
+            .ctx
+            .register_table(def.name.as_str(), Arc::new(StreamTable::with_batch_reader(def.clone(), reader)))?;
         self.inner.sources.lock().insert(key, def);
         Ok(())
     }

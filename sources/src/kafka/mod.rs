@@ -246,6 +246,12 @@ impl Source for KafkaSource {
         .await
     }
 
+    async fn batch_range(&self) -> Result<Option<(Option<SourceOffset>, SourceOffset)>> {
+        let partitions = Arc::clone(&self.partitions);
+        let (start, end) = self.blocking(move || partitions.batch_bounds()).await?;
+        Ok(Some((Some(start.to_json()), end.to_json())))
+    }
+
     async fn prepare_for_available_now(&self) -> Result<()> {
         let partitions = Arc::clone(&self.partitions);
         let initial = self.partitions.initial().await?;

@@ -142,6 +142,9 @@ pub struct KafkaSourceOptions {
     pub assignment: Assignment,
     /// Where the first batch starts.
     pub starting: StartingOffsets,
+    /// Whether `starting_offsets` or `starting_timestamp` was given (a batch
+    /// query starts at the earliest offsets otherwise).
+    pub starting_given: bool,
     /// Where a batch query ends: `None` for the latest offsets, else JSON.
     pub ending: Option<serde_json::Value>,
     /// At most this many records per batch, over all partitions.
@@ -232,6 +235,7 @@ impl KafkaSourceOptions {
             bootstrap_servers,
             subscription,
             assignment,
+            starting_given: options.get("starting_offsets").is_some() || options.get("starting_timestamp").is_some(),
             starting,
             ending,
             max_offsets_per_trigger: positive("max_offsets_per_trigger")?,
@@ -258,6 +262,9 @@ impl KafkaSourceOptions {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "error")
             .set("enable.partition.eof", "true")
+            // A batch reads a range that exists: the broker need not wait
+            // for more (its default 500 ms would be added to small batches).
+            .set("fetch.wait.max.ms", "10")
             // Transactional producers' aborted records are never read, and a
             // batch never ends inside an open transaction.
             .set("isolation.level", "read_committed");

@@ -117,9 +117,10 @@ impl Partitions {
                     return PartitionOffsets::from_json(&self.source, &stored);
                 }
                 let this = Arc::clone(self);
-                let resolved = tokio::task::spawn_blocking(move || this.resolve_starting())
-                    .await
-                    .map_err(|e| self.fail(format!("resolving the starting offsets failed: {e}")))??;
+                let resolved =
+                    tokio::task::spawn_blocking(move || this.resolve(&this.options.starting, "starting_offsets"))
+                        .await
+                        .map_err(|e| self.fail(format!("resolving the starting offsets failed: {e}")))??;
                 if !self.metadata.create_json(INITIAL, &resolved.to_json()).await? {
                     // Another run wrote it first: use that one.
                     if let Some(stored) = self.metadata.read_json::<serde_json::Value>(INITIAL).await? {
@@ -132,14 +133,31 @@ impl Partitions {
             .cloned()
     }
 
-    fn resolve_starting(&self) -> Result<PartitionOffsets> {
+    /// The range a batch query reads: from `starting_offsets` (default
+    /// earliest, as in Spark) to `ending_offsets` (default latest).
+    pub fn batch_bounds(&self) -> Result<(PartitionOffsets, PartitionOffsets)> {
+        let starting = match self.options.starting_given {
+            true => self.options.starting.clone(),
+            false => StartingOffsets::Earliest,
+        };
+        let start = self.resolve(&starting, "starting_offsets")?;
+        let end = match &self.options.ending {
+            Some(json) => self.resolve(&StartingOffsets::Specific(json.clone()), "ending_offsets")?,
+            None => self.resolve(&StartingOffsets::Latest, "ending_offsets")?,
+        };
+        Ok((start, end))
+    }
+
+    /// Offsets of every partition read now, as `how` says (`option` names
+    /// it in errors).
+    fn resolve(&self, how: &StartingOffsets, option: &str) -> Result<PartitionOffsets> {
         let partitions = self.discover()?;
         let mut out = BTreeMap::new();
-        match &self.options.starting {
+        match how {
             StartingOffsets::Earliest | StartingOffsets::Latest => {
                 for (t, p) in partitions {
                     let (low, high) = self.watermarks(&t, p)?;
-                    let o = if self.options.starting == StartingOffsets::Earliest { low } else { high };
+                    let o = if *how == StartingOffsets::Earliest { low } else { high };
                     out.insert((t, p), o);
                 }
             }
@@ -158,7 +176,7 @@ impl Partitions {
                 }
                 if !missing.is_empty() {
                     return Err(SluiceError::InvalidOption {
-                        option: "starting_offsets".into(),
+                        option: option.into(),
                         value: json.to_string(),
                         reason: format!(
                             "it gives no offset for partition(s) {}; with specific offsets every partition needs \

@@ -5,6 +5,7 @@
 //! `cargo test --test integration kafka:: -- --ignored`.
 
 mod errors;
+mod scale;
 mod sink;
 mod source;
 

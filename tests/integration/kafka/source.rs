@@ -228,3 +228,44 @@ async fn a_watermark_on_the_record_timestamp_closes_windows() {
     let rows = sink_rows(&env, "out");
     assert_eq!(rows, vec!["2023-11-14 22:13:20,2", "2023-11-14 22:13:30,1"], "{rows:?}");
 }
+
+#[tokio::test]
+#[ignore = "needs a Kafka broker: scripts/kafka.sh start (CI does)"]
+async fn a_batch_query_reads_the_topic_between_starting_and_ending_offsets() {
+    let topic = fresh_topic("src-batch");
+    create_topic(&topic, 2).await;
+    produce_values(&topic, 2, "e", 0..10);
+    let tmp = tempfile::tempdir().unwrap();
+    let env = Environment::default();
+    let s = session(&env, tmp.path());
+    let b = bootstrap();
+    sql(&s, &[
+        &format!("CREATE SOURCE all_ev WITH (connector = 'kafka', bootstrap_servers = '{b}', topic = '{topic}')"),
+        &format!(
+            "CREATE SOURCE some_ev WITH (connector = 'kafka', bootstrap_servers = '{b}', topic = '{topic}', \
+             starting_offsets = '{{\"{topic}\":{{\"0\":1,\"1\":-2}}}}', ending_offsets = '{{\"{topic}\":{{\"0\":3,\"1\":-1}}}}')"
+        ),
+    ])
+    .await;
+    let count = |q: &'static str| {
+        let s = s.clone();
+        async move {
+            let df = s.context().sql(q).await.unwrap();
+            let batches = df.collect().await.unwrap();
+            sluice::stt::render_batches(&batches).unwrap()
+        }
+    };
+    // A batch query starts at the earliest offsets by default (Spark).
+    assert_eq!(count("SELECT count(*) FROM all_ev").await, vec!["10"]);
+    // Partition 0 holds e-0, e-2, ... at offsets 0, 1, ...: offsets 1 and 2 are e-2 and e-4.
+    let rows = count("SELECT CAST(value AS VARCHAR) AS v FROM some_ev WHERE partition = 0 ORDER BY v").await;
+    assert_eq!(rows, vec!["e-2", "e-4"]);
+    assert_eq!(count("SELECT count(*) FROM some_ev WHERE partition = 1").await, vec!["5"]);
+    // The same table still runs as a stream.
+    sql(&s, &["CREATE SINK out WITH (connector = 'memory') AS SELECT CAST(value AS VARCHAR) AS v FROM all_ev"]).await;
+    // Its first trigger fixes where it starts.
+    s.query("out").unwrap().process_all_available().await.unwrap();
+    produce_values(&topic, 2, "e", 10..12);
+    s.query("out").unwrap().process_all_available().await.unwrap();
+    assert_eq!(sink_rows(&env, "out"), vec!["e-10", "e-11"], "a stream starts at the latest offsets by default");
+}
