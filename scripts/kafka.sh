@@ -17,6 +17,7 @@
 #                                          # prints key<TAB>value, stops after
 #                                          # SLUICE_KAFKA_CONSUME_TIMEOUT_MS (default
 #                                          # 5000) ms without a message
+#   scripts/kafka.sh console-produce TOPIC # one record per line of stdin
 #   scripts/kafka.sh log [LINES]           # tail the broker log
 #
 # The jars come from Maven Central (scripts/kafka/pom.xml, via mvn) into
@@ -263,7 +264,7 @@ cmd_status() {
 }
 
 usage() {
-  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -322,6 +323,10 @@ case "$command" in
       --formatter-property print.key=true \
       --formatter-property key.separator=$'\t' \
       "${extra[@]}"
+    ;;
+  console-produce)
+    [ $# -eq 1 ] || usage
+    tool org.apache.kafka.tools.ConsoleProducer --bootstrap-server "$bootstrap" --topic "$1"
     ;;
   *) usage ;;
 esac

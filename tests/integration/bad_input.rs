@@ -34,7 +34,8 @@ macro_rules! case {
 }
 
 fn catalogue() -> Vec<Case> {
-    vec![
+    #[allow(unused_mut)]
+    let mut cases = vec![
         // --- Connectors and options at CREATE SOURCE ---
         case!("unknown source connector", [], "CREATE SOURCE x (a INT) WITH (connector = 'kafkaa')", ["unknown source connector 'kafkaa'", "valid connectors"]),
         case!("missing connector", [], "CREATE SOURCE x (a INT)", ["connector = '<name>'"]),
@@ -169,6 +170,33 @@ fn catalogue() -> Vec<Case> {
         case!("checkpoint under a file", [MEM], "CREATE SINK s WITH (checkpoint = '$DIR/in/a.csv/ck') AS SELECT * FROM ev", ["checkpoint", "a.csv"]),
         // --- Checkpoints in use or unusable ---
         case!("checkpoint shared by two queries", [MEM, "CREATE SINK first WITH (checkpoint = '$DIR/ck') AS SELECT * FROM ev"], "CREATE SINK second WITH (checkpoint = '$DIR/ck') AS SELECT * FROM ev", ["in use by query 'first'", "own checkpoint location"]),
+    ];
+    #[cfg(feature = "kafka")]
+    cases.extend(kafka_cases());
+    cases
+}
+
+/// Kafka options and an unreachable broker (nothing listens on port 1): no
+/// broker needed.
+#[cfg(feature = "kafka")]
+fn kafka_cases() -> Vec<Case> {
+    vec![
+        case!("kafka without a topic", [], "CREATE SOURCE k WITH (connector = 'kafka', bootstrap_servers = 'h:1')", ["exactly one of topic, topics", "none was given"]),
+        case!("kafka with topic and topic_pattern", [], "CREATE SOURCE k WITH (connector = 'kafka', bootstrap_servers = 'h:1', topic = 'a', topic_pattern = 'b.*')", ["topic and topic_pattern"]),
+        case!("kafka bad topic_pattern", [], "CREATE SOURCE k WITH (connector = 'kafka', bootstrap_servers = 'h:1', topic_pattern = 'a(')", ["topic_pattern", "regular expression"]),
+        case!("kafka without bootstrap_servers", [], "CREATE SOURCE k WITH (connector = 'kafka', topic = 'a')", ["bootstrap_servers"]),
+        case!("kafka starting_offsets not json", [], "CREATE SOURCE k WITH (connector = 'kafka', bootstrap_servers = 'h:1', topic = 'a', starting_offsets = 'newest')", ["starting_offsets", "earliest, latest or JSON"]),
+        case!("kafka two starting points", [], "CREATE SOURCE k WITH (connector = 'kafka', bootstrap_servers = 'h:1', topic = 'a', starting_offsets = 'earliest', starting_timestamp = '5')", ["starting_timestamp", "not both"]),
+        case!("kafka zero max_offsets_per_trigger", [], "CREATE SOURCE k WITH (connector = 'kafka', bootstrap_servers = 'h:1', topic = 'a', max_offsets_per_trigger = '0')", ["max_offsets_per_trigger", "positive"]),
+        case!("kafka owned client setting", [], "CREATE SOURCE k WITH (connector = 'kafka', bootstrap_servers = 'h:1', topic = 'a', 'kafka.auto.offset.reset' = 'latest')", ["kafka.auto.offset.reset", "starting_offsets"]),
+        case!("kafka unknown option", [], "CREATE SOURCE k WITH (connector = 'kafka', bootstrap_servers = 'h:1', topic = 'a', max_offset_per_trigger = '5')", ["max_offset_per_trigger", "max_offsets_per_trigger"]),
+        case!("kafka declared columns without format", [], "CREATE SOURCE k (id BIGINT) WITH (connector = 'kafka', bootstrap_servers = 'h:1', topic = 'a')", ["column 'id' is not a Kafka column", "format"]),
+        case!("kafka format parquet", [], "CREATE SOURCE k (id BIGINT) WITH (connector = 'kafka', bootstrap_servers = 'h:1', topic = 'a', format = 'parquet')", ["json, csv or text"]),
+        case!("kafka broker down", ["CREATE SOURCE k WITH (connector = 'kafka', bootstrap_servers = '127.0.0.1:1', topic = 'a', poll_timeout_ms = '1000')"], "CREATE SINK s AS SELECT * FROM k", ["127.0.0.1:1", "broker"]),
+        case!("kafka sink without topic", [MEM], "CREATE SINK s WITH (connector = 'kafka', bootstrap_servers = 'h:1') AS SELECT * FROM ev", ["needs a topic"]),
+        case!("kafka sink numeric value", [MEM], "CREATE SINK s WITH (connector = 'kafka', bootstrap_servers = 'h:1', topic = 't') AS SELECT id AS value FROM ev", ["'value'", "VARCHAR or BYTEA"]),
+        case!("kafka sink bad delivery", [MEM], "CREATE SINK s WITH (connector = 'kafka', bootstrap_servers = 'h:1', topic = 't', delivery = 'exactly-twice') AS SELECT * FROM ev", ["delivery", "exactly_once"]),
+        case!("kafka sink owned transactional.id", [MEM], "CREATE SINK s WITH (connector = 'kafka', bootstrap_servers = 'h:1', topic = 't', kafka.transactional.id = 'x') AS SELECT * FROM ev", ["kafka.transactional.id", "query id"]),
     ]
 }
 

@@ -193,15 +193,12 @@ impl Source for KafkaSource {
                 Some(f) => partitions.clamp_to(&from, f),
                 None => self.blocking(move || partitions.available(&from)).await?,
             };
-            let mut end = match self.options.max_offsets_per_trigger {
+            let end = match self.options.max_offsets_per_trigger {
                 Some(max) => rate_limit(&start, &available, max),
                 None => available,
             };
-            // Every partition of the start stays in the offset (a gone one
-            // was reported by `available` per fail_on_data_loss).
-            for (tp, o) in &start.0 {
-                end.0.entry(tp.clone()).or_insert(*o);
-            }
+            // A partition of the start that is gone was reported by
+            // `available` (per fail_on_data_loss) and leaves the offset.
             let now = self.clock.now_millis();
             if let Some(min) = self.options.min_offsets_per_trigger {
                 let waited = now - *state.last_trigger_ms.get_or_insert(now);

@@ -55,8 +55,9 @@ impl Partitions {
         self.options.poll_timeout
     }
 
-    /// The partitions this process reads now, in order.
-    pub fn discover(&self) -> Result<Vec<TopicPartition>> {
+    /// The partitions this process reads now, in order, and the named
+    /// topics (`topic`, `topics`) that do not exist.
+    pub fn discover(&self) -> Result<(Vec<TopicPartition>, Vec<String>)> {
         let unreachable = |e: rdkafka::error::KafkaError| {
             self.fail(format!(
                 "cannot read the topics of the Kafka cluster at {} within {} ms: {e}; is the broker running and \
@@ -66,24 +67,19 @@ impl Partitions {
             ))
         };
         let mut out = vec![];
+        let mut missing = vec![];
         match &self.options.subscription {
             Subscription::Topics(topics) => {
                 for topic in topics {
                     let md = self.consumer.fetch_metadata(Some(topic), self.timeout()).map_err(unreachable)?;
-                    let t = md.topics().iter().find(|t| t.name() == topic);
-                    let missing = t.is_none_or(|t| {
-                        t.error().is_some_and(|e| e == RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
-                            || t.partitions().is_empty()
-                    });
-                    if missing {
-                        return Err(self.fail(format!(
-                            "topic '{topic}' does not exist on the Kafka cluster at {}; create it first (for \
-                             example `scripts/kafka.sh topic-create {topic} 1`) or fix the topic option",
-                            self.options.bootstrap_servers
-                        )));
-                    }
-                    if let Some(t) = t {
-                        out.extend(t.partitions().iter().map(|p| (topic.clone(), p.id())));
+                    match md.topics().iter().find(|t| t.name() == topic) {
+                        Some(t)
+                            if t.error() != Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+                                && !t.partitions().is_empty() =>
+                        {
+                            out.extend(t.partitions().iter().map(|p| (topic.clone(), p.id())))
+                        }
+                        _ => missing.push(topic.clone()),
                     }
                 }
             }
@@ -98,7 +94,7 @@ impl Partitions {
         }
         out.retain(|(_, p)| self.options.assignment.contains(*p));
         out.sort();
-        Ok(out)
+        Ok((out, missing))
     }
 
     fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64)> {
@@ -151,7 +147,14 @@ impl Partitions {
     /// Offsets of every partition read now, as `how` says (`option` names
     /// it in errors).
     fn resolve(&self, how: &StartingOffsets, option: &str) -> Result<PartitionOffsets> {
-        let partitions = self.discover()?;
+        let (partitions, missing) = self.discover()?;
+        if let Some(topic) = missing.first() {
+            return Err(self.fail(format!(
+                "topic '{topic}' does not exist on the Kafka cluster at {}; create it first (for example \
+                 `scripts/kafka.sh topic-create {topic} 1`) or fix the topic option",
+                self.options.bootstrap_servers
+            )));
+        }
         let mut out = BTreeMap::new();
         match how {
             StartingOffsets::Earliest | StartingOffsets::Latest => {
@@ -213,7 +216,7 @@ impl Partitions {
     /// to). A partition of `start` that is gone, or whose end moved back
     /// behind `start`, is data loss.
     pub fn available(&self, start: &PartitionOffsets) -> Result<PartitionOffsets> {
-        let now = self.discover()?;
+        let (now, _) = self.discover()?;
         for (t, p) in start.0.keys() {
             if !now.iter().any(|(nt, np)| nt == t && np == p) && self.options.assignment.contains(*p) {
                 self.data_loss(format!(

@@ -29,7 +29,7 @@ pub(crate) fn fresh_topic(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
-fn admin() -> AdminClient<DefaultClientContext> {
+pub(crate) fn admin() -> AdminClient<DefaultClientContext> {
     ClientConfig::new().set("bootstrap.servers", bootstrap()).create().expect("admin client")
 }
 

@@ -194,3 +194,60 @@ async fn kafka_to_files_exactly_once_across_a_restart() {
     expected.sort();
     assert_eq!(values, expected);
 }
+
+#[tokio::test]
+#[ignore = "needs a Kafka broker: scripts/kafka.sh start (CI does)"]
+async fn headers_keys_and_values_pass_through_kafka_to_kafka() {
+    use rdkafka::message::{Header, Headers, OwnedHeaders};
+    let input = fresh_topic("hdr-in");
+    let output = fresh_topic("hdr-out");
+    create_topic(&input, 1).await;
+    create_topic(&output, 1).await;
+    let p: ThreadedProducer<DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", bootstrap()).create().unwrap();
+    let headers = OwnedHeaders::new()
+        .insert(Header { key: "trace", value: Some("abc") })
+        .insert(Header { key: "empty", value: None::<&[u8]> });
+    p.send(BaseRecord::<str, str>::to(&input).key("k1").payload("v1").headers(headers)).map_err(|(e, _)| e).unwrap();
+    p.flush(Duration::from_secs(10)).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let env = Environment::default();
+    let s = session(&env, tmp.path());
+    let b = bootstrap();
+    sql(
+        &s,
+        &[
+            &format!(
+                "CREATE SOURCE ev WITH (connector = 'kafka', bootstrap_servers = '{b}', topic = '{input}', \
+             starting_offsets = 'earliest', include_headers = 'true')"
+            ),
+            &format!(
+                "CREATE SINK out WITH (connector = 'kafka', bootstrap_servers = '{b}', topic = '{output}') AS \
+             SELECT key, value, headers FROM ev"
+            ),
+        ],
+    )
+    .await;
+    s.query("out").unwrap().process_all_available().await.unwrap();
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", format!("check-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&output, 0, Offset::Beginning).unwrap();
+    c.assign(&tpl).unwrap();
+    let m = loop {
+        match c.poll(Duration::from_secs(30)) {
+            Some(Ok(m)) => break m,
+            Some(Err(e)) => panic!("{e}"),
+            None => panic!("no record in {output}"),
+        }
+    };
+    assert_eq!((m.key(), m.payload()), (Some(&b"k1"[..]), Some(&b"v1"[..])));
+    let h = m.headers().expect("headers");
+    let got: Vec<(String, Option<Vec<u8>>)> =
+        (0..h.count()).map(|i| h.get(i)).map(|x| (x.key.to_string(), x.value.map(<[u8]>::to_vec))).collect();
+    assert_eq!(got, vec![("trace".to_string(), Some(b"abc".to_vec())), ("empty".to_string(), None)]);
+}

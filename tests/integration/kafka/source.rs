@@ -269,3 +269,113 @@ async fn a_batch_query_reads_the_topic_between_starting_and_ending_offsets() {
     s.query("out").unwrap().process_all_available().await.unwrap();
     assert_eq!(sink_rows(&env, "out"), vec!["e-10", "e-11"], "a stream starts at the latest offsets by default");
 }
+
+#[tokio::test]
+#[ignore = "needs a Kafka broker: scripts/kafka.sh start (CI does)"]
+async fn a_deleted_topic_is_data_loss() {
+    let topic = fresh_topic("src-deleted");
+    create_topic(&topic, 1).await;
+    produce_values(&topic, 1, "g", 0..3);
+    let tmp = tempfile::tempdir().unwrap();
+    let env = Environment::default();
+    let s = session(&env, tmp.path());
+    sql(
+        &s,
+        &[
+            &source_sql("ev", &topic, ""),
+            &source_sql("ev_lenient", &topic, ", fail_on_data_loss = 'false'"),
+            "CREATE SINK strict WITH (connector = 'memory') AS SELECT CAST(value AS VARCHAR) AS v FROM ev",
+            "CREATE SINK lenient WITH (connector = 'memory') AS SELECT CAST(value AS VARCHAR) AS v FROM ev_lenient",
+        ],
+    )
+    .await;
+    for q in ["strict", "lenient"] {
+        s.query(q).unwrap().process_all_available().await.unwrap();
+        assert_eq!(sink_rows(&env, q).len(), 3);
+    }
+    let r = admin().delete_topics(&[&topic], &AdminOptions::new()).await.expect("delete_topics");
+    r.into_iter().for_each(|t| {
+        t.expect("topic deleted");
+    });
+    // Deletion reaches the client's metadata after a moment.
+    let mut error = String::new();
+    for _ in 0..50 {
+        match s.query("strict").unwrap().process_all_available().await {
+            Err(e) => {
+                error = e.to_string();
+                break;
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    assert!(
+        error.contains(&format!("topic '{topic}' partition 0 is gone")) && error.contains("fail_on_data_loss"),
+        "{error}"
+    );
+    s.query("lenient").unwrap().process_all_available().await.expect("fail_on_data_loss = 'false' goes on");
+}
+
+/// A second broker of our own (port 29092, its own data), so that stopping
+/// it does not disturb the other tests.
+struct OwnBroker {
+    home: tempfile::TempDir,
+}
+
+impl OwnBroker {
+    fn script(&self, args: &[&str]) -> bool {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        std::process::Command::new("bash")
+            .arg(root.join("scripts/kafka.sh"))
+            .args(args)
+            .env("SLUICE_KAFKA_HOME", self.home.path())
+            .env("SLUICE_KAFKA_BOOTSTRAP", "127.0.0.1:29092")
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    fn start() -> Self {
+        let home = tempfile::tempdir().unwrap();
+        // Share the jars fetched for the main broker.
+        let libs = std::path::PathBuf::from(
+            std::env::var("SLUICE_KAFKA_HOME")
+                .unwrap_or_else(|_| format!("{}/.cache/sluice-kafka", std::env::var("HOME").unwrap())),
+        )
+        .join("kafka-libs");
+        std::os::unix::fs::symlink(libs, home.path().join("kafka-libs")).unwrap();
+        let b = Self { home };
+        assert!(b.script(&["start"]), "second broker did not start");
+        b
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.script(&["stop"]);
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a Kafka broker: scripts/kafka.sh start (CI does)"]
+async fn a_broker_that_goes_away_mid_query_fails_it_with_a_clear_error() {
+    let broker = OwnBroker::start();
+    assert!(broker.script(&["topic-create", "away", "1"]));
+    let tmp = tempfile::tempdir().unwrap();
+    let env = Environment::default();
+    let s = session(&env, tmp.path());
+    sql(
+        &s,
+        &[
+            "CREATE SOURCE ev WITH (connector = 'kafka', bootstrap_servers = '127.0.0.1:29092', topic = 'away', \
+         starting_offsets = 'earliest', poll_timeout_ms = '3000')",
+            "CREATE SINK out WITH (connector = 'memory') AS SELECT CAST(value AS VARCHAR) AS v FROM ev",
+        ],
+    )
+    .await;
+    s.query("out").unwrap().process_all_available().await.unwrap();
+    assert!(broker.script(&["stop"]));
+    let started = std::time::Instant::now();
+    let e = s.query("out").unwrap().process_all_available().await.unwrap_err().to_string();
+    assert!(e.contains("127.0.0.1:29092") && e.contains("is the broker running"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(60), "took {:?}", started.elapsed());
+}
