@@ -53,7 +53,8 @@ def sluice_source_sql(a, max_offsets: int) -> str:
     cols = ", ".join(f"{c} {t}" for c, t, _ in BID_COLUMNS)
     return (f"CREATE SOURCE bid ({cols}, WATERMARK FOR date_time AS date_time - INTERVAL '5' SECOND) "
             f"WITH (connector = 'kafka', bootstrap_servers = '{a.bootstrap}', topic = '{a.topic}', "
-            f"starting_offsets = 'earliest', format = 'json', max_offsets_per_trigger = '{max_offsets}');")
+            f"starting_offsets = 'earliest', format = 'json', max_offsets_per_trigger = '{max_offsets}'"
+            + "".join(f", {k} = '{v}'" for k, v in (kv.split("=", 1) for kv in a.sluice_option)) + ");")
 
 
 def query_body(q: Query) -> str:
@@ -265,6 +266,8 @@ def main() -> int:
                     help="max_offsets_per_trigger / maxOffsetsPerTrigger (default: records / 20, rounded up)")
     ap.add_argument("--runs", type=int, default=1, help="measured runs per query and engine (median reported)")
     ap.add_argument("--warmup", type=int, default=1, help="discarded runs per query and engine first (default 1)")
+    ap.add_argument("--sluice-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra WITH option of Sluice's kafka source (repeatable), e.g. kafka.fetch.queue.backoff.ms=5")
     ap.add_argument("--skip-sluice", action="store_true")
     ap.add_argument("--skip-spark", action="store_true")
     ap.add_argument("--check", action="store_true")
@@ -351,12 +354,14 @@ def main() -> int:
                       flush=True)
             spark.stop()
 
-        header = ["query", "Sluice events/s", "Spark events/s", "Sluice/Spark"]
+        header = ["query", "Sluice events/s", "Spark events/s", "Sluice/Spark", "Sluice CPU s", "Spark CPU s"]
         rows = []
         for q in queries:
-            s = a.records / sluice_res[q.name].wall_s if q.name in sluice_res else None
-            k = a.records / spark_res[q.name].elapsed_s if q.name in spark_res else None
-            rows.append([q.name, fmt_rate(s), fmt_rate(k), fmt_ratio(s, k)])
+            sl, sk = sluice_res.get(q.name), spark_res.get(q.name)
+            s = a.records / sl.wall_s if sl else None
+            k = a.records / sk.elapsed_s if sk else None
+            rows.append([q.name, fmt_rate(s), fmt_rate(k), fmt_ratio(s, k),
+                         f"{sl.cpu_s:.1f}" if sl else "n/a", f"{sk.cpu_s:.1f}" if sk else "n/a"])
         try:
             sluice_version = subprocess.run([str(a.sluice), "--version"], capture_output=True, text=True,
                                             check=True).stdout.strip()
@@ -371,7 +376,7 @@ def main() -> int:
             f"({-(-a.records // max_offsets)} batches), available-now trigger, watermark date_time - 5 s, "
             "the value decoded as JSON into the 7 bid columns, a sink that drops the rows",
             f"Sluice: {sluice_version} ({a.sluice}), `sluice run` of a script: kafka source with "
-            "format = 'json', console sink with num_rows = '0'",
+            "format = 'json'" + "".join(f", {kv}" for kv in a.sluice_option) + ", console sink with num_rows = '0'",
             f"Spark: pyspark {pyspark_version}, {a.spark_package}, {settings.master}, "
             f"spark.sql.shuffle.partitions={settings.shuffle_partitions}, driver memory {settings.driver_memory}, "
             "from_json(CAST(value AS STRING)), noop sink, session time zone UTC, default state store"
@@ -381,6 +386,9 @@ def main() -> int:
             f"query after {a.warmup} discarded warm-up run(s). Sluice: wall time of the `sluice run` process "
             "(process start, planning and Kafka client set-up included). Spark: start() to the end of "
             "awaitTermination() in a running session (JVM and session start not counted).",
+            "CPU s: user + system CPU seconds over that run (Sluice: the process; Spark: the JVM, from /proc), "
+            "less sensitive than the wall time to other load on the machine.",
+            f"load average (1 min) at the end: {os.getloadavg()[0]:.2f}",
         ]
         notes = [f"{q}: {why}" for q, whys in failed.items() for why in whys]
         widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]

@@ -368,7 +368,11 @@ def main() -> int:
         # Batches of the engine (Sluice's progress lines).
         batch_ms = [int(m.group(1)) for m in re.finditer(r"rows out, \S+ rows/s, (\d+) ms", "".join(lines))]
         batch_rows = [int(m.group(1)) for m in re.finditer(r": (\d+) rows in", "".join(lines))]
+        phases = [dict((kv.strip().split(" ")[0], int(kv.strip().split(" ")[1])) for kv in m.group(1).split(",")
+                       if kv.strip().count(" ") == 1 and kv.strip().split(" ")[1].isdigit())
+                  for m in re.finditer(r"rows out, \S+ rows/s, \d+ ms \(([^)]*)\)", "".join(lines))]
         busy = [(r, ms) for r, ms in zip(batch_rows, batch_ms) if r > 0]
+        busy_phases = [ph for r, ph in zip(batch_rows, phases) if r > 0]
         print(f"  received {received} records for {sent} sent: {missing} missing, {dup} duplicates")
         print(f"  latency over {len(measured)} records sent after the first {a.warmup:g} s: "
               + ", ".join(f"{k} {v} ms" for k, v in stats.items()) + f", mean {mean:.1f} ms")
@@ -376,7 +380,9 @@ def main() -> int:
             bms = sorted(ms for _, ms in busy)
             brs = sorted(r for r, _ in busy)
             print(f"  sluice: {len(busy)} batches with rows: rows per batch p50 {brs[len(brs) // 2]}, "
-                  f"batch time p50 {bms[len(bms) // 2]} ms, max {bms[-1]} ms")
+                  f"batch time p50 {bms[len(bms) // 2]} ms, max {bms[-1]} ms; phase p50s: "
+                  + ", ".join(f"{k} {sorted(ph.get(k, 0) for ph in busy_phases)[len(busy_phases) // 2]} ms"
+                              for k in ("read", "execute", "sink", "commit")))
         for l in lines:
             if l.startswith("spark:"):
                 print("  " + l.rstrip())

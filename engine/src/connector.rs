@@ -104,6 +104,19 @@ pub trait Source: Send + Sync + Debug {
         Ok(None)
     }
 
+    /// The latest offset the source knows of, past its rate limits, as of the
+    /// last `latest_offset` call (Spark's `reportLatestOffset`; progress
+    /// shows it as `latestOffset`). `None` when the source has no such idea.
+    fn reported_latest_offset(&self) -> Option<SourceOffset> {
+        None
+    }
+
+    /// The source's own metrics after a batch ending at `end` (Spark's
+    /// `ReportsSourceMetrics`), shown in progress under `sources[].metrics`.
+    fn metrics(&self, _end: Option<&SourceOffset>) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
+
     /// Whether the same offsets give the same rows after a restart.
     fn replayable(&self) -> bool {
         true

@@ -17,6 +17,15 @@ pub struct SourceProgress {
     pub end_offset: Option<SourceOffset>,
     /// Rows read from this source.
     pub num_input_rows: u64,
+    /// The latest offset the source knows of, past its rate limits
+    /// (Spark's `latestOffset`), when it reports one.
+    pub latest_offset: Option<SourceOffset>,
+    /// Input rows per second of processing time since the previous batch.
+    pub input_rows_per_second: f64,
+    /// Input rows per second of time spent processing this batch.
+    pub processed_rows_per_second: f64,
+    /// The source's own metrics (Kafka: offsets behind latest).
+    pub metrics: BTreeMap<String, String>,
 }
 
 /// Progress of the sink in one batch.
@@ -172,12 +181,21 @@ impl StreamingQueryProgress {
             .sources
             .iter()
             .map(|s| {
-                json!({
+                let mut v = json!({
                     "description": s.name,
                     "startOffset": s.start_offset,
                     "endOffset": s.end_offset,
                     "numInputRows": s.num_input_rows,
-                })
+                    "inputRowsPerSecond": s.input_rows_per_second,
+                    "processedRowsPerSecond": s.processed_rows_per_second,
+                });
+                if let Some(l) = &s.latest_offset {
+                    v["latestOffset"] = l.clone();
+                }
+                if !s.metrics.is_empty() {
+                    v["metrics"] = json!(s.metrics);
+                }
+                v
             })
             .collect();
         let mut doc = json!({

@@ -13,6 +13,7 @@ use crate::checkpoint::CheckpointLock;
 use crate::clock::ClockRef;
 use crate::error::{Result, SluiceError};
 use crate::execution::MicroBatchExecution;
+use crate::listener::{ListenerBus, QueryEvent, QueryIdleEvent, QueryStartedEvent, QueryTerminatedEvent};
 use crate::options::Trigger;
 use crate::progress::{QueryStatus, StreamingQueryProgress};
 
@@ -33,6 +34,11 @@ struct Shared {
     stop_tx: watch::Sender<bool>,
     /// The checkpoint's lock, released when the query terminates.
     lock: Mutex<Option<CheckpointLock>>,
+    /// The session's listeners.
+    listeners: Arc<ListenerBus>,
+    run_id: String,
+    /// Whether the last trigger ran a batch (an idle event follows one that did).
+    last_ran: std::sync::atomic::AtomicBool,
 }
 
 /// A running streaming query.
@@ -47,8 +53,20 @@ impl StreamingQuery {
     /// Wrap an executor. With `trigger = None` the query only runs when
     /// [`StreamingQuery::process_all_available`] is called (manual driving, as
     /// the stream-test runner does); otherwise a task runs the trigger loop.
-    pub fn start(mut exec: MicroBatchExecution, trigger: Option<Trigger>, clock: ClockRef) -> Self {
+    pub fn start(
+        mut exec: MicroBatchExecution,
+        trigger: Option<Trigger>,
+        clock: ClockRef,
+        listeners: Arc<ListenerBus>,
+    ) -> Self {
         let lock = Mutex::new(exec.take_lock());
+        let run_id = exec.run_id().to_string();
+        listeners.post(QueryEvent::Started(QueryStartedEvent {
+            id: exec.id.clone(),
+            run_id: run_id.clone(),
+            name: exec.name.clone(),
+            timestamp_ms: clock.now_millis(),
+        }));
         let (done_tx, _) = watch::channel(false);
         let (stop_tx, _) = watch::channel(false);
         let watermark = exec.watermark_ms();
@@ -67,6 +85,9 @@ impl StreamingQuery {
             done_tx,
             stop_tx,
             lock,
+            listeners,
+            run_id,
+            last_ran: std::sync::atomic::AtomicBool::new(false),
         });
         let query = Self { shared };
         if let Some(trigger) = trigger {
@@ -215,6 +236,7 @@ impl StreamingQuery {
     fn record(&self, exec: &MicroBatchExecution, p: StreamingQueryProgress) {
         *self.shared.id.lock() = exec.id.clone();
         *self.shared.watermark_ms.lock() = exec.watermark_ms();
+        self.shared.listeners.post(QueryEvent::Progress(Box::new(p.clone())));
         let mut q = self.shared.progress.lock();
         q.push_back(p);
         while q.len() > PROGRESS_HISTORY {
@@ -235,7 +257,14 @@ impl StreamingQuery {
             lock.release_in_background();
         }
         self.set_status(message, false, false);
-        self.shared.done_tx.send_replace(true);
+        if !self.shared.done_tx.send_replace(true) {
+            self.shared.listeners.post(QueryEvent::Terminated(QueryTerminatedEvent {
+                id: self.id(),
+                run_id: self.shared.run_id.clone(),
+                name: self.shared.name.clone(),
+                exception: self.exception(),
+            }));
+        }
     }
 
     fn stopped(&self) -> bool {
@@ -272,6 +301,14 @@ impl StreamingQuery {
         if let Some(p) = p {
             info!("{}", p.summary());
             self.record(&exec, p);
+        }
+        let ran_before = self.shared.last_ran.swap(ran, std::sync::atomic::Ordering::Relaxed);
+        if ran_before && !ran {
+            self.shared.listeners.post(QueryEvent::Idle(QueryIdleEvent {
+                id: exec.id.clone(),
+                run_id: self.shared.run_id.clone(),
+                timestamp_ms: exec.clock_millis(),
+            }));
         }
         self.set_status("Waiting for data", false, ran);
         Ok(ran)

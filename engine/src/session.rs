@@ -17,6 +17,7 @@ use crate::connector::{ConnectorRegistry, SinkContext, SourceContext, SourceDefi
 use crate::error::{Result, SluiceError};
 use crate::execution::{ExecutionParts, MicroBatchExecution, QuerySource, StateRuntime, WatermarkPolicy};
 use crate::foreach::{ForeachBatchFn, ForeachBatchSink};
+use crate::listener::{ListenerBus, ListenerHandle, StreamingQueryListener};
 use crate::options::{Options, OutputMode, Trigger};
 use crate::plan::IncrementalPlan;
 use crate::query::StreamingQuery;
@@ -106,6 +107,7 @@ pub(crate) struct SessionInner {
     sources: Mutex<BTreeMap<String, SourceDefinition>>,
     queries: Mutex<BTreeMap<String, StreamingQuery>>,
     counter: Mutex<u64>,
+    listeners: Arc<ListenerBus>,
 }
 
 impl std::fmt::Debug for SessionInner {
@@ -163,6 +165,7 @@ impl SluiceSession {
                 sources: Mutex::new(BTreeMap::new()),
                 queries: Mutex::new(BTreeMap::new()),
                 counter: Mutex::new(0),
+                listeners: Arc::new(ListenerBus::default()),
             }
         });
         Self { inner }
@@ -187,6 +190,33 @@ impl SluiceSession {
     /// The connector registry.
     pub fn registry(&self) -> &ConnectorRegistry {
         &self.inner.registry
+    }
+
+    /// Register a listener for the events of this session's queries
+    /// (Spark's `streams.addListener`); see [`crate::listener`].
+    pub fn add_listener(&self, listener: Arc<dyn StreamingQueryListener>) -> ListenerHandle {
+        self.inner.listeners.add(listener)
+    }
+
+    /// Wait (at most `timeout`) until the listeners handled every event
+    /// posted so far; `false` on timeout.
+    pub fn wait_for_listeners(&self, timeout: std::time::Duration) -> bool {
+        self.inner.listeners.wait_idle(timeout)
+    }
+
+    /// Unregister a listener.
+    pub fn remove_listener(&self, handle: &ListenerHandle) {
+        self.inner.listeners.remove(handle)
+    }
+
+    /// Serve the Prometheus metrics of this session's queries at
+    /// `http://<address>/metrics` (`127.0.0.1:9464`; port 0 picks a free
+    /// one) until the returned server is dropped. See [`crate::metrics`].
+    pub async fn serve_metrics(&self, address: &str) -> Result<crate::metrics::MetricsServer> {
+        let metrics = Arc::new(crate::metrics::SessionMetrics::new(Arc::clone(&self.inner.clock)));
+        let server = crate::metrics::serve(address, Arc::clone(&metrics)).await?;
+        self.add_listener(metrics);
+        Ok(server)
     }
 
     /// The processing-time clock.
@@ -388,7 +418,8 @@ impl SluiceSession {
             exec.prepare_for_available_now().await?;
         }
         let trigger = self.inner.config.auto_trigger.then_some(spec.trigger);
-        let query = StreamingQuery::start(exec, trigger, Arc::clone(&self.inner.clock));
+        let query =
+            StreamingQuery::start(exec, trigger, Arc::clone(&self.inner.clock), Arc::clone(&self.inner.listeners));
         self.inner.queries.lock().insert(name.to_ascii_lowercase(), query.clone());
         Ok(query)
     }

@@ -33,6 +33,12 @@ enum Command {
         /// Replace `$NAME` in the file by the value of the environment variable NAME.
         #[arg(long, default_value_t = true)]
         env_substitute: bool,
+        /// Serve Prometheus metrics of the queries at http://ADDR/metrics (e.g. 127.0.0.1:9464).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
+        /// Append every progress report to FILE, one Spark-shaped JSON document per line.
+        #[arg(long, value_name = "FILE")]
+        progress_json: Option<PathBuf>,
     },
     /// Benchmarks.
     Bench {
@@ -116,7 +122,9 @@ pub fn init_tracing(verbose: u8) {
 pub async fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
         None => repl::repl().await,
-        Some(Command::Run { file, env_substitute }) => run::run_file(&file, env_substitute).await,
+        Some(Command::Run { file, env_substitute, metrics, progress_json }) => {
+            run::run_file(&file, &run::RunOptions { env_substitute, metrics, progress_json }).await
+        }
         Some(Command::Bench { bench: BenchCommand::Nexmark { queries, events, baseline, data, queries_dir } }) => {
             bench::nexmark(&queries, events, baseline.as_deref(), data.as_deref(), &queries_dir).await
         }

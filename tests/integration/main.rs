@@ -10,6 +10,7 @@ mod explain;
 #[cfg(feature = "kafka")]
 mod kafka;
 mod nexmark;
+mod observe;
 mod progress;
 mod properties;
 mod query_change;

@@ -172,6 +172,16 @@ impl MicroBatchExecution {
         format!("output mode: {}\n{}", self.plan.mode(), self.plan.explain())
     }
 
+    /// The id of this run (new at every start).
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// The session clock's time (ms since the epoch).
+    pub fn clock_millis(&self) -> i64 {
+        self.clock.now_millis()
+    }
+
     /// The event-time watermark as of the last batch (ms since the epoch).
     pub fn watermark_ms(&self) -> Option<i64> {
         self.watermark_ms
@@ -371,9 +381,13 @@ impl MicroBatchExecution {
             }
             source_progress.push(SourceProgress {
                 name: s.name.clone(),
+                latest_offset: s.source.reported_latest_offset(),
+                metrics: s.source.metrics(end.as_ref()),
                 start_offset: start,
                 end_offset: end,
                 num_input_rows: rows,
+                input_rows_per_second: 0.0,
+                processed_rows_per_second: 0.0,
             });
             input.data.insert(s.name.to_ascii_lowercase(), batches);
         }
@@ -440,13 +454,18 @@ impl MicroBatchExecution {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
+        let input_rate = |rows: u64| since_last.filter(|s| *s > 0.0).map(|s| rows as f64 / s).unwrap_or(0.0);
+        for sp in &mut source_progress {
+            sp.input_rows_per_second = input_rate(sp.num_input_rows);
+            sp.processed_rows_per_second = sp.num_input_rows as f64 / secs;
+        }
         Ok(StreamingQueryProgress {
             id: self.id.clone(),
             name: self.name.clone(),
             batch_id,
             timestamp_ms: entry.batch_timestamp_ms,
             num_input_rows: total_rows,
-            input_rows_per_second: since_last.filter(|s| *s > 0.0).map(|s| total_rows as f64 / s).unwrap_or(0.0),
+            input_rows_per_second: input_rate(total_rows),
             processed_rows_per_second: total_rows as f64 / secs,
             duration_ms,
             watermark_ms: entry.watermark_ms,

@@ -23,6 +23,7 @@ mod options;
 mod partitions;
 mod read;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
@@ -114,14 +115,39 @@ impl SourceFactory for KafkaSourceFactory {
     }
 }
 
+/// The client context of the source's consumers: librdkafka reports a
+/// partition's end, which the source asks for, as a "global error" too;
+/// that one is not an error here.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SourceClientContext;
+
+impl rdkafka::ClientContext for SourceClientContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        let eof = matches!(error, rdkafka::error::KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF);
+        if eof {
+            tracing::debug!("kafka: {reason}");
+        } else {
+            tracing::error!("kafka: {error}: {reason}");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for SourceClientContext {}
+
+/// A consumer of the source.
+pub type SourceConsumer = BaseConsumer<SourceClientContext>;
+
 /// A Kafka source of one query.
 pub struct KafkaSource {
     name: String,
     schema: SchemaRef,
     options: Arc<KafkaSourceOptions>,
     partitions: Arc<Partitions>,
-    reader: Arc<Mutex<BaseConsumer>>,
+    reader: Arc<Mutex<SourceConsumer>>,
     state: tokio::sync::Mutex<State>,
+    /// Every partition's end as of the last `latest_offset`.
+    latest: Mutex<Option<PartitionOffsets>>,
     clock: ClockRef,
 }
 
@@ -151,15 +177,26 @@ impl KafkaSource {
     ) -> Result<Self> {
         let options = Arc::new(options);
         let group = format!("{}-{}", options.group_id_prefix, uuid::Uuid::new_v4());
-        let client = |role: &str| -> Result<BaseConsumer> {
-            options.consumer_config(&format!("{group}-{role}")).create().map_err(|e| SluiceError::Source {
-                source_name: name.clone(),
-                reason: format!("cannot create a Kafka consumer for {}: {e}", options.bootstrap_servers),
+        let client = |role: &str| -> Result<SourceConsumer> {
+            options.consumer_config(&format!("{group}-{role}")).create_with_context(SourceClientContext).map_err(|e| {
+                SluiceError::Source {
+                    source_name: name.clone(),
+                    reason: format!("cannot create a Kafka consumer for {}: {e}", options.bootstrap_servers),
+                }
             })
         };
         let partitions = Arc::new(Partitions::new(name.clone(), Arc::clone(&options), client("meta")?, metadata));
         let reader = Arc::new(Mutex::new(client("reader")?));
-        Ok(Self { name, schema, options, partitions, reader, state: Default::default(), clock })
+        Ok(Self {
+            name,
+            schema,
+            options,
+            partitions,
+            reader,
+            state: Default::default(),
+            latest: Mutex::new(None),
+            clock,
+        })
     }
 
     async fn blocking<T: Send + 'static>(&self, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -193,6 +230,7 @@ impl Source for KafkaSource {
                 Some(f) => partitions.clamp_to(&from, f),
                 None => self.blocking(move || partitions.available(&from)).await?,
             };
+            *self.latest.lock() = Some(available.clone());
             let end = match self.options.max_offsets_per_trigger {
                 Some(max) => rate_limit(&start, &available, max),
                 None => available,
@@ -241,6 +279,29 @@ impl Source for KafkaSource {
         }
         .instrument(span)
         .await
+    }
+
+    fn reported_latest_offset(&self) -> Option<SourceOffset> {
+        self.latest.lock().as_ref().map(PartitionOffsets::to_json)
+    }
+
+    /// Spark's Kafka metrics: records between the batch's end and the
+    /// latest offsets, per partition (min, max, avg) and in total.
+    fn metrics(&self, end: Option<&SourceOffset>) -> BTreeMap<String, String> {
+        let (Some(latest), Some(end)) = (self.latest.lock().clone(), end) else { return BTreeMap::new() };
+        let Ok(end) = PartitionOffsets::from_json(&self.name, end) else { return BTreeMap::new() };
+        let behind: Vec<i64> =
+            latest.0.iter().map(|(tp, l)| (l - end.0.get(tp).copied().unwrap_or(0)).max(0)).collect();
+        if behind.is_empty() {
+            return BTreeMap::new();
+        }
+        let total: i64 = behind.iter().sum();
+        BTreeMap::from([
+            ("minOffsetsBehindLatest".to_string(), behind.iter().min().copied().unwrap_or(0).to_string()),
+            ("maxOffsetsBehindLatest".to_string(), behind.iter().max().copied().unwrap_or(0).to_string()),
+            ("avgOffsetsBehindLatest".to_string(), format!("{:.1}", total as f64 / behind.len() as f64)),
+            ("offsetsBehindLatest".to_string(), total.to_string()),
+        ])
     }
 
     async fn batch_range(&self) -> Result<Option<(Option<SourceOffset>, SourceOffset)>> {

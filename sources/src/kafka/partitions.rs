@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_engine::checkpoint::CheckpointDir;
@@ -25,7 +25,7 @@ const INITIAL: &str = "initial-offsets.json";
 pub struct Partitions {
     source: String,
     options: Arc<KafkaSourceOptions>,
-    consumer: BaseConsumer,
+    consumer: super::SourceConsumer,
     metadata: CheckpointDir,
     initial: OnceCell<PartitionOffsets>,
 }
@@ -41,7 +41,7 @@ impl Partitions {
     pub fn new(
         source: String,
         options: Arc<KafkaSourceOptions>,
-        consumer: BaseConsumer,
+        consumer: super::SourceConsumer,
         metadata: CheckpointDir,
     ) -> Self {
         Self { source, options, consumer, metadata, initial: OnceCell::new() }

@@ -19,7 +19,7 @@ use arrow::array::{
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message, Timestamp};
 use rdkafka::{Offset, TopicPartitionList};
@@ -144,7 +144,7 @@ impl Columns {
 /// Blocking: call it from `spawn_blocking`.
 pub fn read_ranges(
     source: &str,
-    consumer: &BaseConsumer,
+    consumer: &super::SourceConsumer,
     ranges: &[PartitionRange],
     options: &KafkaSourceOptions,
 ) -> Result<RecordBatch> {
@@ -161,7 +161,7 @@ pub fn read_ranges(
 
 fn read_topic(
     source: &str,
-    consumer: &BaseConsumer,
+    consumer: &super::SourceConsumer,
     topic: &str,
     ranges: &[&PartitionRange],
     options: &KafkaSourceOptions,
