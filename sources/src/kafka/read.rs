@@ -254,6 +254,11 @@ pub fn to_declared(
         .as_any()
         .downcast_ref::<arrow::array::BinaryArray>()
         .ok_or_else(|| SluiceError::Internal(format!("kafka source '{source}': the value column is not binary")))?;
+    if format == crate::files::FileFormat::Json {
+        if let Some(batch) = decode_json_fast(values, schema) {
+            return Ok(batch);
+        }
+    }
     let records: Vec<Option<&[u8]>> = values.iter().collect();
     let topics = raw.column(2).as_any().downcast_ref::<arrow::array::StringArray>();
     let partitions = raw.column(3).as_any().downcast_ref::<arrow::array::Int32Array>();
@@ -267,4 +272,89 @@ pub fn to_declared(
     let what = format!("kafka source '{source}'");
     Ok(parse_records(&records, &what, &locate, schema, format, options.mode)?
         .unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(schema))))
+}
+
+/// Decode every value with Arrow's JSON decoder in one go. `None` sends the
+/// batch to the record-by-record path (which applies `mode` and names the
+/// bad record): any value that is missing, not exactly one object, or does
+/// not decode, or a NULL whose key the record spells in another case.
+fn decode_json_fast(values: &arrow::array::BinaryArray, schema: &SchemaRef) -> Option<RecordBatch> {
+    use arrow::array::Array;
+    if values.null_count() > 0 || values.is_empty() {
+        return None;
+    }
+    let mut decoder = arrow::json::ReaderBuilder::new(Arc::clone(schema))
+        .with_batch_size(values.len() + 1)
+        .with_strict_mode(false)
+        .build_decoder()
+        .ok()?;
+    for v in values.iter().flatten() {
+        // Values are separated by whitespace; a value that is not one
+        // object changes the row count below.
+        let trimmed = v.trim_ascii();
+        if trimmed.first() != Some(&b'{') || trimmed.last() != Some(&b'}') {
+            return None;
+        }
+        let mut buf = trimmed;
+        while !buf.is_empty() {
+            let n = decoder.decode(buf).ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf = &buf[n..];
+        }
+        decoder.decode(b"\n").ok()?;
+    }
+    let batch = decoder.flush().ok()??;
+    if batch.num_rows() != values.len() {
+        return None;
+    }
+    // A NULL where the record spells the key in another case: the slow
+    // path matches keys ignoring case, as the files source does.
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        if column.null_count() == 0 {
+            continue;
+        }
+        let exact = format!("\"{}\"", field.name());
+        let lower = exact.to_ascii_lowercase();
+        for row in (0..column.len()).filter(|r| column.is_null(*r)) {
+            let raw = values.value(row);
+            let has = |needle: &[u8], fold: bool| {
+                raw.windows(needle.len()).any(|w| if fold { w.eq_ignore_ascii_case(needle) } else { w == needle })
+            };
+            if !has(exact.as_bytes(), false) && has(lower.as_bytes(), true) {
+                return None;
+            }
+        }
+    }
+    Some(batch)
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{BinaryArray, Int64Array, StringArray};
+
+    use super::*;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![Field::new("word", DataType::Utf8, true), Field::new("n", DataType::Int64, true)]))
+    }
+
+    #[test]
+    fn the_fast_json_path_decodes_clean_values_and_leaves_the_rest_to_the_record_path() {
+        let values = BinaryArray::from_iter_values([
+            &br#"{"word": "a", "n": 1}"#[..],
+            b"{\n \"word\": \"b\",\n \"n\": \"2\"\n}",
+            br#"{"n": 3, "other": [1]}"#,
+        ]);
+        let b = decode_json_fast(&values, &schema()).expect("clean values decode at once");
+        let words = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+        let ns = b.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(words.iter().collect::<Vec<_>>(), vec![Some("a"), Some("b"), None]);
+        assert_eq!(ns.iter().collect::<Vec<_>>(), vec![Some(1), Some(2), Some(3)]);
+        for bad in [&br#"{"WORD": "a", "n": 1}"#[..], b"not json", br#"{"n": "x"}"#, br#"{"n": 1} {"n": 2}"#, b""] {
+            let values = BinaryArray::from_iter_values([&br#"{"word": "z", "n": 0}"#[..], bad]);
+            assert!(decode_json_fast(&values, &schema()).is_none(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
 }
