@@ -229,6 +229,7 @@ mod tests {
         for _ in 0..=LISTENER_QUEUE {
             gate.wait();
         }
+        assert!(bus.wait_idle(std::time::Duration::from_secs(10)));
         bus.remove(&handle);
         // Delivered in order.
         let got = slow.1.lock().clone();

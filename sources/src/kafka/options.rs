@@ -265,6 +265,9 @@ impl KafkaSourceOptions {
             // A batch reads a range that exists: the broker need not wait
             // for more (its default 500 ms would be added to small batches).
             .set("fetch.wait.max.ms", "10")
+            // Refill the fetch queue at once while a batch reads (librdkafka
+            // otherwise waits 1 s once its queue threshold is reached).
+            .set("fetch.queue.backoff.ms", "5")
             // Transactional producers' aborted records are never read, and a
             // batch never ends inside an open transaction.
             .set("isolation.level", "read_committed");
