@@ -106,8 +106,23 @@ pub(crate) struct SessionInner {
     pub(crate) config: SluiceConfig,
     sources: Mutex<BTreeMap<String, SourceDefinition>>,
     queries: Mutex<BTreeMap<String, StreamingQuery>>,
+    /// Where each query started here keeps its checkpoint (kept after it
+    /// stops, for `sluice_state`).
+    checkpoints: Mutex<BTreeMap<String, String>>,
     counter: Mutex<u64>,
     listeners: Arc<ListenerBus>,
+}
+
+impl SessionInner {
+    /// Where the query `name`, started in this session, keeps its checkpoint.
+    pub(crate) fn checkpoint_of(&self, name: &str) -> Option<String> {
+        self.checkpoints.lock().get(&name.to_ascii_lowercase()).cloned()
+    }
+
+    /// The names of the queries started in this session (running or not).
+    pub(crate) fn query_names(&self) -> Vec<String> {
+        self.checkpoints.lock().keys().cloned().collect()
+    }
 }
 
 impl std::fmt::Debug for SessionInner {
@@ -154,6 +169,10 @@ impl SluiceSession {
         }
         // External tables over a files-sink output read only its committed files.
         crate::committed_table::register(&ctx);
+        ctx.register_udtf(
+            crate::functions::state_table::NAME,
+            Arc::new(crate::functions::state_table::StateTableFunction),
+        );
         let inner = Arc::new_cyclic(|weak| {
             let ctx = ctx;
             ctx.state_ref().write().config_mut().set_extension(Arc::new(SessionHandle(weak.clone())));
@@ -164,6 +183,7 @@ impl SluiceSession {
                 config,
                 sources: Mutex::new(BTreeMap::new()),
                 queries: Mutex::new(BTreeMap::new()),
+                checkpoints: Mutex::new(BTreeMap::new()),
                 counter: Mutex::new(0),
                 listeners: Arc::new(ListenerBus::default()),
             }
@@ -337,6 +357,7 @@ impl SluiceSession {
             }
         };
         let checkpoint = QueryCheckpoint::open(&checkpoint_location)?;
+        self.inner.checkpoints.lock().insert(name.to_ascii_lowercase(), checkpoint.root().location().to_string());
         let lock = CheckpointLock::acquire(checkpoint.root(), &name, self.inner.clock.now_millis()).await?;
         let query_id = checkpoint
             .metadata_or_init(QueryMetadata { id: uuid::Uuid::new_v4().to_string(), name: name.clone() })

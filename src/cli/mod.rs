@@ -3,6 +3,7 @@
 mod bench;
 mod repl;
 mod run;
+mod state;
 mod test;
 
 use std::path::PathBuf;
@@ -39,6 +40,22 @@ enum Command {
         /// Append every progress report to FILE, one Spark-shaped JSON document per line.
         #[arg(long, value_name = "FILE")]
         progress_json: Option<PathBuf>,
+    },
+    /// A checkpoint's stateful operators (numbered from 0) with their
+    /// versions and sizes; with --operator, that operator's committed state
+    /// queried with SQL as the table `state` (the rows `sluice_state` gives).
+    State {
+        /// The query's checkpoint location.
+        checkpoint: String,
+        /// The operator: its number, `limit`, or its kind (`aggregate`, `dedup`, `join`, ...).
+        #[arg(long)]
+        operator: Option<String>,
+        /// SQL over the table `state` (default: SELECT * FROM state).
+        #[arg(long)]
+        sql: Option<String>,
+        /// Read the version of this batch (default: the last committed one).
+        #[arg(long)]
+        batch: Option<u64>,
     },
     /// Benchmarks.
     Bench {
@@ -124,6 +141,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
         None => repl::repl().await,
         Some(Command::Run { file, env_substitute, metrics, progress_json }) => {
             run::run_file(&file, &run::RunOptions { env_substitute, metrics, progress_json }).await
+        }
+        Some(Command::State { checkpoint, operator, sql, batch }) => {
+            state::state(&state::StateArgs { checkpoint, operator, sql, batch }).await
         }
         Some(Command::Bench { bench: BenchCommand::Nexmark { queries, events, baseline, data, queries_dir } }) => {
             bench::nexmark(&queries, events, baseline.as_deref(), data.as_deref(), &queries_dir).await

@@ -16,6 +16,7 @@ mod properties;
 mod query_change;
 mod reliability;
 mod s3;
+mod state;
 mod stt_runner;
 
 /// A session driven by hand (no background trigger) on a manual clock at 0,

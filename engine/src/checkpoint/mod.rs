@@ -73,6 +73,11 @@ impl QueryCheckpoint {
         Ok(Self { offsets: root.child("offsets"), commits: root.child("commits"), root })
     }
 
+    /// The checkpoint in `root`.
+    pub fn open_dir(root: CheckpointDir) -> Self {
+        Self { offsets: root.child("offsets"), commits: root.child("commits"), root }
+    }
+
     /// The checkpoint root.
     pub fn root(&self) -> &CheckpointDir {
         &self.root

@@ -255,6 +255,12 @@ impl CheckpointDir {
         }
     }
 
+    /// The bytes of every file under this directory, recursively.
+    pub async fn total_bytes(&self) -> Result<u64> {
+        let items: Vec<_> = self.store.list(Some(&self.root)).try_collect().await?;
+        Ok(items.iter().map(|m| m.size).sum())
+    }
+
     /// All file paths (relative to this directory) under it, recursively.
     pub async fn list_all(&self) -> Result<Vec<String>> {
         let prefix = self.root.clone();

@@ -19,7 +19,7 @@ use crate::physical::{BatchState, LateCollector, LateCollectors, OperatorCell, O
 use crate::plan::IncrementalPlan;
 use crate::progress::StateOperatorProgress;
 use crate::state::StateStore;
-use crate::stateful::{BatchContext, OperatorSpec, StateLayout};
+use crate::stateful::{inspect, BatchContext, OperatorSpec, StateLayout};
 
 /// One stateful operator of the plan.
 #[derive(Debug)]
@@ -161,6 +161,8 @@ impl StateRuntime {
             if changed {
                 dir.write_json("_layout", &layout).await?;
             }
+            // How to decode the state, for `sluice_state` and `sluice state`.
+            dir.write_blob(inspect::DESCRIPTOR_FILE, &inspect::describe(&op.spec)?).await?;
         }
         Ok(())
     }

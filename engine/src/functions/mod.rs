@@ -1,6 +1,7 @@
 //! Scalar functions Sluice adds to DataFusion.
 
 pub mod batch_time;
+pub mod state_table;
 pub mod window;
 
 pub use window::window_udfs;

@@ -134,6 +134,40 @@ impl StateStore {
         Ok(store)
     }
 
+    /// Every partition of the store under `dir` as `version`, for reading
+    /// only (`sluice_state`): nothing is written, and keys stay where they
+    /// were placed (their placement does not matter to a reader).
+    pub async fn open_read_only(dir: CheckpointDir, version: u64) -> Result<Self> {
+        let n = Self::stored_partitions(&dir).await?.ok_or_else(|| SluiceError::Checkpoint {
+            path: format!("{}/_metadata", dir.location()),
+            reason: "missing: no state store was written here (the operator has not committed a batch yet)".into(),
+        })?;
+        let config = StateStoreConfig { num_partitions: n, ..StateStoreConfig::default() };
+        let mut store =
+            Self { dir, config, partitions: (0..n).map(|_| Partition::default()).collect(), first: 0, reservation: None };
+        store.restore(version).await?;
+        Ok(store)
+    }
+
+    /// The versions the files under `dir` can restore, oldest and newest
+    /// (`None`: no state files), and the bytes those files take.
+    pub async fn stored_versions(dir: &CheckpointDir) -> Result<(Option<(u64, u64)>, u64)> {
+        let n = Self::stored_partitions(dir).await?.unwrap_or(0);
+        let mut range: Option<(u64, u64)> = None;
+        for p in 0..n {
+            let files = files::list_versions(&dir.child(&p.to_string())).await?;
+            let Some(newest) = files.iter().map(|f| f.version).max() else { continue };
+            // The oldest base: a snapshot, or the history from version 0.
+            let starts = files.iter().filter(|f| f.snapshot || f.version == 0).map(|f| f.version).min();
+            let Some(oldest) = starts else { continue };
+            range = Some(match range {
+                None => (oldest, newest),
+                Some((o, n)) => (o.max(oldest), n.min(newest)),
+            });
+        }
+        Ok((range, dir.total_bytes().await?))
+    }
+
     /// The number of partitions recorded under `dir`, if a store was
     /// written there.
     pub async fn stored_partitions(dir: &CheckpointDir) -> Result<Option<usize>> {

@@ -5,6 +5,7 @@ mod aggregate;
 mod context;
 mod dedup;
 mod event_time;
+pub mod inspect;
 mod join;
 mod limit;
 mod session;

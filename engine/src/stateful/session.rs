@@ -82,7 +82,7 @@ fn encode_list(min_end: i64, rows: &[&[u8]]) -> Vec<u8> {
     out
 }
 
-fn decode_list(v: &[u8]) -> Result<Vec<&[u8]>> {
+pub(super) fn decode_list(v: &[u8]) -> Result<Vec<&[u8]>> {
     let bad = || {
         SluiceError::plan("a stored session state entry is damaged; restore the checkpoint from a backup or use a new checkpoint location")
     };

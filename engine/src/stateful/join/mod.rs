@@ -12,6 +12,7 @@
 //!    evicted rows that never matched, NULL-padded, exactly once.
 
 mod side;
+pub(crate) use side::{value_matched, value_row, value_time};
 
 use std::sync::Arc;
 
@@ -115,7 +116,7 @@ impl JoinSpec {
     }
 
     /// Whether a stored row's matched flag is needed.
-    fn tracks_matches(&self, side: usize) -> bool {
+    pub(crate) fn tracks_matches(&self, side: usize) -> bool {
         self.preserves(side) || (self.join_type == JoinType::LeftSemi && side == LEFT)
     }
 

@@ -23,16 +23,17 @@ const SEQ: usize = 8;
 const HEADER: usize = 9;
 
 /// A stored row's eviction time (µs; `i64::MAX`: never).
-pub(super) fn value_time(v: &[u8]) -> i64 {
+pub(crate) fn value_time(v: &[u8]) -> i64 {
     v.get(..8).and_then(|b| b.try_into().ok()).map(i64::from_le_bytes).unwrap_or(i64::MAX)
 }
 
 /// Whether a stored row has matched a row of the other side.
-pub(super) fn value_matched(v: &[u8]) -> bool {
+pub(crate) fn value_matched(v: &[u8]) -> bool {
     v.get(8).is_some_and(|m| *m != 0)
 }
 
-fn value_row(v: &[u8]) -> &[u8] {
+/// The stored row, without its header.
+pub(crate) fn value_row(v: &[u8]) -> &[u8] {
     v.get(HEADER..).unwrap_or_default()
 }
 

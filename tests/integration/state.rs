@@ -1,0 +1,243 @@
+//! Live state as SQL: `sluice_state('<query>', '<operator>' [, batch])` and
+//! `sluice state CHECKPOINT_DIR`, on an aggregation, a dedup, a session
+//! window and a stream-stream join, live and after the query stopped.
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use sluice::{execute_sql, Environment, SluiceSession};
+
+/// Run `sql` on the session's context and render the rows as a table.
+async fn rows(session: &SluiceSession, sql: &str) -> String {
+    let batches: Vec<RecordBatch> = session.context().sql(sql).await.unwrap().collect().await.unwrap();
+    pretty_format_batches(&batches).unwrap().to_string()
+}
+
+async fn error(session: &SluiceSession, sql: &str) -> String {
+    match session.context().sql(sql).await {
+        Ok(df) => match df.collect().await {
+            Ok(b) => panic!("expected an error from {sql}, got {}", pretty_format_batches(&b).unwrap()),
+            Err(e) => e.to_string(),
+        },
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn sluice_state_reads_an_aggregation_live_after_stop_and_at_an_earlier_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = Environment::default();
+    let session = crate::manual_session(&env, tmp.path());
+    let ck = tmp.path().join("ck");
+    execute_sql(
+        &session,
+        &format!(
+            "CREATE SOURCE ev (ts TIMESTAMP, k VARCHAR, v BIGINT, WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) \
+             WITH (connector = 'memory');
+             CREATE SINK counts WITH (connector = 'memory', output_mode = 'update', checkpoint = '{}') AS \
+             SELECT window.start AS start, k, count(*) AS n, sum(v) AS total, avg(v) AS mean \
+             FROM ev GROUP BY window(ts, '10 seconds'), k",
+            ck.display()
+        ),
+    )
+    .await
+    .unwrap();
+    let ev = env.streams.get("ev").unwrap();
+    let q = session.query("counts").unwrap();
+    ev.push_rows(&["2026-01-01T00:00:01,a,1", "2026-01-01T00:00:03,b,10", "2026-01-01T00:00:04,a,2"]).unwrap();
+    let first = q.process_all_available().await.unwrap();
+    let first_batch = first.last().unwrap().batch_id;
+    ev.push_rows(&["2026-01-01T00:00:05,a,3", "2026-01-01T00:00:12,b,20"]).unwrap();
+    q.process_all_available().await.unwrap();
+    let sql = "SELECT k, \"count(Int64(1))\" AS n, \"sum(ev.v)\" AS total, \"avg(ev.v)\" AS mean \
+               FROM sluice_state('counts', '0') ORDER BY k, total";
+    let live = rows(&session, sql).await;
+    // Current aggregate values per group and window, not accumulator bytes:
+    // a's window holds 1+2+3, b has one row in each of two windows.
+    let expected = "\
++---+---+-------+------+
+| k | n | total | mean |
++---+---+-------+------+
+| a | 3 | 6     | 2.0  |
+| b | 1 | 10    | 10.0 |
+| b | 1 | 20    | 20.0 |
++---+---+-------+------+";
+    assert_eq!(live, expected, "{}", rows(&session, "SELECT * FROM sluice_state('counts', '0')").await);
+    // The window key is there, as a struct.
+    let windows = rows(
+        &session,
+        "SELECT k, window.start AS start FROM (SELECT * FROM sluice_state('counts', 'aggregate')) ORDER BY k, start",
+    )
+    .await;
+    assert!(windows.contains("2026-01-01T00:00:10"), "{windows}");
+    // An earlier retained version: the state after the first batch.
+    let earlier = rows(
+        &session,
+        &format!("SELECT k, \"count(Int64(1))\" AS n FROM sluice_state('counts', '0', {first_batch}) ORDER BY k"),
+    )
+    .await;
+    assert!(earlier.contains("| a | 2 |") && earlier.contains("| b | 1 |"), "{earlier}");
+    // After the query stops: by its name (the session remembers its
+    // checkpoint) and by the checkpoint location, the same rows.
+    session.stop_query("counts").await.unwrap();
+    assert_eq!(rows(&session, sql).await, expected);
+    let by_path = sql.replace("'counts'", &format!("'{}'", ck.display()));
+    assert_eq!(rows(&session, &by_path).await, expected);
+    // A session that never ran the query reads the checkpoint too.
+    let other = crate::manual_session(&env, tmp.path());
+    assert_eq!(rows(&other, &by_path).await, expected);
+
+    // The CLI lists the operator and queries it with SQL.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["state", &ck.display().to_string()])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{listing} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(listing.lines().any(|l| l.starts_with("0 ") && l.contains("aggregate")), "{listing}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "state",
+            &ck.display().to_string(),
+            "--operator",
+            "0",
+            "--sql",
+            "SELECT k, sum(\"count(Int64(1))\") AS rows_in FROM state GROUP BY k ORDER BY k",
+        ])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(table.contains("| a | 3       |") && table.contains("| b | 2       |"), "{table}");
+}
+
+#[tokio::test]
+async fn sluice_state_reads_dedup_session_and_join_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = Environment::default();
+    let session = crate::manual_session(&env, tmp.path());
+    let ck = |n: &str| tmp.path().join(n).display().to_string();
+    execute_sql(
+        &session,
+        &format!(
+            "CREATE SOURCE clicks (ts TIMESTAMP, user_id VARCHAR, WATERMARK FOR ts AS ts - INTERVAL '10' MINUTE) \
+               WITH (connector = 'memory');
+             CREATE SOURCE views (ts TIMESTAMP, user_id VARCHAR, WATERMARK FOR ts AS ts - INTERVAL '10' MINUTE) \
+               WITH (connector = 'memory');
+             CREATE SINK firsts WITH (connector = 'memory', output_mode = 'append', checkpoint = '{}') AS \
+               SELECT DISTINCT ON (user_id) user_id, ts FROM clicks;
+             CREATE SINK sessions WITH (connector = 'memory', output_mode = 'append', checkpoint = '{}') AS \
+               SELECT window.start AS s, window.end AS e, user_id, count(*) AS n FROM clicks \
+               GROUP BY session_window(ts, '5 minutes'), user_id;
+             CREATE SINK pairs WITH (connector = 'memory', output_mode = 'append', checkpoint = '{}') AS \
+               SELECT c.user_id, c.ts AS click_ts, v.ts AS view_ts FROM clicks c LEFT JOIN views v \
+               ON c.user_id = v.user_id AND v.ts BETWEEN c.ts - INTERVAL '1' MINUTE AND c.ts + INTERVAL '1' MINUTE",
+            ck("firsts"),
+            ck("sessions"),
+            ck("pairs")
+        ),
+    )
+    .await
+    .unwrap();
+    env.streams
+        .get("clicks")
+        .unwrap()
+        .push_rows(&["2026-01-01T12:00:00,u1", "2026-01-01T12:02:00,u1", "2026-01-01T12:01:00,u2"])
+        .unwrap();
+    env.streams.get("views").unwrap().push_rows(&["2026-01-01T12:00:30,u1"]).unwrap();
+    for q in ["firsts", "sessions", "pairs"] {
+        session.query(q).unwrap().process_all_available().await.unwrap();
+    }
+    // Dedup: one row per key seen, with the time it is forgotten at.
+    let dedup = rows(&session, "SELECT user_id, expires_at FROM sluice_state('firsts', 'dedup') ORDER BY user_id").await;
+    assert_eq!(
+        dedup,
+        "\
++---------+---------------------+
+| user_id | expires_at          |
++---------+---------------------+
+| u1      | 2026-01-01T12:00:00 |
+| u2      | 2026-01-01T12:01:00 |
++---------+---------------------+"
+    );
+    // Session window: the open sessions with their bounds and counts.
+    let open = rows(
+        &session,
+        "SELECT user_id, window.start AS s, window.end AS e, \"count(Int64(1))\" AS n \
+         FROM (SELECT * FROM sluice_state('sessions', '0')) ORDER BY user_id",
+    )
+    .await;
+    assert_eq!(
+        open,
+        "\
++---------+---------------------+---------------------+---+
+| user_id | s                   | e                   | n |
++---------+---------------------+---------------------+---+
+| u1      | 2026-01-01T12:00:00 | 2026-01-01T12:07:00 | 2 |
+| u2      | 2026-01-01T12:01:00 | 2026-01-01T12:06:00 | 1 |
++---------+---------------------+---------------------+---+"
+    );
+    // Join: every stored row of both sides, and whether it matched where
+    // the join keeps that (the preserved side of an outer join).
+    let join = rows(
+        &session,
+        "SELECT side, matched, coalesce(left_user_id, right_user_id) AS user_id, count(*) AS stored \
+         FROM sluice_state('pairs', 'join') GROUP BY side, matched, 3 ORDER BY side, user_id, matched",
+    )
+    .await;
+    assert_eq!(
+        join,
+        "\
++-------+---------+---------+--------+
+| side  | matched | user_id | stored |
++-------+---------+---------+--------+
+| left  | false   | u1      | 1      |
+| left  | true    | u1      | 1      |
+| left  | false   | u2      | 1      |
+| right |         | u1      | 1      |
++-------+---------+---------+--------+",
+        "{}",
+        rows(&session, "SELECT * FROM sluice_state('pairs', '0')").await
+    );
+    // After a stop, from the checkpoint.
+    session.stop_all().await.unwrap();
+    let after = rows(&session, "SELECT count(*) AS n FROM sluice_state('pairs', '0')").await;
+    assert!(after.contains("| 4 |"), "{after}");
+}
+
+#[tokio::test]
+async fn sluice_state_errors_name_the_queries_operators_and_versions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = Environment::default();
+    let session = crate::manual_session(&env, tmp.path());
+    execute_sql(
+        &session,
+        &format!(
+            "CREATE SOURCE ev (k VARCHAR) WITH (connector = 'memory');
+             CREATE SINK counts WITH (connector = 'memory', output_mode = 'complete', checkpoint = '{}') AS \
+             SELECT k, count(*) AS n FROM ev GROUP BY k",
+            tmp.path().join("ck").display()
+        ),
+    )
+    .await
+    .unwrap();
+    let e = error(&session, "SELECT * FROM sluice_state('counts', '0')").await;
+    assert!(e.contains("no committed batch"), "{e}");
+    env.streams.get("ev").unwrap().push_rows(&["a"]).unwrap();
+    session.query("counts").unwrap().process_all_available().await.unwrap();
+    let e = error(&session, "SELECT * FROM sluice_state('nope', '0')").await;
+    assert!(e.contains("no query named 'nope'") && e.contains("'counts'"), "{e}");
+    let e = error(&session, "SELECT * FROM sluice_state('counts', '7')").await;
+    assert!(e.contains("unknown state operator '7'") && e.contains("'0' (aggregate)"), "{e}");
+    let e = error(&session, "SELECT * FROM sluice_state('counts', 'join')").await;
+    assert!(e.contains("'0' (aggregate)"), "{e}");
+    let e = error(&session, "SELECT * FROM sluice_state('counts', '0', 99)").await;
+    assert!(e.contains("no committed version 99") && e.contains("batches 0 to 0"), "{e}");
+    let e = error(&session, "SELECT * FROM sluice_state('counts')").await;
+    assert!(e.contains("takes 2 or 3 arguments"), "{e}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["state", &tmp.path().display().to_string()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a Sluice checkpoint"));
+}
