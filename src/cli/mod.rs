@@ -3,6 +3,7 @@
 mod bench;
 mod repl;
 mod run;
+mod shell;
 mod state;
 mod test;
 

@@ -16,6 +16,7 @@ mod properties;
 mod query_change;
 mod reliability;
 mod s3;
+mod shell;
 mod state;
 mod stt_runner;
 
