@@ -54,6 +54,16 @@ pub struct StateOperatorProgress {
     pub memory_used_bytes: u64,
     /// Time to commit the state, in ms.
     pub commit_time_ms: u64,
+    /// Time spent reading and updating the state (Spark's `allUpdatesTimeMs`).
+    pub all_updates_time_ms: u64,
+    /// Time spent evicting state (Spark's `allRemovalsTimeMs`).
+    pub all_removals_time_ms: u64,
+    /// State partitions (Spark's `numShufflePartitions` and
+    /// `numStateStoreInstances`: one store per partition).
+    pub num_partitions: u64,
+    /// Store-specific metrics (Spark's `customMetrics`):
+    /// `stateOnCurrentVersionSizeBytes`, `snapshotWritten`, `deltaFileRows`.
+    pub custom_metrics: BTreeMap<String, i64>,
 }
 
 /// Event times of a batch's input rows (over the watermarked columns).
@@ -172,8 +182,13 @@ impl StreamingQueryProgress {
                     "numRowsUpdated": s.num_rows_updated,
                     "numRowsRemoved": s.num_rows_removed,
                     "numRowsDroppedByWatermark": s.num_rows_dropped_by_watermark,
+                    "allUpdatesTimeMs": s.all_updates_time_ms,
+                    "allRemovalsTimeMs": s.all_removals_time_ms,
                     "commitTimeMs": s.commit_time_ms,
                     "memoryUsedBytes": s.memory_used_bytes,
+                    "numShufflePartitions": s.num_partitions,
+                    "numStateStoreInstances": s.num_partitions,
+                    "customMetrics": s.custom_metrics,
                 })
             })
             .collect();
@@ -189,9 +204,8 @@ impl StreamingQueryProgress {
                     "inputRowsPerSecond": s.input_rows_per_second,
                     "processedRowsPerSecond": s.processed_rows_per_second,
                 });
-                if let Some(l) = &s.latest_offset {
-                    v["latestOffset"] = l.clone();
-                }
+                // Present, null when unknown, as in Spark.
+                v["latestOffset"] = s.latest_offset.clone().unwrap_or(Value::Null);
                 if !s.metrics.is_empty() {
                     v["metrics"] = json!(s.metrics);
                 }
@@ -204,6 +218,7 @@ impl StreamingQueryProgress {
             "name": self.name,
             "timestamp": iso(self.timestamp_ms),
             "batchId": self.batch_id,
+            "batchDuration": d("total"),
             "numInputRows": self.num_input_rows,
             "inputRowsPerSecond": self.input_rows_per_second,
             "processedRowsPerSecond": self.processed_rows_per_second,

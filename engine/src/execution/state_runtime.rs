@@ -188,6 +188,12 @@ impl StateRuntime {
                         t.num_rows_dropped_by_watermark += p.num_rows_dropped_by_watermark;
                         t.memory_used_bytes += p.memory_used_bytes;
                         t.commit_time_ms = t.commit_time_ms.max(p.commit_time_ms);
+                        t.all_updates_time_ms = t.all_updates_time_ms.max(p.all_updates_time_ms);
+                        t.all_removals_time_ms = t.all_removals_time_ms.max(p.all_removals_time_ms);
+                        t.num_partitions += p.num_partitions;
+                        for (k, v) in p.custom_metrics {
+                            *t.custom_metrics.entry(k).or_default() += v;
+                        }
                         t
                     }
                 });

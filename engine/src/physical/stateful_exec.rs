@@ -300,8 +300,10 @@ impl ExecutionPlan for StatefulExec {
                     right.execute(partition, Arc::clone(&context))?.try_collect::<Vec<RecordBatch>>()
                 )?;
                 let timer = baseline.elapsed_compute().timer();
+                let started = std::time::Instant::now();
                 let emitted =
                     op.process_join(Arc::clone(&context), left, right, &batch).await.map_err(DataFusionError::from)?;
+                op.state().update_time += started.elapsed();
                 timer.done();
                 return finish(emitted);
             }
@@ -311,7 +313,9 @@ impl ExecutionPlan for StatefulExec {
                 vec![]
             };
             let timer = baseline.elapsed_compute().timer();
+            let started = std::time::Instant::now();
             let emitted = op.process(Arc::clone(&context), rows, &batch).await.map_err(DataFusionError::from)?;
+            op.state().update_time += started.elapsed();
             timer.done();
             finish(emitted)
         };

@@ -69,6 +69,10 @@ pub struct CommitMetrics {
     pub rows_removed: u64,
     /// Time spent writing, in ms.
     pub commit_ms: u64,
+    /// Time spent evicting keys since the last commit.
+    pub removal_time: std::time::Duration,
+    /// Whether the commit wrote a full snapshot.
+    pub snapshot: bool,
 }
 
 /// A versioned, partitioned key-value store with checkpointed deltas.
@@ -81,6 +85,8 @@ pub struct StateStore {
     /// holds only that one).
     first: usize,
     reservation: Option<MemoryReservation>,
+    /// Time spent in [`Self::evict`] since the last commit.
+    removal_time: std::time::Duration,
 }
 
 impl StateStore {
@@ -95,6 +101,7 @@ impl StateStore {
             partitions: (0..config.num_partitions).map(|_| Partition::default()).collect(),
             first: 0,
             reservation: None,
+            removal_time: Default::default(),
         };
         if let Some(v) = version {
             store.restore(v).await?;
@@ -123,7 +130,7 @@ impl StateStore {
             )));
         }
         let mut store =
-            Self { dir, config, partitions: vec![Partition::default()], first: partition, reservation: None };
+            Self { dir, config, partitions: vec![Partition::default()], first: partition, reservation: None, removal_time: Default::default() };
         match (version, reset) {
             (Some(v), true) => {
                 store.partition_dir(0).write_blob(&format!("{v}.snapshot"), &files::encode(&[])?).await?;
@@ -144,7 +151,7 @@ impl StateStore {
         })?;
         let config = StateStoreConfig { num_partitions: n, ..StateStoreConfig::default() };
         let mut store =
-            Self { dir, config, partitions: (0..n).map(|_| Partition::default()).collect(), first: 0, reservation: None };
+            Self { dir, config, partitions: (0..n).map(|_| Partition::default()).collect(), first: 0, reservation: None, removal_time: Default::default() };
         store.restore(version).await?;
         Ok(store)
     }
@@ -325,6 +332,7 @@ impl StateStore {
     /// Remove every entry for which `evict` returns true; returns their
     /// values.
     pub fn evict(&mut self, mut evict: impl FnMut(&[u8], &[u8]) -> bool) -> Vec<Vec<u8>> {
+        let started = Instant::now();
         let mut out = vec![];
         for p in &mut self.partitions {
             for (k, v) in p.map.extract_if(|k, v| evict(k, v)) {
@@ -333,6 +341,7 @@ impl StateStore {
                 out.push(v);
             }
         }
+        self.removal_time += started.elapsed();
         out
     }
 
@@ -382,8 +391,9 @@ impl StateStore {
     /// Make the changes since the last commit durable as `version`.
     pub async fn commit(&mut self, version: u64) -> Result<CommitMetrics> {
         let started = Instant::now();
-        let mut metrics = CommitMetrics::default();
         let snapshot = version > 0 && version % self.config.snapshot_interval.max(1) == 0;
+        let mut metrics =
+            CommitMetrics { removal_time: std::mem::take(&mut self.removal_time), snapshot, ..Default::default() };
         let mut writes = vec![];
         for (i, p) in self.partitions.iter_mut().enumerate() {
             let changed = std::mem::take(&mut p.delta);

@@ -121,12 +121,15 @@ pub struct OperatorState {
     store: Option<StateStore>,
     pub(crate) dropped: u64,
     pub(crate) late: LateRows,
+    /// Time spent processing this batch's input (reading and updating the
+    /// state, evicting), as Spark's `allUpdatesTimeMs`.
+    pub(crate) update_time: std::time::Duration,
 }
 
 impl OperatorState {
     /// State of the operator called `name` (in progress reports).
     pub fn new(name: &'static str, config: StateStoreConfig) -> Self {
-        Self { name, config, store: None, dropped: 0, late: LateRows::default() }
+        Self { name, config, store: None, dropped: 0, late: LateRows::default(), update_time: Default::default() }
     }
 
     async fn restore(
@@ -169,10 +172,23 @@ impl OperatorState {
 
     async fn commit(&mut self, version: u64) -> Result<StateOperatorProgress> {
         let dropped = std::mem::take(&mut self.dropped);
+        let update_time = std::mem::take(&mut self.update_time);
         let name = self.name;
         let store = self.store_mut()?;
         let m = store.commit(version).await?;
+        let removal_ms = m.removal_time.as_millis() as u64;
+        let memory = store.memory_bytes() as u64;
         Ok(StateOperatorProgress {
+            all_updates_time_ms: (update_time.as_millis() as u64).saturating_sub(removal_ms),
+            all_removals_time_ms: removal_ms,
+            num_partitions: 1,
+            custom_metrics: [
+                ("stateOnCurrentVersionSizeBytes".to_string(), memory as i64),
+                ("snapshotWritten".to_string(), i64::from(m.snapshot)),
+                ("deltaFileRows".to_string(), (m.rows_updated + m.rows_removed) as i64),
+            ]
+            .into_iter()
+            .collect(),
             operator: name.into(),
             num_rows_total: store.len() as u64,
             num_rows_updated: m.rows_updated,
