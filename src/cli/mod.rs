@@ -5,6 +5,7 @@ mod repl;
 mod run;
 mod shell;
 mod state;
+mod status;
 mod test;
 
 use std::path::PathBuf;

@@ -1,6 +1,6 @@
 //! `sluice run FILE.sql`.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -83,10 +83,15 @@ pub async fn run_file(file: &Path, options: &RunOptions) -> Result<ExitCode, Str
         return Ok(ExitCode::SUCCESS);
     }
     let mut printed = vec![None; queries.len()];
+    // A live line per query on a terminal; plain progress lines otherwise.
+    let status = std::io::stderr().is_terminal().then(|| super::status::StatusLines::new(&queries));
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {
-                eprintln!("stopping...");
+                match &status {
+                    Some(s) => s.println("stopping..."),
+                    None => eprintln!("stopping..."),
+                }
                 session.stop_all().await.map_err(|e| e.to_string())?;
                 session.wait_for_listeners(Duration::from_secs(5));
                 return Ok(ExitCode::SUCCESS);
@@ -94,6 +99,10 @@ pub async fn run_file(file: &Path, options: &RunOptions) -> Result<ExitCode, Str
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
         for (i, q) in queries.iter().enumerate() {
+            if let Some(status) = &status {
+                status.update(i, q);
+                continue;
+            }
             for p in q.recent_progress() {
                 if printed[i].is_none_or(|last| p.batch_id > last) {
                     eprintln!("{}", p.summary());

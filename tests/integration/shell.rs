@@ -1,6 +1,7 @@
-//! The interactive shell, driven through a pseudo-terminal (rexpect): line
-//! editing, multi-line statements, completion, history, `\d`, Ctrl-C, and
-//! queries that keep running while the user types.
+//! The terminal features, driven through a pseudo-terminal (rexpect): the
+//! shell (line editing, multi-line statements, completion, history, `\d`,
+//! Ctrl-C, queries that keep running while the user types) and the live
+//! status lines of `sluice run`.
 
 use std::process::Command;
 
@@ -84,5 +85,32 @@ fn shell_edits_completes_keeps_history_and_ctrl_c_cancels_only_the_typed_stateme
     let mut p = shell(&history);
     p.send("\x1b[A").unwrap();
     p.send_line("").unwrap();
+    p.exp_eof().unwrap();
+}
+
+#[test]
+fn sluice_run_shows_a_live_status_line_per_query_on_a_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sql = tmp.path().join("job.sql");
+    std::fs::write(
+        &sql,
+        "CREATE SOURCE ticks WITH (connector = 'rate', rows_per_second = '200');
+         CREATE SINK by_key WITH (connector = 'memory', output_mode = 'update', trigger = 'processing_time', \
+           interval = '200 milliseconds') AS SELECT value % 10 AS k, count(*) AS n FROM ticks GROUP BY value % 10;",
+    )
+    .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.arg("run").arg(&sql).env("TERM", "xterm").env_remove("RUST_LOG");
+    let mut p = rexpect::session::spawn_command(cmd, Some(30_000)).unwrap();
+    p.exp_string("started query 'by_key'").unwrap();
+    // The line is redrawn in place with the query's figures: once the keys
+    // are all in the state, it says so.
+    let (_, line) =
+        p.exp_regex(r"by_key: batch \d+ \| \d+ rows/s in, \d+ rows/s processed \| watermark - \| state 10 rows").unwrap();
+    assert!(line.contains("state 10 rows"), "{line}");
+    p.exp_string("last batch").unwrap();
+    // Ctrl-C stops the queries and the command.
+    p.send_control('c').unwrap();
+    p.exp_string("stopping...").unwrap();
     p.exp_eof().unwrap();
 }
