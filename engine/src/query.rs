@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, Instrument};
 
 use crate::checkpoint::CheckpointLock;
 use crate::clock::ClockRef;
@@ -92,7 +92,9 @@ impl StreamingQuery {
         let query = Self { shared };
         if let Some(trigger) = trigger {
             let q = query.clone();
-            let task = tokio::spawn(async move { q.run_loop(trigger, clock).await });
+            // Everything the query logs is under a `query` span.
+            let span = tracing::info_span!("query", name = %q.name(), id = %q.id());
+            let task = tokio::spawn(async move { q.run_loop(trigger, clock).await }.instrument(span));
             // The task is joined: if it ends abnormally (a panic outside a
             // batch, a cancelled runtime), the query fails with that reason
             // instead of leaving `await_termination` waiting forever.
@@ -299,7 +301,6 @@ impl StreamingQuery {
         let p = guarded_step(&mut exec).await?;
         let ran = p.is_some();
         if let Some(p) = p {
-            info!("{}", p.summary());
             self.record(&exec, p);
         }
         let ran_before = self.shared.last_ran.swap(ran, std::sync::atomic::Ordering::Relaxed);

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, StringArray, UInt64Array};
+use datafusion::arrow::array::{ArrayRef, Float64Array, StringArray, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::dataframe::DataFrame;
@@ -67,6 +67,36 @@ pub async fn execute_statement(session: &SluiceSession, stmt: SluiceStatement) -
             Err(e) => Err(e.into()),
         },
         SluiceStatement::ShowQueries => Ok(StatementResult::Rows(vec![show_queries(session)?])),
+        SluiceStatement::ExplainQuery { name, analyze } => {
+            let Some(q) = session.query(&name) else {
+                let mut names: Vec<String> = session.queries().iter().map(|q| q.name().to_string()).collect();
+                names.sort();
+                return Err(SluiceError::plan(format!(
+                    "EXPLAIN {}{name}: no running query named '{name}'; {}",
+                    if analyze { "ANALYZE " } else { "" },
+                    if names.is_empty() {
+                        "no query runs".to_string()
+                    } else {
+                        format!("the queries are {}", names.join(", "))
+                    }
+                ))
+                .into());
+            };
+            let text = match analyze {
+                true => match (q.last_batch_plan().await, q.last_progress()) {
+                    (Some(plan), Some(p)) => format!(
+                        "query '{}': last micro-batch {} ({} rows in, {} ms), per-node metrics\n{plan}",
+                        q.name(),
+                        p.batch_id,
+                        p.num_input_rows,
+                        p.duration_ms.get("total").copied().unwrap_or(0)
+                    ),
+                    _ => format!("query '{}': no micro-batch has run yet", q.name()),
+                },
+                false => format!("query '{}'\n{}", q.name(), q.plan().await),
+            };
+            Ok(StatementResult::Rows(vec![plan_batch(&text)?]))
+        }
         SluiceStatement::DataFusion(stmt) if streaming_explain(session, &stmt).await => {
             let DFStatement::Explain(explain_stmt) = *stmt else { return unreachable_explain() };
             let analyze = explain_stmt.options.analyze;
@@ -265,6 +295,10 @@ fn show_queries(session: &SluiceSession) -> Result<RecordBatch> {
         Field::new("status", DataType::Utf8, false),
         Field::new("last_batch_id", DataType::UInt64, true),
         Field::new("last_input_rows", DataType::UInt64, true),
+        Field::new("input_rows_per_second", DataType::Float64, true),
+        Field::new("processed_rows_per_second", DataType::Float64, true),
+        Field::new("last_batch_ms", DataType::UInt64, true),
+        Field::new("state_rows", DataType::UInt64, true),
         Field::new("watermark", DataType::Utf8, true),
         Field::new("error", DataType::Utf8, true),
     ]));
@@ -275,6 +309,14 @@ fn show_queries(session: &SluiceSession) -> Result<RecordBatch> {
         Arc::new(StringArray::from_iter_values(queries.iter().map(|q| q.status().message))),
         Arc::new(UInt64Array::from_iter(progress.iter().map(|p| p.as_ref().map(|p| p.batch_id)))),
         Arc::new(UInt64Array::from_iter(progress.iter().map(|p| p.as_ref().map(|p| p.num_input_rows)))),
+        Arc::new(Float64Array::from_iter(progress.iter().map(|p| p.as_ref().map(|p| p.input_rows_per_second)))),
+        Arc::new(Float64Array::from_iter(progress.iter().map(|p| p.as_ref().map(|p| p.processed_rows_per_second)))),
+        Arc::new(UInt64Array::from_iter(
+            progress.iter().map(|p| p.as_ref().and_then(|p| p.duration_ms.get("total").copied())),
+        )),
+        Arc::new(UInt64Array::from_iter(
+            progress.iter().map(|p| p.as_ref().map(|p| p.state_operators.iter().map(|s| s.num_rows_total).sum())),
+        )),
         Arc::new(StringArray::from_iter(queries.iter().map(|q| {
             q.watermark_ms().and_then(chrono::DateTime::from_timestamp_millis).map(|t| t.naive_utc().to_string())
         }))),

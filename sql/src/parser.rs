@@ -55,6 +55,14 @@ pub enum SluiceStatement {
     },
     /// `SHOW QUERIES`.
     ShowQueries,
+    /// `EXPLAIN [ANALYZE] <query name>`: the plan a running query runs
+    /// each batch, or (ANALYZE) its last micro-batch with per-node metrics.
+    ExplainQuery {
+        /// The query (sink) name.
+        name: String,
+        /// `ANALYZE` given.
+        analyze: bool,
+    },
     /// Any DataFusion statement.
     DataFusion(Box<DFStatement>),
 }
@@ -90,6 +98,12 @@ pub fn parse_sql(sql: &str) -> Result<Vec<SluiceStatement>> {
             let if_exists = df.parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
             let name = object_name(&df.parser.parse_object_name(false)?);
             SluiceStatement::DropSink { name, if_exists }
+        } else if let Some((name, analyze)) = explain_query_name(&df.parser) {
+            let skip = if analyze { 3 } else { 2 };
+            for _ in 0..skip {
+                df.parser.next_token();
+            }
+            SluiceStatement::ExplainQuery { name, analyze }
         } else if is_word(&df.parser, 0, "SHOW") && is_word(&df.parser, 1, "QUERIES") {
             df.parser.next_token();
             df.parser.next_token();
@@ -116,6 +130,22 @@ pub fn parse_one(sql: &str) -> Result<SluiceStatement> {
         (Some(s), true) => Ok(s),
         _ => Err(SqlError::Parse("expected exactly one statement".into())),
     }
+}
+
+/// `EXPLAIN [ANALYZE] <name>` followed by the end of the statement: a
+/// running query's plan (DataFusion's EXPLAIN takes a statement, never a
+/// bare name).
+fn explain_query_name(p: &Parser) -> Option<(String, bool)> {
+    if !is_word(p, 0, "EXPLAIN") {
+        return None;
+    }
+    let analyze = is_word(p, 1, "ANALYZE");
+    let at = if analyze { 2 } else { 1 };
+    let Token::Word(w) = p.peek_nth_token(at).token else { return None };
+    if w.keyword != Keyword::NoKeyword && w.quote_style.is_none() {
+        return None;
+    }
+    matches!(p.peek_nth_token(at + 1).token, Token::EOF | Token::SemiColon).then(|| (w.value, analyze))
 }
 
 fn is_word(p: &Parser, n: usize, word: &str) -> bool {

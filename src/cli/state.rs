@@ -42,7 +42,10 @@ pub async fn state(args: &StateArgs) -> Result<ExitCode, String> {
             println!("{}: no stateful operator has state", args.checkpoint);
             return Ok(ExitCode::SUCCESS);
         }
-        println!("{:<9} {:<18} {:<10} {:<14} {:>10}  keys / state", "operator", "kind", "partitions", "versions", "bytes");
+        println!(
+            "{:<9} {:<18} {:<10} {:<14} {:>10}  keys / state",
+            "operator", "kind", "partitions", "versions", "bytes"
+        );
         for o in ops {
             let kind = &o.kind;
             let (keys, values) = match &o.layout {

@@ -182,3 +182,60 @@ async fn rows_dropped_before_the_partial_stage_are_counted_and_kept() {
     assert!(text.contains("| a | 1 |") && !text.contains("| c |"), "{text}");
     session.stop_all().await.unwrap();
 }
+
+/// The lines of a one-column result.
+fn lines(out: Vec<StatementResult>) -> String {
+    let Some(StatementResult::Rows(batches)) = out.into_iter().next() else { panic!("no rows") };
+    let mut lines = vec![];
+    for b in &batches {
+        lines.extend(b.column(0).as_string::<i32>().iter().map(|l| l.unwrap_or_default().to_string()));
+    }
+    lines.join("\n")
+}
+
+#[tokio::test]
+async fn explain_analyze_of_a_running_query_shows_its_last_batch_and_show_queries_its_figures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = Environment::default();
+    let session = crate::manual_session(&env, tmp.path());
+    execute_sql(
+        &session,
+        "CREATE SOURCE events (k VARCHAR) WITH (connector = 'memory');
+         CREATE SINK counts WITH (connector = 'memory', output_mode = 'update') AS \
+         SELECT k, count(*) AS n FROM events GROUP BY k",
+    )
+    .await
+    .unwrap();
+    let q = session.query("counts").unwrap();
+    let before = lines(execute_sql(&session, "EXPLAIN ANALYZE counts").await.unwrap());
+    assert!(before.contains("no micro-batch has run yet"), "{before}");
+    env.streams.get("events").unwrap().push_rows(&["a", "b", "a"]).unwrap();
+    q.process_all_available().await.unwrap();
+    let analyzed = lines(execute_sql(&session, "EXPLAIN ANALYZE counts;").await.unwrap());
+    assert!(analyzed.starts_with("query 'counts': last micro-batch 0 (3 rows in"), "{analyzed}");
+    assert!(analyzed.contains("StreamingAggregateExec") && analyzed.contains("output_rows=2"), "{analyzed}");
+    let plan = lines(execute_sql(&session, "EXPLAIN counts").await.unwrap());
+    assert!(plan.contains("StreamingAggregateExec") && !plan.contains("output_rows"), "{plan}");
+    let e = execute_sql(&session, "EXPLAIN ANALYZE nope").await.unwrap_err().to_string();
+    assert!(e.contains("no running query named 'nope'") && e.contains("counts"), "{e}");
+    // SHOW QUERIES: status, last batch, rates, batch time, state rows.
+    let out = execute_sql(&session, "SHOW QUERIES").await.unwrap();
+    let Some(StatementResult::Rows(b)) = out.into_iter().next() else { panic!("no rows") };
+    let table = datafusion::arrow::util::pretty::pretty_format_batches(&b).unwrap().to_string();
+    for col in [
+        "status",
+        "last_batch_id",
+        "input_rows_per_second",
+        "processed_rows_per_second",
+        "last_batch_ms",
+        "state_rows",
+        "watermark",
+        "error",
+    ] {
+        assert!(table.contains(col), "{col} missing: {table}");
+    }
+    let state_rows =
+        b[0].column_by_name("state_rows").unwrap().as_primitive::<datafusion::arrow::datatypes::UInt64Type>().value(0);
+    assert_eq!(state_rows, 2, "{table}");
+    session.stop_all().await.unwrap();
+}

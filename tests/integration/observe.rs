@@ -154,16 +154,26 @@ fn sluice_run_appends_spark_shaped_progress_json_lines() {
     )
     .unwrap();
     let progress = tmp.path().join("progress.jsonl");
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("-v")
         .arg("run")
         .arg(&sql)
         .arg("--progress-json")
         .arg(&progress)
         .arg("--metrics")
         .arg("127.0.0.1:0")
-        .status()
+        .env_remove("RUST_LOG")
+        .output()
         .unwrap();
-    assert!(status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // With -v the per-batch log lines are under the query's and the batch's
+    // tracing spans.
+    let id = stderr.split("(id ").nth(1).and_then(|r| r.split(')').next()).unwrap_or_default().to_string();
+    for batch in 0..2 {
+        let span = format!("query{{name=q id={id}}}:batch{{query=q id={batch}}}: query 'q' batch {batch}:");
+        assert!(stderr.contains(&span), "no line under {span}:\n{stderr}");
+    }
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&progress)
         .unwrap()
         .lines()

@@ -105,8 +105,9 @@ fn sluice_run_shows_a_live_status_line_per_query_on_a_terminal() {
     p.exp_string("started query 'by_key'").unwrap();
     // The line is redrawn in place with the query's figures: once the keys
     // are all in the state, it says so.
-    let (_, line) =
-        p.exp_regex(r"by_key: batch \d+ \| \d+ rows/s in, \d+ rows/s processed \| watermark - \| state 10 rows").unwrap();
+    let (_, line) = p
+        .exp_regex(r"by_key: batch \d+ \| \d+ rows/s in, \d+ rows/s processed \| watermark - \| state 10 rows")
+        .unwrap();
     assert!(line.contains("state 10 rows"), "{line}");
     p.exp_string("last batch").unwrap();
     // Ctrl-C stops the queries and the command.

@@ -148,7 +148,8 @@ async fn sluice_state_reads_dedup_session_and_join_state() {
         session.query(q).unwrap().process_all_available().await.unwrap();
     }
     // Dedup: one row per key seen, with the time it is forgotten at.
-    let dedup = rows(&session, "SELECT user_id, expires_at FROM sluice_state('firsts', 'dedup') ORDER BY user_id").await;
+    let dedup =
+        rows(&session, "SELECT user_id, expires_at FROM sluice_state('firsts', 'dedup') ORDER BY user_id").await;
     assert_eq!(
         dedup,
         "\

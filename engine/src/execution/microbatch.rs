@@ -16,7 +16,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::compute::kernels::aggregate::{max, min};
 use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
 use datafusion::arrow::record_batch::RecordBatch;
-use tracing::{debug, info};
+use tracing::{debug, info, Instrument};
 
 use super::StateRuntime;
 use crate::checkpoint::{CheckpointLock, CommitEntry, OffsetEntry, QueryCheckpoint, QueryMetadata};
@@ -325,7 +325,21 @@ impl MicroBatchExecution {
         Ok(())
     }
 
+    /// Run one batch under a `batch` span (with the query's name and the
+    /// batch id), logging its summary there.
     async fn run_batch(
+        &mut self,
+        entry: OffsetEntry,
+        started: Instant,
+        latest_offset_ms: u64,
+    ) -> Result<StreamingQueryProgress> {
+        let span = tracing::info_span!("batch", query = %self.name, id = entry.batch_id);
+        let progress = self.run_batch_in_span(entry, started, latest_offset_ms).instrument(span.clone()).await?;
+        span.in_scope(|| info!("{}", progress.summary()));
+        Ok(progress)
+    }
+
+    async fn run_batch_in_span(
         &mut self,
         entry: OffsetEntry,
         started: Instant,

@@ -40,9 +40,10 @@ impl TableFunctionImpl for StateTableFunction {
 
 fn text(e: Option<&Expr>) -> Option<String> {
     match e {
-        Some(Expr::Literal(ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)), _)) => {
-            Some(s.clone())
-        }
+        Some(Expr::Literal(
+            ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)),
+            _,
+        )) => Some(s.clone()),
         _ => None,
     }
 }
@@ -106,7 +107,10 @@ fn resolve(session: Option<Arc<crate::session::SessionInner>>, query: &str) -> R
         if known.is_empty() {
             "no query was started in this session (pass a checkpoint location instead)".to_string()
         } else {
-            format!("the queries are {} (SHOW QUERIES lists them)", known.iter().map(|q| format!("'{q}'")).collect::<Vec<_>>().join(", "))
+            format!(
+                "the queries are {} (SHOW QUERIES lists them)",
+                known.iter().map(|q| format!("'{q}'")).collect::<Vec<_>>().join(", ")
+            )
         }
     )))
 }

@@ -129,8 +129,14 @@ impl StateStore {
                 config.num_partitions
             )));
         }
-        let mut store =
-            Self { dir, config, partitions: vec![Partition::default()], first: partition, reservation: None, removal_time: Default::default() };
+        let mut store = Self {
+            dir,
+            config,
+            partitions: vec![Partition::default()],
+            first: partition,
+            reservation: None,
+            removal_time: Default::default(),
+        };
         match (version, reset) {
             (Some(v), true) => {
                 store.partition_dir(0).write_blob(&format!("{v}.snapshot"), &files::encode(&[])?).await?;
@@ -150,8 +156,14 @@ impl StateStore {
             reason: "missing: no state store was written here (the operator has not committed a batch yet)".into(),
         })?;
         let config = StateStoreConfig { num_partitions: n, ..StateStoreConfig::default() };
-        let mut store =
-            Self { dir, config, partitions: (0..n).map(|_| Partition::default()).collect(), first: 0, reservation: None, removal_time: Default::default() };
+        let mut store = Self {
+            dir,
+            config,
+            partitions: (0..n).map(|_| Partition::default()).collect(),
+            first: 0,
+            reservation: None,
+            removal_time: Default::default(),
+        };
         store.restore(version).await?;
         Ok(store)
     }

@@ -86,7 +86,8 @@ struct AggregateDescriptor {
 pub(crate) fn describe(spec: &OperatorSpec) -> Result<Vec<u8>> {
     let (fields, desc): (Vec<Field>, Descriptor) = match spec {
         OperatorSpec::Aggregate { parts, .. } | OperatorSpec::Session { parts, .. } => {
-            let operator = if matches!(spec, OperatorSpec::Aggregate { .. }) { "aggregate" } else { "session_aggregate" };
+            let operator =
+                if matches!(spec, OperatorSpec::Aggregate { .. }) { "aggregate" } else { "session_aggregate" };
             let input = &parts.input_schema;
             let mut fields = vec![];
             for (e, name) in parts.group_by.expr() {
@@ -108,24 +109,63 @@ pub(crate) fn describe(spec: &OperatorSpec) -> Result<Vec<u8>> {
                 });
             }
             let num_keys = parts.group_by.expr().len();
-            (fields, Descriptor { operator: operator.into(), num_keys, aggregates, keys: vec![], left_columns: 0, tracks_matches: [false; 2] })
+            (
+                fields,
+                Descriptor {
+                    operator: operator.into(),
+                    num_keys,
+                    aggregates,
+                    keys: vec![],
+                    left_columns: 0,
+                    tracks_matches: [false; 2],
+                },
+            )
         }
         OperatorSpec::Dedup { schema, spec, .. } => {
             let keys = if spec.keys.is_empty() { (0..schema.fields().len()).collect() } else { spec.keys.clone() };
             let fields = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-            (fields, Descriptor { operator: "dedup".into(), num_keys: 0, aggregates: vec![], keys, left_columns: 0, tracks_matches: [false; 2] })
+            (
+                fields,
+                Descriptor {
+                    operator: "dedup".into(),
+                    num_keys: 0,
+                    aggregates: vec![],
+                    keys,
+                    left_columns: 0,
+                    tracks_matches: [false; 2],
+                },
+            )
         }
         OperatorSpec::Join(join) => {
             let fields = join.joined_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
             let left_columns = join.left.schema.fields().len();
             let tracks_matches = [join.tracks_matches(0), join.tracks_matches(1)];
-            (fields, Descriptor { operator: "join".into(), num_keys: 0, aggregates: vec![], keys: vec![], left_columns, tracks_matches })
+            (
+                fields,
+                Descriptor {
+                    operator: "join".into(),
+                    num_keys: 0,
+                    aggregates: vec![],
+                    keys: vec![],
+                    left_columns,
+                    tracks_matches,
+                },
+            )
         }
-        OperatorSpec::Limit { .. } => {
-            (vec![], Descriptor { operator: "limit".into(), num_keys: 0, aggregates: vec![], keys: vec![], left_columns: 0, tracks_matches: [false; 2] })
-        }
+        OperatorSpec::Limit { .. } => (
+            vec![],
+            Descriptor {
+                operator: "limit".into(),
+                num_keys: 0,
+                aggregates: vec![],
+                keys: vec![],
+                left_columns: 0,
+                tracks_matches: [false; 2],
+            },
+        ),
     };
-    let metadata = [(METADATA_KEY.to_string(), serde_json::to_string(&desc).map_err(|e| SluiceError::internal(e.to_string()))?)];
+    let metadata =
+        [(METADATA_KEY.to_string(), serde_json::to_string(&desc).map_err(|e| SluiceError::internal(e.to_string()))?)];
     let schema = Schema::new(fields).with_metadata(metadata.into_iter().collect());
     let mut out = vec![];
     StreamWriter::try_new(&mut out, &schema)?.finish()?;
@@ -215,18 +255,14 @@ pub async fn read_operator(
 ) -> Result<OperatorStateRows> {
     let operators = list_operators(root).await?;
     let listing = || {
-        let all: Vec<String> = operators
-            .iter()
-            .map(|o| format!("'{}' ({})", o.name, o.kind))
-            .collect();
+        let all: Vec<String> = operators.iter().map(|o| format!("'{}' ({})", o.name, o.kind)).collect();
         if all.is_empty() {
             "it has no stateful operator with committed state".to_string()
         } else {
             format!("its operators are {}", all.join(", "))
         }
     };
-    let by_kind: Vec<&OperatorStateInfo> =
-        operators.iter().filter(|o| o.kind == operator).collect();
+    let by_kind: Vec<&OperatorStateInfo> = operators.iter().filter(|o| o.kind == operator).collect();
     let info = match operators.iter().find(|o| o.name == operator) {
         Some(o) => o,
         None if by_kind.len() == 1 => by_kind[0],
@@ -281,7 +317,8 @@ async fn decode(
         "aggregate" | "session_aggregate" => {
             let stages = AggStages::try_new(aggregate_parts(schema, desc, aggregate)?)?;
             let partial = Arc::clone(&stages.partial_schema);
-            let conv = RowConverter::new(partial.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect())?;
+            let conv =
+                RowConverter::new(partial.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect())?;
             let mut rows: Vec<&[u8]> = vec![];
             for (_, v) in store.iter() {
                 if desc.operator == "aggregate" {
@@ -291,7 +328,8 @@ async fn decode(
                 }
             }
             let parser = conv.parser();
-            let states = RecordBatch::try_new(Arc::clone(&partial), conv.convert_rows(rows.iter().map(|r| parser.parse(r)))?)?;
+            let states =
+                RecordBatch::try_new(Arc::clone(&partial), conv.convert_rows(rows.iter().map(|r| parser.parse(r)))?)?;
             let out = stages.run(AggregateMode::Final, vec![states], &task).await?;
             let out_schema = out.first().map(|b| b.schema()).unwrap_or(final_schema(&stages)?);
             Ok((out_schema, out))
@@ -382,8 +420,13 @@ fn aggregate_parts(
 
 /// The schema of the `Final` stage's output (for a state with no group).
 fn final_schema(stages: &AggStages) -> Result<SchemaRef> {
-    let mut fields: Vec<Field> =
-        stages.parts.group_by.expr().iter().map(|(_, n)| stages.partial_schema.field_with_name(n).cloned()).collect::<std::result::Result<_, _>>()?;
+    let mut fields: Vec<Field> = stages
+        .parts
+        .group_by
+        .expr()
+        .iter()
+        .map(|(_, n)| stages.partial_schema.field_with_name(n).cloned())
+        .collect::<std::result::Result<_, _>>()?;
     for a in &stages.parts.aggr {
         fields.push(a.field().as_ref().clone());
     }
@@ -405,7 +448,9 @@ fn decode_join(
     // Both sides may have a column of one name: `left_<name>`, `right_<name>`.
     for (s, fields) in sides.iter().enumerate() {
         let side = if s == 0 { "left" } else { "right" };
-        out_fields.extend(fields.iter().map(|f| f.as_ref().clone().with_name(format!("{side}_{}", f.name())).with_nullable(true)));
+        out_fields.extend(
+            fields.iter().map(|f| f.as_ref().clone().with_name(format!("{side}_{}", f.name())).with_nullable(true)),
+        );
     }
     let out_schema = Arc::new(Schema::new(out_fields));
     // Rows by side, in key order (the store iterates in no order).
