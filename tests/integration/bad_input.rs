@@ -168,6 +168,13 @@ fn catalogue() -> Vec<Case> {
         case!("rate source under available_now", ["CREATE SOURCE r WITH (connector = 'rate', rows_per_second = '10')"], "CREATE SINK s WITH (trigger = 'available_now') AS SELECT * FROM r", ["available_now", "processing_time"]),
         case!("files sink path under a file", [MEM], "CREATE SINK s WITH (connector = 'files', path = '$DIR/in/a.csv/out', checkpoint = '$DIR/ck') AS SELECT * FROM ev", ["path", "a.csv"]),
         case!("checkpoint under a file", [MEM], "CREATE SINK s WITH (checkpoint = '$DIR/in/a.csv/ck') AS SELECT * FROM ev", ["checkpoint", "a.csv"]),
+        // --- Reading state and plans of queries ---
+        case!("sluice_state unknown query", [], "SELECT * FROM sluice_state('nope', '0')", ["no query named 'nope'", "checkpoint"]),
+        case!("sluice_state one argument", [], "SELECT * FROM sluice_state('nope')", ["2 or 3 arguments", "sluice_state('<query name or checkpoint location>'"]),
+        case!("sluice_state number as query", [], "SELECT * FROM sluice_state(1, '0')", ["first argument", "string"]),
+        case!("sluice_state negative batch", [], "SELECT * FROM sluice_state('nope', '0', -1)", ["batch argument", "integer >= 0"]),
+        case!("sluice_state unknown operator", [MEM, "CREATE SINK counts WITH (output_mode = 'complete', checkpoint = '$DIR/ck') AS SELECT word, count(*) AS n FROM ev GROUP BY word"], "SELECT * FROM sluice_state('counts', 'join')", ["unknown state operator 'join'", "'0' (aggregate)"]),
+        case!("explain analyze unknown query", [], "EXPLAIN ANALYZE nope", ["no running query named 'nope'"]),
         // --- Checkpoints in use or unusable ---
         case!("checkpoint shared by two queries", [MEM, "CREATE SINK first WITH (checkpoint = '$DIR/ck') AS SELECT * FROM ev"], "CREATE SINK second WITH (checkpoint = '$DIR/ck') AS SELECT * FROM ev", ["in use by query 'first'", "own checkpoint location"]),
     ];

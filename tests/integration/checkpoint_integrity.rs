@@ -281,3 +281,17 @@ async fn state_partition_count_disagrees_with_the_files() {
     let e = start(&f, false).await.expect_err("a partition count mismatch must not be accepted");
     assert!(e.contains("state/0/_metadata") && e.contains("1 partition") && e.contains("restore"), "{e}");
 }
+
+#[tokio::test]
+async fn a_checkpoint_of_another_format_version_is_refused_naming_both_versions() {
+    let f = ran(2, false).await;
+    // The query metadata, as a later Sluice with format v2 would write it.
+    let metadata = f.ck.join("metadata");
+    let text = std::fs::read_to_string(&metadata).unwrap();
+    let (first, rest) = text.split_once('\n').unwrap();
+    assert_eq!(first, "v1");
+    std::fs::write(&metadata, format!("v2\n{rest}")).unwrap();
+    let e = start(&f, false).await.unwrap_err();
+    assert!(e.contains("metadata") && e.contains("format v2") && e.contains("reads format v1"), "{e}");
+    assert!(e.contains("Sluice version that wrote") && e.contains("new checkpoint location"), "{e}");
+}

@@ -17,6 +17,17 @@ pub const FORMAT_VERSION: &str = "v1";
 const BLOB_MAGIC: &[u8; 4] = b"SLCB";
 const BLOB_VERSION: u8 = 1;
 
+/// A checkpoint file written in format `found` where this Sluice reads `expected`.
+fn another_version(path: &str, found: &str, expected: &str) -> SluiceError {
+    SluiceError::Checkpoint {
+        path: path.to_string(),
+        reason: format!(
+            "written in checkpoint format {found}, but this version of Sluice reads format {expected}: run the \
+             query with the Sluice version that wrote the checkpoint, or use a new checkpoint location"
+        ),
+    }
+}
+
 /// A directory of checkpoint files (local path or object-store location).
 #[derive(Debug, Clone)]
 pub struct CheckpointDir {
@@ -147,6 +158,10 @@ impl CheckpointDir {
         let mut lines = text.splitn(3, '\n');
         let version = lines.next().unwrap_or_default();
         if version != FORMAT_VERSION {
+            let other = version.strip_prefix('v').is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            if other {
+                return Err(another_version(&path, version, FORMAT_VERSION));
+            }
             return Err(corrupt(format!("unsupported format version '{version}' (expected {FORMAT_VERSION})")));
         }
         let crc_line = lines.next().unwrap_or_default();
@@ -193,7 +208,11 @@ impl CheckpointDir {
             return Err(corrupt("not a Sluice checkpoint file (bad header)"));
         }
         if bytes[4] != BLOB_VERSION {
-            return Err(corrupt(&format!("unsupported format version {} (expected {BLOB_VERSION})", bytes[4])));
+            return Err(another_version(
+                &self.display_of(name),
+                &format!("v{}", bytes[4]),
+                &format!("v{BLOB_VERSION}"),
+            ));
         }
         let crc = u32::from_le_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]);
         let mut len_bytes = [0u8; 8];
