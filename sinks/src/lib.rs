@@ -1,7 +1,7 @@
 //! # sluice-sinks
 //!
 //! Sink connectors, one module folder each: `memory`, `console`, `files` and
-//! (feature `kafka`) `kafka`.
+//! (feature `kafka`) `kafka`, (feature `delta`) `delta`.
 //! [`register_all`] adds them to a registry. (The `foreach_batch` sink is an
 //! API adapter and lives in the engine.)
 #![warn(missing_docs)]
@@ -11,6 +11,8 @@ use std::sync::Arc;
 use sluice_engine::ConnectorRegistry;
 
 pub mod console;
+#[cfg(feature = "delta")]
+pub mod delta;
 pub mod files;
 #[cfg(feature = "kafka")]
 pub mod kafka;
@@ -28,4 +30,6 @@ pub fn register_all(registry: &mut ConnectorRegistry, memory: MemorySinks) {
     registry.register_sink(Arc::new(files::FilesSinkFactory));
     #[cfg(feature = "kafka")]
     registry.register_sink(Arc::new(kafka::KafkaSinkFactory));
+    #[cfg(feature = "delta")]
+    registry.register_sink(Arc::new(delta::DeltaSinkFactory));
 }

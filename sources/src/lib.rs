@@ -1,13 +1,16 @@
 //! # sluice-sources
 //!
 //! Source connectors, one module folder each: `memory`, `files`, `rate`,
-//! `socket`, `nexmark` and (feature `kafka`) `kafka`. [`register_all`] adds them to a registry.
+//! `socket`, `nexmark`, (feature `kafka`) `kafka` and (feature `delta`)
+//! `delta`. [`register_all`] adds them to a registry.
 #![warn(missing_docs)]
 
 use std::sync::Arc;
 
 use sluice_engine::ConnectorRegistry;
 
+#[cfg(feature = "delta")]
+pub mod delta;
 pub mod files;
 #[cfg(feature = "kafka")]
 pub mod kafka;
@@ -31,4 +34,6 @@ pub fn register_all(registry: &mut ConnectorRegistry, memory: MemoryStreams) {
     registry.register_source(Arc::new(socket::SocketSourceFactory));
     #[cfg(feature = "kafka")]
     registry.register_source(Arc::new(kafka::KafkaSourceFactory));
+    #[cfg(feature = "delta")]
+    registry.register_source(Arc::new(delta::DeltaSourceFactory));
 }

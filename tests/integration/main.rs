@@ -5,6 +5,8 @@ mod bad_input;
 mod checkpoint_integrity;
 mod connectors;
 mod crash;
+#[cfg(feature = "delta")]
+mod delta;
 mod errors;
 mod explain;
 #[cfg(feature = "kafka")]

@@ -100,31 +100,42 @@ impl SinkFactory for FilesSinkFactory {
 /// Parse `partition_by` and match each name to a column of the schema
 /// (exactly, else ignoring case).
 fn resolve_partition_columns(option: Option<&str>, ctx: &SinkContext) -> Result<Vec<String>> {
-    let Some(option) = option else {
+    let columns = resolve_columns("partition_by", option, &ctx.schema)?;
+    if !columns.is_empty() && columns.len() == ctx.schema.fields().len() {
+        return Err(SluiceError::InvalidOption {
+            option: "partition_by".into(),
+            value: option.unwrap_or_default().into(),
+            reason: "cannot partition by every column: no column would be left in the data files".into(),
+        });
+    }
+    Ok(columns)
+}
+
+/// The columns a comma-separated option `option` names, matched to the
+/// query output's columns (exactly, else ignoring case), each once.
+pub(crate) fn resolve_columns(
+    option: &str,
+    value: Option<&str>,
+    schema: &arrow::datatypes::Schema,
+) -> Result<Vec<String>> {
+    let Some(value) = value else {
         return Ok(vec![]);
     };
-    let names: Vec<String> = ctx.schema.fields().iter().map(|f| f.name().clone()).collect();
+    let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     let mut columns = Vec::new();
-    for wanted in option.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+    for wanted in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let found = names
             .iter()
             .find(|n| n.as_str() == wanted)
             .or_else(|| names.iter().find(|n| n.eq_ignore_ascii_case(wanted)))
             .ok_or_else(|| SluiceError::InvalidOption {
-                option: "partition_by".into(),
-                value: option.into(),
+                option: option.into(),
+                value: value.into(),
                 reason: format!("no column '{wanted}' in the query output; columns are: {}", names.join(", ")),
             })?;
         if !columns.contains(found) {
             columns.push(found.clone());
         }
-    }
-    if !columns.is_empty() && columns.len() == names.len() {
-        return Err(SluiceError::InvalidOption {
-            option: "partition_by".into(),
-            value: option.into(),
-            reason: "cannot partition by every column: no column would be left in the data files".into(),
-        });
     }
     Ok(columns)
 }
