@@ -144,6 +144,12 @@ pub trait SourceFactory: Send + Sync + Debug {
     fn default_schema(&self, _options: &Options) -> Option<SchemaRef> {
         None
     }
+    /// Why [`Self::default_schema`] gave none, for a connector that reads
+    /// its schema from the data and could not (a table that is not there):
+    /// the error to report instead of "needs a schema".
+    fn schema_error(&self, _options: &Options) -> Option<SluiceError> {
+        None
+    }
     /// Instantiate the source for one query.
     fn create(&self, ctx: SourceContext) -> Result<Arc<dyn Source>>;
 }

@@ -25,6 +25,8 @@ pub const CRASH_POINTS: &[&str] = &[
     "during_snapshot",
     "before_commit_log",
     "during_source_listing",
+    "before_delta_commit",
+    "after_delta_commit",
 ];
 
 #[cfg(debug_assertions)]

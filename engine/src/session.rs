@@ -261,12 +261,21 @@ impl SluiceSession {
         let factory = self.inner.registry.source(&def.connector)?;
         def.options.check_known("source", &def.connector, factory.valid_options())?;
         if def.schema.fields().is_empty() {
-            def.schema = factory.default_schema(&def.options).ok_or_else(|| {
-                SluiceError::plan(format!(
-                    "source '{}' ({} connector) needs a schema: list its columns in CREATE SOURCE or call .schema(..)",
-                    def.name, def.connector
-                ))
-            })?;
+            def.schema = match factory.default_schema(&def.options) {
+                Some(schema) => schema,
+                None => {
+                    // A connector that reads its schema from the data (a Delta
+                    // table) says why it could not.
+                    if let Some(e) = factory.schema_error(&def.options) {
+                        return Err(e);
+                    }
+                    return Err(SluiceError::plan(format!(
+                        "source '{}' ({} connector) needs a schema: list its columns in CREATE SOURCE or call \
+                         .schema(..)",
+                        def.name, def.connector
+                    )));
+                }
+            };
         }
         if let Some(w) = &def.watermark {
             w.check(&def.name, &def.schema)?;

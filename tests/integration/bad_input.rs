@@ -180,7 +180,25 @@ fn catalogue() -> Vec<Case> {
     ];
     #[cfg(feature = "kafka")]
     cases.extend(kafka_cases());
+    #[cfg(feature = "delta")]
+    cases.extend(delta_cases());
     cases
+}
+
+/// The Delta connector's options and tables.
+#[cfg(feature = "delta")]
+fn delta_cases() -> Vec<Case> {
+    vec![
+        case!("delta sink without path", [MEM], "CREATE SINK d WITH (connector = 'delta', checkpoint = '$DIR/ck') AS SELECT * FROM ev", ["path = '<table directory>'"]),
+        case!("delta sink without checkpoint", [MEM], "CREATE SINK d WITH (connector = 'delta', path = '$DIR/t') AS SELECT * FROM ev", ["checkpoint"]),
+        case!("delta update without merge_keys", [MEM], "CREATE SINK d WITH (connector = 'delta', path = '$DIR/t', output_mode = 'update', checkpoint = '$DIR/ck') AS SELECT word, count(*) AS n FROM ev GROUP BY word", ["merge_keys", "update mode"]),
+        case!("delta merge_keys unknown column", [MEM], "CREATE SINK d WITH (connector = 'delta', path = '$DIR/t', output_mode = 'update', merge_keys = 'nope', checkpoint = '$DIR/ck') AS SELECT word, count(*) AS n FROM ev GROUP BY word", ["no column 'nope'", "merge_keys"]),
+        case!("delta sink s3 path", [MEM], "CREATE SINK d WITH (connector = 'delta', path = 's3://b/t', checkpoint = '$DIR/ck') AS SELECT * FROM ev", ["path", "file://"]),
+        case!("delta sink unknown option", [MEM], "CREATE SINK d WITH (connector = 'delta', path = '$DIR/t', mergeSchema = 'true', checkpoint = '$DIR/ck') AS SELECT * FROM ev", ["unknown option 'mergeschema'", "merge_schema"]),
+        case!("delta source not a table", [], "CREATE SOURCE d WITH (connector = 'delta', path = '$DIR/empty')", ["not a Delta table", "empty"]),
+        case!("delta source bad version", [], "CREATE SOURCE d (a INT) WITH (connector = 'delta', path = '$DIR/empty', version = 'latest')", ["version", "'latest'"]),
+        case!("delta source zero max_files_per_trigger", [], "CREATE SOURCE d (a INT) WITH (connector = 'delta', path = '$DIR/empty', max_files_per_trigger = '0')", ["max_files_per_trigger", "positive"]),
+    ]
 }
 
 /// Kafka options and an unreachable broker (nothing listens on port 1): no

@@ -59,3 +59,24 @@ fn the_checker_sees_a_lost_batch() {
     assert!(!out.status.success(), "{line}");
     assert!(field(line.trim(), "lost") > 0, "{line}");
 }
+
+/// The Delta harness, bounded: files -> Delta (appended and merged), killed
+/// and restarted; the tables are read back by the `deltalake` Python
+/// package (an independent reader).
+#[cfg(feature = "delta")]
+#[test]
+fn delta_kill_and_restart_loses_and_duplicates_nothing() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("bash")
+        .arg(root.join("tests/crash/delta_crash_test.sh"))
+        .args(["--bin", env!("CARGO_BIN_EXE_sluice")])
+        .args(["--cycles", "16", "--files", "24", "--rows", "10", "--seed", "5"])
+        .output()
+        .expect("run bash");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let line = stdout.lines().last().unwrap_or_default().to_string();
+    assert!(out.status.success(), "harness failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(field(&line, "kills") >= 8, "the process must really be killed: {line}");
+    assert_eq!(field(&line, "rows_in"), 240);
+    assert_eq!((field(&line, "lost"), field(&line, "duplicated")), (0, 0), "{line}");
+}

@@ -158,7 +158,8 @@ impl CheckpointDir {
         let mut lines = text.splitn(3, '\n');
         let version = lines.next().unwrap_or_default();
         if version != FORMAT_VERSION {
-            let other = version.strip_prefix('v').is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            let other =
+                version.strip_prefix('v').is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
             if other {
                 return Err(another_version(&path, version, FORMAT_VERSION));
             }

@@ -111,6 +111,14 @@ impl SourceFactory for DeltaSourceFactory {
         table_schema(&options).ok()
     }
 
+    fn schema_error(&self, options: &Options) -> Option<SluiceError> {
+        let options = match DeltaOptions::parse(options) {
+            Ok(o) => o,
+            Err(e) => return Some(e),
+        };
+        DeltaLog::new(options.root.clone()).versions().err().or_else(|| table_schema(&options).err())
+    }
+
     fn create(&self, ctx: SourceContext) -> Result<Arc<dyn Source>> {
         let options = DeltaOptions::parse(&ctx.definition.options)?;
         Ok(Arc::new(DeltaSource {
