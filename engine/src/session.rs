@@ -108,21 +108,9 @@ pub(crate) struct SessionInner {
     queries: Mutex<BTreeMap<String, StreamingQuery>>,
     /// Where each query started here keeps its checkpoint (kept after it
     /// stops, for `sluice_state`).
-    checkpoints: Mutex<BTreeMap<String, String>>,
+    checkpoints: Arc<crate::functions::state_table::QueryCheckpoints>,
     counter: Mutex<u64>,
     listeners: Arc<ListenerBus>,
-}
-
-impl SessionInner {
-    /// Where the query `name`, started in this session, keeps its checkpoint.
-    pub(crate) fn checkpoint_of(&self, name: &str) -> Option<String> {
-        self.checkpoints.lock().get(&name.to_ascii_lowercase()).cloned()
-    }
-
-    /// The names of the queries started in this session (running or not).
-    pub(crate) fn query_names(&self) -> Vec<String> {
-        self.checkpoints.lock().keys().cloned().collect()
-    }
 }
 
 impl std::fmt::Debug for SessionInner {
@@ -169,9 +157,10 @@ impl SluiceSession {
         }
         // External tables over a files-sink output read only its committed files.
         crate::committed_table::register(&ctx);
+        let checkpoints = Arc::new(crate::functions::state_table::QueryCheckpoints::default());
         ctx.register_udtf(
             crate::functions::state_table::NAME,
-            Arc::new(crate::functions::state_table::StateTableFunction),
+            Arc::new(crate::functions::state_table::StateTableFunction::new(Arc::clone(&checkpoints))),
         );
         let inner = Arc::new_cyclic(|weak| {
             let ctx = ctx;
@@ -183,7 +172,7 @@ impl SluiceSession {
                 config,
                 sources: Mutex::new(BTreeMap::new()),
                 queries: Mutex::new(BTreeMap::new()),
-                checkpoints: Mutex::new(BTreeMap::new()),
+                checkpoints,
                 counter: Mutex::new(0),
                 listeners: Arc::new(ListenerBus::default()),
             }
@@ -366,7 +355,7 @@ impl SluiceSession {
             }
         };
         let checkpoint = QueryCheckpoint::open(&checkpoint_location)?;
-        self.inner.checkpoints.lock().insert(name.to_ascii_lowercase(), checkpoint.root().location().to_string());
+        self.inner.checkpoints.insert(&name, checkpoint.root().location());
         let lock = CheckpointLock::acquire(checkpoint.root(), &name, self.inner.clock.now_millis()).await?;
         let query_id = checkpoint
             .metadata_or_init(QueryMetadata { id: uuid::Uuid::new_v4().to_string(), name: name.clone() })

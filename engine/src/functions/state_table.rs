@@ -19,8 +19,30 @@ use datafusion::logical_expr::Expr;
 
 use crate::checkpoint::CheckpointDir;
 use crate::error::{Result, SluiceError};
-use crate::session::SessionHandle;
 use crate::stateful::inspect::{read_operator, OperatorStateRows};
+
+/// Where each query a session started keeps its checkpoint, by lower-case
+/// name (kept after the query stops). The session fills it; the function
+/// reads it.
+#[derive(Debug, Default)]
+pub struct QueryCheckpoints(parking_lot::Mutex<std::collections::BTreeMap<String, String>>);
+
+impl QueryCheckpoints {
+    /// Record that query `name` keeps its checkpoint at `location`.
+    pub fn insert(&self, name: &str, location: &str) {
+        self.0.lock().insert(name.to_ascii_lowercase(), location.to_string());
+    }
+
+    /// The checkpoint location of query `name`.
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.0.lock().get(&name.to_ascii_lowercase()).cloned()
+    }
+
+    /// The names recorded.
+    pub fn names(&self) -> Vec<String> {
+        self.0.lock().keys().cloned().collect()
+    }
+}
 
 /// The name the function is registered under.
 pub const NAME: &str = "sluice_state";
@@ -29,7 +51,16 @@ const USAGE: &str = "sluice_state('<query name or checkpoint location>', '<opera
 
 /// `sluice_state`, registered on every Sluice session.
 #[derive(Debug, Default)]
-pub struct StateTableFunction;
+pub struct StateTableFunction {
+    queries: std::sync::Arc<QueryCheckpoints>,
+}
+
+impl StateTableFunction {
+    /// The function of a session whose queries' checkpoints are `queries`.
+    pub fn new(queries: std::sync::Arc<QueryCheckpoints>) -> Self {
+        Self { queries }
+    }
+}
 
 impl TableFunctionImpl for StateTableFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> datafusion::error::Result<Arc<dyn TableProvider>> {
@@ -67,7 +98,7 @@ impl StateTableFunction {
             Some(_) => return Err(bad(format!("the batch argument of {NAME} must be a literal batch id"))),
         };
         let session = args.session();
-        let location = resolve(session.config().get_extension::<SessionHandle>().and_then(|h| h.0.upgrade()), &query)?;
+        let location = resolve(&self.queries, &query)?;
         let functions = session.aggregate_functions().clone();
         let task = session.task_ctx();
         // The planner calls table functions synchronously: read on a thread
@@ -88,14 +119,11 @@ impl StateTableFunction {
 
 /// The checkpoint location of `query`: a query this session started, or a
 /// checkpoint location.
-fn resolve(session: Option<Arc<crate::session::SessionInner>>, query: &str) -> Result<String> {
-    let mut known = vec![];
-    if let Some(inner) = &session {
-        if let Some(location) = inner.checkpoint_of(query) {
-            return Ok(location);
-        }
-        known = inner.query_names();
+fn resolve(queries: &QueryCheckpoints, query: &str) -> Result<String> {
+    if let Some(location) = queries.get(query) {
+        return Ok(location);
     }
+    let known = queries.names();
     let is_checkpoint = query.starts_with("s3://")
         || query.starts_with("s3a://")
         || std::path::Path::new(query.strip_prefix("file://").unwrap_or(query)).join("metadata").is_file();
