@@ -32,6 +32,8 @@ pub struct QueryAnalysis {
     pub limit: bool,
     /// A join of two streams.
     pub stream_stream_join: bool,
+    /// A window function over a stream (a Top-N).
+    pub window: bool,
     /// An outer join that would need the static side to be a stream.
     pub unsupported_outer_join: Option<String>,
 }
@@ -57,6 +59,7 @@ impl QueryAnalysis {
                     }
                 }
                 LogicalPlan::Limit(l) if is_streaming(&l.input) => info.limit = true,
+                LogicalPlan::Window(w) if is_streaming(&w.input) => info.window = true,
                 LogicalPlan::Join(j) => {
                     let (l, r) = (is_streaming(&j.left), is_streaming(&j.right));
                     if l && r {
@@ -77,7 +80,7 @@ impl QueryAnalysis {
 
     /// Whether the query keeps state between batches.
     pub fn is_stateful(&self) -> bool {
-        self.aggregate || self.distinct || self.stream_stream_join
+        self.aggregate || self.distinct || self.stream_stream_join || self.window
     }
 
     /// Check the query against `mode`; the error names the operator, the mode
@@ -105,6 +108,11 @@ impl QueryAnalysis {
             OutputMode::Complete if self.distinct => Err(SluiceError::unsupported(
                 "complete output mode is not supported for SELECT DISTINCT (deduplication) on a stream: it keeps no \
                  result table to rewrite; use output_mode = 'append' or 'update'",
+            )),
+            OutputMode::Complete if self.window => Err(SluiceError::unsupported(
+                "complete output mode is not supported for a Top-N (ROW_NUMBER/RANK/DENSE_RANK over a stream): it \
+                 emits the ranks that change (update mode) or each window's final ranking (append mode); use \
+                 output_mode = 'update'",
             )),
             OutputMode::Complete if !self.aggregate => Err(SluiceError::unsupported(
                 "complete output mode is not supported for a streaming query without aggregation: there is no result \

@@ -15,6 +15,7 @@ pub mod join_node;
 pub mod keys;
 pub mod nodes;
 pub mod planner;
+pub mod topn_node;
 pub mod wrap;
 
 use std::collections::{BTreeSet, HashMap};

@@ -18,11 +18,12 @@ use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, Phy
 
 use super::join_node::{EvictRule, StreamingJoinNode};
 use super::nodes::{StreamingAggregateNode, StreamingDedupNode, StreamingLimitNode, WithinWatermarkNode};
+use super::topn_node::StreamingTopNNode;
 use crate::error::SluiceError;
 use crate::options::OutputMode;
 use crate::physical::{contains_stateful, StatefulExec, WatermarkFilterExec};
 use crate::state::StateStoreConfig;
-use crate::stateful::{AggregateParts, EventTimeKey, Evict, JoinSpec, OperatorSpec, SideSpec};
+use crate::stateful::{AggregateParts, EventTimeKey, Evict, JoinSpec, OperatorSpec, SideSpec, TopNSpec};
 
 /// Plans the streaming extension nodes.
 #[derive(Debug)]
@@ -277,6 +278,48 @@ impl StreamingExtensionPlanner {
         Ok(StatefulExec::new_join(node.id, Arc::new(spec), downstream, left, right, schema))
     }
 
+    fn topn(
+        &self,
+        node: &StreamingTopNNode,
+        input: Arc<dyn ExecutionPlan>,
+        session: &dyn Session,
+    ) -> DFResult<StatefulExec> {
+        let logical = node.input.schema();
+        let params = &node.window.params;
+        let partition = params
+            .partition_by
+            .iter()
+            .map(|e| session.create_physical_expr(e.clone(), logical))
+            .collect::<DFResult<Vec<_>>>()?;
+        let order = params
+            .order_by
+            .iter()
+            .map(|s| {
+                Ok(datafusion::physical_expr::PhysicalSortExpr {
+                    expr: session.create_physical_expr(s.expr.clone(), logical)?,
+                    options: datafusion::arrow::compute::SortOptions { descending: !s.asc, nulls_first: s.nulls_first },
+                })
+            })
+            .collect::<DFResult<Vec<_>>>()?;
+        let event_time = node.event_time.map(|index| EventTimeKey { index, expr: Arc::clone(&partition[index]) });
+        let spec = OperatorSpec::TopN(Box::new(TopNSpec {
+            schema: input.schema(),
+            output: Arc::clone(node.schema.inner()),
+            partition,
+            partition_names: params.partition_by.iter().map(|e| e.to_string()).collect(),
+            order,
+            kind: node.kind,
+            n: node.n,
+            mode: node.mode,
+            event_time,
+            config: self.config,
+        }));
+        spec.create()?;
+        let (input, spec) = partition_on(input, spec, self.config.num_partitions)?;
+        let out = Arc::clone(node.schema.inner());
+        Ok(StatefulExec::new(node.id, node.id.to_string(), Arc::new(spec), node.downstream, input, out))
+    }
+
     fn limit(&self, node: &StreamingLimitNode, input: Arc<dyn ExecutionPlan>) -> DFResult<StatefulExec> {
         let config = StateStoreConfig { num_partitions: 1, ..self.config };
         let spec = OperatorSpec::Limit { skip: node.skip, fetch: node.fetch, config };
@@ -308,6 +351,9 @@ impl ExtensionPlanner for StreamingExtensionPlanner {
         }
         if let Some(n) = any.downcast_ref::<StreamingJoinNode>() {
             return Ok(Some(Arc::new(self.join(n, physical_inputs, session)?)));
+        }
+        if let Some(n) = any.downcast_ref::<StreamingTopNNode>() {
+            return Ok(Some(Arc::new(self.topn(n, input()?, session)?)));
         }
         if let Some(n) = any.downcast_ref::<StreamingLimitNode>() {
             return Ok(Some(Arc::new(self.limit(n, input()?)?)));

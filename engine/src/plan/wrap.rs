@@ -1,5 +1,6 @@
-//! Marking a streaming plan's stateful operations: each aggregation or
-//! `DISTINCT` over a stream becomes a logical extension node
+//! Marking a streaming plan's stateful operations: each aggregation,
+//! `DISTINCT` or Top-N (a ranking window function) over a stream becomes a
+//! logical extension node
 //! ([`super::nodes`]) that carries what streaming needs to know about it.
 //!
 //! A stateful query has the shape `post(stateful(pre))`: `pre` is stateless
@@ -20,6 +21,7 @@ fn is_stateful(plan: &LogicalPlan) -> bool {
     match plan {
         LogicalPlan::Aggregate(a) => is_streaming(&a.input),
         LogicalPlan::Distinct(d) => is_streaming(d.input()),
+        LogicalPlan::Window(w) => is_streaming(&w.input),
         _ => false,
     }
 }
@@ -109,6 +111,7 @@ fn mark(plan: &LogicalPlan, mode: OutputMode, depth: usize, next_id: &mut usize)
             let spec = dedup_spec(d, event_time)?;
             Arc::new(StreamingDedupNode::try_new(inner, id, spec, event_time, downstream)?)
         }
+        LogicalPlan::Window(w) => Arc::new(super::topn_node::topn_node(w, plan, inner, id, mode, downstream)?),
         other => return Err(SluiceError::internal(format!("unexpected stateful node {}", other.display()))),
     };
     *next_id += 1;

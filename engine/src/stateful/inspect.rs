@@ -15,6 +15,7 @@
 //! | session aggregate | open session | the keys (with the session bounds), then the aggregates |
 //! | dedup | key seen | the key columns, then `expires_at` (NULL: kept for ever) |
 //! | join | stored input row | `side`, `matched`, `expires_at`, then `left_<column>`s and `right_<column>`s (the other side's NULL); `matched` is NULL on a side that does not track it (an inner join's) |
+//! | Top-N | ranked row of a partition | the input columns, then `position` (1 = first) |
 //! | limit | the operator | `rows_seen` |
 
 use std::collections::BTreeMap;
@@ -151,6 +152,18 @@ pub(crate) fn describe(spec: &OperatorSpec) -> Result<Vec<u8>> {
                     tracks_matches,
                 },
             )
+        }
+        OperatorSpec::TopN(topn) => {
+            let fields = topn.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+            let desc = Descriptor {
+                operator: "topn".into(),
+                num_keys: 0,
+                aggregates: vec![],
+                keys: vec![],
+                left_columns: 0,
+                tracks_matches: [false; 2],
+            };
+            (fields, desc)
         }
         OperatorSpec::Limit { .. } => (
             vec![],
@@ -347,6 +360,23 @@ async fn decode(
             Ok((Arc::clone(&out), vec![RecordBatch::try_new(out, columns)?]))
         }
         "join" => decode_join(store, schema, desc.left_columns, desc.tracks_matches),
+        "topn" => {
+            // Each partition's rows in rank order, numbered from 1.
+            let conv =
+                RowConverter::new(schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect())?;
+            let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+            fields.push(Field::new("position", DataType::UInt64, false));
+            let out = Arc::new(Schema::new(fields));
+            let mut batches = vec![];
+            for (_, v) in store.iter() {
+                let rows = super::session::decode_list(v)?;
+                let parser = conv.parser();
+                let mut columns = conv.convert_rows(rows.iter().map(|r| parser.parse(r)))?;
+                columns.push(Arc::new(UInt64Array::from_iter_values(1..=rows.len() as u64)));
+                batches.push(RecordBatch::try_new(Arc::clone(&out), columns)?);
+            }
+            Ok((out, batches))
+        }
         "limit" => {
             let seen = store.iter().next().map(|(_, v)| time_of(v) as u64).unwrap_or(0);
             let out = Arc::new(Schema::new(vec![Field::new("rows_seen", DataType::UInt64, false)]));

@@ -10,6 +10,7 @@ mod join;
 mod limit;
 mod session;
 mod spec;
+mod topn;
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ pub use join::{Evict, JoinSpec, SideSpec, StreamingJoin};
 pub use limit::StreamingLimit;
 pub use session::{SessionAggregate, SessionColumns};
 pub use spec::OperatorSpec;
+pub use topn::{RankKind, StreamingTopN, TopNSpec};
 
 use crate::checkpoint::CheckpointDir;
 use crate::error::{Result, SluiceError};

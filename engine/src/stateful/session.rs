@@ -71,7 +71,7 @@ fn micros(a: &ArrayRef) -> Result<Vec<i64>> {
 }
 
 /// `[min_end: i64][count: u32]([len: u32][row])*`
-fn encode_list(min_end: i64, rows: &[&[u8]]) -> Vec<u8> {
+pub(super) fn encode_list(min_end: i64, rows: &[&[u8]]) -> Vec<u8> {
     let mut out = Vec::with_capacity(12 + rows.iter().map(|r| r.len() + 4).sum::<usize>());
     out.extend_from_slice(&min_end.to_le_bytes());
     out.extend_from_slice(&(rows.len() as u32).to_le_bytes());

@@ -10,7 +10,7 @@ use datafusion::physical_expr::PhysicalExpr;
 
 use super::{
     AggregateParts, DedupSpec, EventTimeKey, JoinSpec, SessionAggregate, SessionColumns, StatefulOperator,
-    StreamingAggregate, StreamingDedup, StreamingJoin, StreamingLimit,
+    StreamingAggregate, StreamingDedup, StreamingJoin, StreamingLimit, StreamingTopN, TopNSpec,
 };
 use crate::error::Result;
 use crate::options::OutputMode;
@@ -58,6 +58,8 @@ pub enum OperatorSpec {
     },
     /// A stream-stream join (two inputs).
     Join(Box<JoinSpec>),
+    /// Top-N per partition (`ROW_NUMBER()` ... filtered by rank).
+    TopN(Box<TopNSpec>),
     /// `LIMIT` / `OFFSET` over the whole stream.
     Limit {
         /// Rows skipped.
@@ -85,6 +87,7 @@ impl OperatorSpec {
             }
             Self::Limit { skip, fetch, config } => Box::new(StreamingLimit::new(skip, fetch, config)),
             Self::Join(spec) => Box::new(StreamingJoin::try_new(*spec)?),
+            Self::TopN(spec) => Box::new(StreamingTopN::try_new(*spec)?),
         })
     }
 
@@ -96,6 +99,7 @@ impl OperatorSpec {
             | Self::Dedup { config, .. }
             | Self::Limit { config, .. } => config.num_partitions = n,
             Self::Join(spec) => spec.config.num_partitions = n,
+            Self::TopN(spec) => spec.config.num_partitions = n,
         }
         self
     }
@@ -108,6 +112,7 @@ impl OperatorSpec {
             Self::Dedup { .. } => "StreamingDedupExec",
             Self::Limit { .. } => "StreamingLimitExec",
             Self::Join(_) => "StreamingSymmetricHashJoinExec",
+            Self::TopN(_) => "StreamingTopNExec",
         }
     }
 
@@ -119,6 +124,7 @@ impl OperatorSpec {
             Self::Dedup { event_time, .. } => event_time.is_some(),
             Self::Limit { .. } => false,
             Self::Join(spec) => spec.watermark_driven(),
+            Self::TopN(spec) => spec.event_time.is_some(),
         }
     }
 
@@ -149,6 +155,12 @@ impl OperatorSpec {
                 Some(f) => format!("type={}, filter={f}", spec.join_type),
                 None => format!("type={}", spec.join_type),
             }),
+            Self::TopN(spec) => Some(format!(
+                "{}() <= {}, order=[{}]",
+                spec.kind.name(),
+                spec.n,
+                spec.order.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(", ")
+            )),
             _ => None,
         }
     }
@@ -193,6 +205,7 @@ impl OperatorSpec {
             }
             Self::Limit { .. } => vec![],
             Self::Join(spec) => spec.left.keys.clone(),
+            Self::TopN(spec) => spec.partition.clone(),
         }
     }
 
@@ -209,6 +222,7 @@ impl OperatorSpec {
             Self::Join(spec) => {
                 spec.left.key_names.iter().zip(&spec.right.key_names).map(|(l, r)| format!("{l} = {r}")).collect()
             }
+            Self::TopN(spec) => spec.partition_names.clone(),
         }
     }
 
@@ -249,6 +263,13 @@ impl OperatorSpec {
             }
             Self::Limit { .. } => "none".into(),
             Self::Join(spec) => spec.watermark_rule(),
+            Self::TopN(spec) => match (&spec.event_time, spec.mode) {
+                (None, _) => "none (every partition's top rows are kept)".into(),
+                (Some(_), OutputMode::Append) => {
+                    "emit a window's ranking and evict it when its end <= watermark; drop late rows".into()
+                }
+                (Some(_), _) => "evict a window's ranking when its end <= watermark; drop late rows".into(),
+            },
         }
     }
 }
