@@ -39,6 +39,10 @@ pub struct NexmarkQuery {
     /// Why plain DataFusion cannot run an equivalent batch query
     /// (`-- no-batch-equivalent:` line), if it cannot.
     pub no_batch_equivalent: Option<String>,
+    /// Columns an update-mode output is upserted on to give the batch
+    /// result (`-- upsert-key:` line; a Top-N's partition and rank), for
+    /// queries that cannot run in complete mode.
+    pub upsert_key: Vec<String>,
 }
 
 /// Load `dir/<name>.sql`.
@@ -56,6 +60,9 @@ pub fn load_query(dir: &Path, name: &str) -> BenchResult<NexmarkQuery> {
         mode,
         closed_by: header("closed-by:"),
         no_batch_equivalent: header("no-batch-equivalent:"),
+        upsert_key: header("upsert-key:")
+            .map(|k| k.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect())
+            .unwrap_or_default(),
     })
 }
 
