@@ -155,6 +155,8 @@ impl SluiceSession {
         for udf in crate::functions::window_udfs() {
             ctx.register_udf(udf);
         }
+        // Spark's pattern letters (DataFusion's `date_format` takes chrono's).
+        ctx.register_udf(crate::functions::date_format::date_format_udf());
         // External tables over a files-sink output read only its committed files.
         crate::committed_table::register(&ctx);
         let checkpoints = Arc::new(crate::functions::state_table::QueryCheckpoints::default());

@@ -475,3 +475,89 @@ async fn parquet_source_decodes_only_the_columns_the_query_reads() {
     let e = read_parquet_columns("SELECT id, note FROM src").await.unwrap_err();
     assert!(e.contains("a.parquet") && e.contains("note") && e.contains("Int64"), "{e}");
 }
+
+/// Every data file under `dir` (recursively), relative, outside the manifest.
+fn data_files(dir: &Path) -> Vec<String> {
+    let mut out = vec![];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                if !path.ends_with("_sluice_manifest") {
+                    stack.push(path);
+                }
+            } else if path.extension().is_some_and(|x| x == "csv") {
+                out.push(path.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn files_sink_partitions_by_an_expression_with_spark_date_format_exactly_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let env = Environment::default();
+    let start = |session: SluiceSession| {
+        let (out, ck) = (out.clone(), tmp.path().join("ck"));
+        async move {
+            execute_sql(
+                &session,
+                &format!(
+                    "CREATE SOURCE IF NOT EXISTS bids (ts TIMESTAMP, auction BIGINT) WITH (connector = 'memory');
+                     CREATE SINK logged WITH (connector = 'files', path = '{}', format = 'csv', checkpoint = '{}', \
+                     partition_by = 'date_format(ts, ''yyyy-MM-dd'') AS dt, date_format(ts, ''HH'') AS hr') AS \
+                     SELECT ts, auction FROM bids",
+                    p(&out),
+                    p(&ck)
+                ),
+            )
+            .await
+            .unwrap();
+            session
+        }
+    };
+    let session = start(manual_session(&env, tmp.path())).await;
+    let bids = env.streams.get("bids").unwrap();
+    bids.push_rows(&["2024-01-01T10:15:00,1", "2024-01-01T11:20:00,2", "2024-01-02T10:00:00,3"]).unwrap();
+    session.query("logged").unwrap().process_all_available().await.unwrap();
+    session.stop_all().await.unwrap();
+    // A restart replays nothing and appends the next batch to its hour.
+    let session = start(manual_session(&env, tmp.path())).await;
+    bids.push_rows(&["2024-01-01T10:45:00,4"]).unwrap();
+    session.query("logged").unwrap().process_all_available().await.unwrap();
+    let files = data_files(&out);
+    let dirs: std::collections::BTreeSet<String> =
+        files.iter().map(|f| f.rsplit_once('/').unwrap().0.to_string()).collect();
+    assert_eq!(
+        dirs.into_iter().collect::<Vec<_>>(),
+        vec!["dt=2024-01-01/hr=10", "dt=2024-01-01/hr=11", "dt=2024-01-02/hr=10"],
+        "{files:?}"
+    );
+    // Each row once, in its hour's directory; the computed columns are not in the files.
+    let hour10: String = files
+        .iter()
+        .filter(|f| f.starts_with("dt=2024-01-01/hr=10/"))
+        .map(|f| std::fs::read_to_string(out.join(f)).unwrap())
+        .collect();
+    assert_eq!(hour10.lines().filter(|l| !l.starts_with("ts")).count(), 2, "{hour10}");
+    assert!(hour10.lines().next().is_some_and(|h| h == "ts,auction"), "{hour10}");
+    // A bad expression and a name taken by a column are refused.
+    let e = execute_sql(
+        &session,
+        &format!(
+            "CREATE SINK bad WITH (connector = 'files', path = '{}', checkpoint = '{}', partition_by = 'nope(ts)') \
+             AS SELECT ts, auction FROM bids",
+            p(&tmp.path().join("bad")),
+            p(&tmp.path().join("ck-bad"))
+        ),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("partition_by") && e.contains("nope(ts)"), "{e}");
+    session.stop_all().await.unwrap();
+}

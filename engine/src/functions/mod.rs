@@ -1,6 +1,7 @@
 //! Scalar functions Sluice adds to DataFusion.
 
 pub mod batch_time;
+pub mod date_format;
 pub mod state_table;
 pub mod window;
 

@@ -62,8 +62,8 @@ impl SinkFactory for DeltaSinkFactory {
             reason: "the delta sink needs path = '<table directory>'".into(),
         })?;
         let url = table_url(path)?;
-        let partition_by = crate::files::resolve_columns("partition_by", ctx.options.get("partition_by"), &ctx.schema)?;
-        let merge_keys = crate::files::resolve_columns("merge_keys", ctx.options.get("merge_keys"), &ctx.schema)?;
+        let partition_by = resolve_columns("partition_by", ctx.options.get("partition_by"), &ctx.schema)?;
+        let merge_keys = resolve_columns("merge_keys", ctx.options.get("merge_keys"), &ctx.schema)?;
         let merge_schema = ctx.options.bool("merge_schema", false)?;
         match (ctx.output_mode, merge_keys.is_empty()) {
             (OutputMode::Update, true) => {
@@ -285,4 +285,29 @@ impl DeltaSink {
         let (table, _metrics) = merge.await.map_err(|e| self.error("cannot merge into", e))?;
         Ok(table)
     }
+}
+
+/// The columns a comma-separated option `option` names, matched to the
+/// query output's columns (exactly, else ignoring case), each once.
+fn resolve_columns(option: &str, value: Option<&str>, schema: &arrow::datatypes::Schema) -> Result<Vec<String>> {
+    let Some(value) = value else {
+        return Ok(vec![]);
+    };
+    let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let mut columns = Vec::new();
+    for wanted in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let found = names
+            .iter()
+            .find(|n| n.as_str() == wanted)
+            .or_else(|| names.iter().find(|n| n.eq_ignore_ascii_case(wanted)))
+            .ok_or_else(|| SluiceError::InvalidOption {
+                option: option.into(),
+                value: value.into(),
+                reason: format!("no column '{wanted}' in the query output; columns are: {}", names.join(", ")),
+            })?;
+        if !columns.contains(found) {
+            columns.push(found.clone());
+        }
+    }
+    Ok(columns)
 }

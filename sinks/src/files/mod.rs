@@ -7,7 +7,7 @@
 //! |----------------|-----------|----------------------------------------------------------|
 //! | `path`         | required  | output directory: local path or `file://` URL            |
 //! | `format`       | `parquet` | `parquet`, `csv` (with header) or `json` (one object per line) |
-//! | `partition_by` | none      | comma-separated columns; rows go to `col=value/` subdirectories |
+//! | `partition_by` | none      | comma-separated columns or expressions (`date_format(ts, 'yyyy-MM-dd') AS day`); rows go to `name=value/` subdirectories |
 //!
 //! Only the append output mode is supported. For each batch the sink writes
 //! its data files under fresh names `part-<batch_id>-<uuid>.<ext>` (one per
@@ -18,6 +18,7 @@
 //! stored in the data files (their values are in the directory names).
 
 pub mod manifest;
+mod partition;
 mod write;
 
 use std::collections::BTreeMap;
@@ -76,7 +77,7 @@ impl SinkFactory for FilesSinkFactory {
             reason: "the files sink needs an output directory, e.g. path = '/data/out'".into(),
         })?;
         let format = ctx.options.get("format").map(str::parse::<FileFormat>).transpose()?.unwrap_or_default();
-        let partition_by = resolve_partition_columns(ctx.options.get("partition_by"), &ctx)?;
+        let partitions = partition::parse(ctx.options.get("partition_by"), &ctx.schema, &ctx.context)?;
         if format == FileFormat::Csv {
             // Refuse at creation what the CSV writer would refuse at the first batch.
             if let Some(f) = ctx.schema.fields().iter().find(|f| f.data_type().is_nested()) {
@@ -92,52 +93,11 @@ impl SinkFactory for FilesSinkFactory {
                 });
             }
         }
-        let sink = FilesSink::open(&ctx.name, path, format, partition_by)?.with_query_id(&ctx.query_id);
+        let names = partitions.iter().map(|p| p.name.clone()).collect();
+        let mut sink = FilesSink::open(&ctx.name, path, format, names)?.with_query_id(&ctx.query_id);
+        sink.partitions = partitions;
         Ok(Arc::new(sink))
     }
-}
-
-/// Parse `partition_by` and match each name to a column of the schema
-/// (exactly, else ignoring case).
-fn resolve_partition_columns(option: Option<&str>, ctx: &SinkContext) -> Result<Vec<String>> {
-    let columns = resolve_columns("partition_by", option, &ctx.schema)?;
-    if !columns.is_empty() && columns.len() == ctx.schema.fields().len() {
-        return Err(SluiceError::InvalidOption {
-            option: "partition_by".into(),
-            value: option.unwrap_or_default().into(),
-            reason: "cannot partition by every column: no column would be left in the data files".into(),
-        });
-    }
-    Ok(columns)
-}
-
-/// The columns a comma-separated option `option` names, matched to the
-/// query output's columns (exactly, else ignoring case), each once.
-pub(crate) fn resolve_columns(
-    option: &str,
-    value: Option<&str>,
-    schema: &arrow::datatypes::Schema,
-) -> Result<Vec<String>> {
-    let Some(value) = value else {
-        return Ok(vec![]);
-    };
-    let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-    let mut columns = Vec::new();
-    for wanted in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let found = names
-            .iter()
-            .find(|n| n.as_str() == wanted)
-            .or_else(|| names.iter().find(|n| n.eq_ignore_ascii_case(wanted)))
-            .ok_or_else(|| SluiceError::InvalidOption {
-                option: option.into(),
-                value: value.into(),
-                reason: format!("no column '{wanted}' in the query output; columns are: {}", names.join(", ")),
-            })?;
-        if !columns.contains(found) {
-            columns.push(found.clone());
-        }
-    }
-    Ok(columns)
 }
 
 /// A sink writing data files plus a manifest log, exactly once.
@@ -148,6 +108,8 @@ pub struct FilesSink {
     manifest: CheckpointDir,
     format: FileFormat,
     partition_by: Vec<String>,
+    /// The partition levels: columns, or expressions computed at write time.
+    partitions: Vec<partition::PartitionColumn>,
     /// Id of the query writing; recorded in each manifest entry.
     query_id: Option<String>,
     /// Serialises writes; `true` once stale files of a crashed batch were
@@ -186,6 +148,10 @@ impl FilesSink {
             store,
             manifest,
             format,
+            partitions: partition_by
+                .iter()
+                .map(|name| partition::PartitionColumn { name: name.clone(), expr: None })
+                .collect(),
             partition_by,
             query_id: None,
             write_lock: tokio::sync::Mutex::new(false),
@@ -229,7 +195,9 @@ impl FilesSink {
 
     /// Write the data files of one batch; their manifest descriptions.
     async fn write_files(&self, batch_id: u64, batches: &[RecordBatch]) -> Result<Vec<ManifestFile>> {
-        let groups: BTreeMap<String, Vec<RecordBatch>> = write::split_by_partition(batches, &self.partition_by)?;
+        let batches =
+            batches.iter().map(|b| partition::with_computed(b, &self.partitions)).collect::<Result<Vec<_>>>()?;
+        let groups: BTreeMap<String, Vec<RecordBatch>> = write::split_by_partition(&batches, &self.partition_by)?;
         let mut files = Vec::with_capacity(groups.len());
         for (dir, group) in groups {
             let rows: usize = group.iter().map(RecordBatch::num_rows).sum();
