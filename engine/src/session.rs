@@ -157,6 +157,7 @@ impl SluiceSession {
         }
         // Spark's pattern letters (DataFusion's `date_format` takes chrono's).
         ctx.register_udf(crate::functions::date_format::date_format_udf());
+        ctx.register_udf(crate::functions::proctime::ProcTime::udf(None));
         // External tables over a files-sink output read only its committed files.
         crate::committed_table::register(&ctx);
         let checkpoints = Arc::new(crate::functions::state_table::QueryCheckpoints::default());

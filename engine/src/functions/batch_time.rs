@@ -1,4 +1,4 @@
-//! `now()` / `current_timestamp` in a streaming query: the processing time
+//! `now()` / `current_timestamp` (and `PROCTIME()`) in a streaming query: the processing time
 //! of the micro-batch (Spark's semantics), from the query's clock, not the
 //! time the query was planned. Each query gets its own instance, bound to a
 //! cell the executor sets before each batch; it is volatile, so DataFusion
@@ -23,6 +23,11 @@ impl BatchTime {
     /// Set the time of the batch about to run.
     pub fn set(&self, ms: i64) {
         self.0.store(ms, Ordering::SeqCst);
+    }
+
+    /// The time of the batch running.
+    pub fn millis(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
     }
 }
 
@@ -71,11 +76,15 @@ pub fn bind_batch_time(plan: LogicalPlan, time: &Arc<BatchTime>) -> Result<Logic
         time: Arc::clone(time),
         signature: Signature::nullary(Volatility::Volatile),
     }));
+    let proctime = Arc::new(super::proctime::ProcTime::udf(Some(Arc::clone(time))));
     plan.transform_up_with_subqueries(|node| {
         node.map_expressions(|e| {
             e.transform(|e| match &e {
                 Expr::ScalarFunction(f) if matches!(f.name(), "now" | "current_timestamp") && f.args.is_empty() => {
                     Ok(Transformed::yes(Expr::ScalarFunction(ScalarFunction::new_udf(Arc::clone(&udf), vec![]))))
+                }
+                Expr::ScalarFunction(f) if f.name() == super::proctime::NAME && f.args.is_empty() => {
+                    Ok(Transformed::yes(Expr::ScalarFunction(ScalarFunction::new_udf(Arc::clone(&proctime), vec![]))))
                 }
                 _ => Ok(Transformed::no(e)),
             })
