@@ -15,31 +15,9 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-cycles=20 files=40 rows=50 seed=$$ bin="" keep=""
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --cycles) cycles=$2; shift 2 ;;
-    --files) files=$2; shift 2 ;;
-    --rows) rows=$2; shift 2 ;;
-    --seed) seed=$2; shift 2 ;;
-    --bin) bin=$2; shift 2 ;;
-    --keep) keep=$2; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
-    *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
-  esac
-done
-if [ -z "$bin" ]; then
-  (cd "$root" && cargo build --quiet --bin sluice)
-  bin="${CARGO_TARGET_DIR:-$root/target}/debug/sluice"
-fi
-RANDOM=$seed
-if [ -n "$keep" ]; then
-  work=$keep
-  mkdir -p "$work"
-else
-  work=$(mktemp -d)
-  trap 'rm -rf "$work"' EXIT
-fi
+cycles=20 files=40 rows=50
+# shellcheck source=tests/crash/harness_args.sh
+. "$here/harness_args.sh"
 points=(after_offset_log during_sink_write after_sink_write during_state_commit during_snapshot before_commit_log during_source_listing)
 
 # Input: monotone event times (so no row is ever late, whatever the batching).

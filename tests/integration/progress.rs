@@ -19,6 +19,17 @@ async fn start_counts(session: &SluiceSession, ck: &std::path::Path) {
     .unwrap();
 }
 
+/// Declare the source `other` and start the stateless query `plain` over it.
+async fn start_plain(session: &SluiceSession) {
+    execute_sql(
+        session,
+        "CREATE SOURCE other (k VARCHAR) WITH (connector = 'memory');
+         CREATE SINK plain WITH (connector = 'memory') AS SELECT k FROM other",
+    )
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn progress_json_has_spark_s_fields_and_leaves_out_what_does_not_apply() {
     let tmp = tempfile::tempdir().unwrap();
@@ -26,13 +37,7 @@ async fn progress_json_has_spark_s_fields_and_leaves_out_what_does_not_apply() {
     let session = crate::manual_session(&env, tmp.path());
     let ck = tmp.path().join("ck");
     start_counts(&session, &ck).await;
-    execute_sql(
-        &session,
-        "CREATE SOURCE other (k VARCHAR) WITH (connector = 'memory');
-         CREATE SINK plain WITH (connector = 'memory') AS SELECT k FROM other",
-    )
-    .await
-    .unwrap();
+    start_plain(&session).await;
     let ev = env.streams.get("ev").unwrap();
     ev.push_rows(&["2026-01-01T00:00:01,a", "2026-01-01T00:00:03,b"]).unwrap();
     let q = session.query("counts").unwrap();
@@ -156,13 +161,7 @@ async fn progress_json_matches_spark_4_3_documents_key_for_key() {
     let env = Environment::default();
     let session = crate::manual_session(&env, tmp.path());
     start_counts(&session, &tmp.path().join("ck")).await;
-    execute_sql(
-        &session,
-        "CREATE SOURCE other (k VARCHAR) WITH (connector = 'memory');
-         CREATE SINK plain WITH (connector = 'memory') AS SELECT k FROM other",
-    )
-    .await
-    .unwrap();
+    start_plain(&session).await;
     // As in Spark's run: a batch with data under a watermark set earlier.
     let ev = env.streams.get("ev").unwrap();
     let q = session.query("counts").unwrap();

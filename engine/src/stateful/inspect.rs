@@ -191,7 +191,16 @@ fn read_descriptor(bytes: &[u8], path: &str) -> Result<(SchemaRef, Descriptor)> 
         .map_err(|e| bad(format!("unreadable ({e}); the checkpoint is damaged")))?;
     let schema = reader.schema();
     let json = schema.metadata().get(METADATA_KEY).ok_or_else(|| bad(format!("has no '{METADATA_KEY}' entry")))?;
-    let desc = serde_json::from_str(json).map_err(|e| bad(format!("unreadable '{METADATA_KEY}' entry: {e}")))?;
+    let desc: Descriptor =
+        serde_json::from_str(json).map_err(|e| bad(format!("unreadable '{METADATA_KEY}' entry: {e}")))?;
+    // The positions it names must be fields of its schema.
+    let n = schema.fields().len();
+    let args: usize = desc.aggregates.iter().map(|a| a.args).sum();
+    if desc.num_keys + args > n || desc.left_columns > n || desc.keys.iter().any(|k| *k >= n) {
+        return Err(bad(format!(
+            "names more columns than its schema has ({n}); the checkpoint is damaged: restore it from a backup"
+        )));
+    }
     Ok((schema, desc))
 }
 
