@@ -110,9 +110,9 @@ impl QueryAnalysis {
                  result table to rewrite; use output_mode = 'append' or 'update'",
             )),
             OutputMode::Complete if self.window => Err(SluiceError::unsupported(
-                "complete output mode is not supported for a Top-N (ROW_NUMBER/RANK/DENSE_RANK over a stream): it \
-                 emits the ranks that change (update mode) or each window's final ranking (append mode); use \
-                 output_mode = 'update'",
+                "complete output mode is not supported for a Top-N (ROW_NUMBER/RANK/DENSE_RANK over a stream) or \
+                 another window function over a stream (AVG ... OVER): it emits the rows that change (update mode) \
+                 or each window's final ranking (append mode); use output_mode = 'update'",
             )),
             OutputMode::Complete if !self.aggregate => Err(SluiceError::unsupported(
                 "complete output mode is not supported for a streaming query without aggregation: there is no result \

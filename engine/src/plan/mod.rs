@@ -10,10 +10,12 @@
 //! runtime, which attaches it to each batch's task context.
 
 pub mod analyze;
+pub mod changelog;
 pub mod join;
 pub mod join_node;
 pub mod keys;
 pub mod nodes;
+pub mod over_window_node;
 pub mod planner;
 pub mod topn_node;
 pub mod wrap;

@@ -16,14 +16,16 @@ use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 
+use super::changelog::StreamingChangelogNode;
 use super::join_node::{EvictRule, StreamingJoinNode};
+use super::over_window_node::{plan_over_window, StreamingOverWindowNode};
 use super::nodes::{StreamingAggregateNode, StreamingDedupNode, StreamingLimitNode, WithinWatermarkNode};
 use super::topn_node::StreamingTopNNode;
 use crate::error::SluiceError;
 use crate::options::OutputMode;
 use crate::physical::{contains_stateful, StatefulExec, WatermarkFilterExec};
 use crate::state::StateStoreConfig;
-use crate::stateful::{AggregateParts, EventTimeKey, Evict, JoinSpec, OperatorSpec, SideSpec, TopNSpec};
+use crate::stateful::{AggregateParts, ChangelogSpec, EventTimeKey, Evict, JoinSpec, OperatorSpec, SideSpec, TopNSpec};
 
 /// Plans the streaming extension nodes.
 #[derive(Debug)]
@@ -70,7 +72,7 @@ impl QueryPlanner for StreamingQueryPlanner {
 /// when there are no keys), and `spec` with that many state partitions. An
 /// ordered input (an aggregate with `ORDER BY` in its arguments) stays
 /// ordered within each partition.
-fn partition_on(
+pub(super) fn partition_on(
     input: Arc<dyn ExecutionPlan>,
     spec: OperatorSpec,
     n: usize,
@@ -320,6 +322,19 @@ impl StreamingExtensionPlanner {
         Ok(StatefulExec::new(node.id, node.id.to_string(), Arc::new(spec), node.downstream, input, out))
     }
 
+    fn changelog(&self, node: &StreamingChangelogNode, input: Arc<dyn ExecutionPlan>) -> DFResult<StatefulExec> {
+        let spec = OperatorSpec::Changelog(Box::new(ChangelogSpec {
+            schema: input.schema(),
+            output: Arc::clone(node.schema.inner()),
+            keys: node.keys.clone(),
+            config: self.config,
+        }));
+        spec.create()?;
+        let (input, spec) = partition_on(input, spec, self.config.num_partitions)?;
+        let out = Arc::clone(node.schema.inner());
+        Ok(StatefulExec::new(node.id, node.id.to_string(), Arc::new(spec), true, input, out))
+    }
+
     fn limit(&self, node: &StreamingLimitNode, input: Arc<dyn ExecutionPlan>) -> DFResult<StatefulExec> {
         let config = StateStoreConfig { num_partitions: 1, ..self.config };
         let spec = OperatorSpec::Limit { skip: node.skip, fetch: node.fetch, config };
@@ -338,7 +353,7 @@ impl ExtensionPlanner for StreamingExtensionPlanner {
         _logical_inputs: &[&LogicalPlan],
         physical_inputs: &[Arc<dyn ExecutionPlan>],
         session: &dyn Session,
-        _planning_ctx: &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext,
+        planning_ctx: &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext,
     ) -> DFResult<Option<Arc<dyn ExecutionPlan>>> {
         let any = node.as_any();
         let input =
@@ -354,6 +369,12 @@ impl ExtensionPlanner for StreamingExtensionPlanner {
         }
         if let Some(n) = any.downcast_ref::<StreamingTopNNode>() {
             return Ok(Some(Arc::new(self.topn(n, input()?, session)?)));
+        }
+        if let Some(n) = any.downcast_ref::<StreamingChangelogNode>() {
+            return Ok(Some(Arc::new(self.changelog(n, input()?)?)));
+        }
+        if let Some(n) = any.downcast_ref::<StreamingOverWindowNode>() {
+            return Ok(Some(Arc::new(plan_over_window(n, input()?, session, planning_ctx, self.config)?)));
         }
         if let Some(n) = any.downcast_ref::<StreamingLimitNode>() {
             return Ok(Some(Arc::new(self.limit(n, input()?)?)));

@@ -80,6 +80,27 @@ impl UserDefinedLogicalNodeCore for StreamingTopNNode {
     }
 }
 
+/// Whether `window` (found under `root`) is a Top-N: one ranking function
+/// with an `ORDER BY`, its rank bounded by a filter above it. Other window
+/// functions run as an over-window operator.
+pub fn is_topn(window: &Window, root: &LogicalPlan) -> bool {
+    let column = window.schema.field(window.schema.fields().len() - 1).name().clone();
+    is_ranking(window) && rank_bound(root, &column).is_some()
+}
+
+/// Whether `window` computes one ranking function with an `ORDER BY`, or
+/// one that is not an aggregate function (all of which the Top-N operator
+/// either runs or refuses by name).
+pub fn is_ranking(window: &Window) -> bool {
+    let [Expr::WindowFunction(wf)] = window.window_expr.as_slice() else { return false };
+    is_rank_function(wf.fun.name())
+}
+
+/// Whether `name` is `ROW_NUMBER`, `RANK` or `DENSE_RANK`.
+pub fn is_rank_function(name: &str) -> bool {
+    matches!(name.to_ascii_lowercase().as_str(), "row_number" | "rank" | "dense_rank")
+}
+
 /// The Top-N node for `window` (found under `root`, the query's plan above
 /// it), reading `input` (its input, with its own stateful operators marked).
 pub fn topn_node(

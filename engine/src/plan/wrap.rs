@@ -8,10 +8,11 @@
 //! (HAVING), sorts and limits. Operators are numbered innermost first.
 
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::logical_expr::{Extension, LogicalPlan};
+use datafusion::logical_expr::{Extension, LogicalPlan, Projection};
 use std::sync::Arc;
 
 use super::analyze::{self, is_streaming};
+use super::changelog;
 use super::keys::{dedup_spec, event_time_group, session_columns};
 use super::nodes::{StreamingAggregateNode, StreamingDedupNode};
 use crate::error::{Result, SluiceError};
@@ -76,20 +77,34 @@ pub fn mark_stateful(plan: &LogicalPlan, mode: OutputMode, next_id: &mut usize) 
 fn mark(plan: &LogicalPlan, mode: OutputMode, depth: usize, next_id: &mut usize) -> Result<LogicalPlan> {
     let Some(original) = find(plan)? else { return Ok(plan.clone()) };
     let input = original.inputs()[0];
+    // An aggregation or window function over an unwindowed aggregation, in
+    // update or complete mode: the inner one emits its changing rows in
+    // update mode, as a changelog the outer one retracts and applies.
+    let retract = mode != OutputMode::Append
+        && matches!(original, LogicalPlan::Aggregate(_) | LogicalPlan::Window(_))
+        && changelog::emits_changes(input);
     let before = *next_id;
-    let inner = mark(input, OutputMode::Append, depth + 1, next_id)?;
+    let inner_mode = if retract { OutputMode::Update } else { OutputMode::Append };
+    let mut inner = mark(input, inner_mode, depth + 1, next_id)?;
+    if retract {
+        inner = changelog::thread_sign(&inner, *next_id)?;
+        *next_id += 1;
+    }
     let downstream = *next_id > before || contains_join(input);
-    if downstream && mode != OutputMode::Append && analyze::contains_streaming_aggregate(input) {
+    if downstream && mode != OutputMode::Append && analyze::contains_streaming_aggregate(input) && !retract {
         return Err(SluiceError::unsupported(format!(
             "an aggregation feeding another stateful operator runs in append mode only (as in Spark): in {mode} \
              mode it would emit changing rows that the next operator cannot retract; use output_mode = 'append'"
         )));
     }
     let id = *next_id;
-    let node: Arc<dyn datafusion::logical_expr::UserDefinedLogicalNode> = match &original {
+    let extension = |node: Arc<dyn datafusion::logical_expr::UserDefinedLogicalNode>| {
+        LogicalPlan::Extension(Extension { node })
+    };
+    let replacement = match &original {
         LogicalPlan::Aggregate(agg) => {
             let event_time = event_time_group(agg);
-            if depth > 0 && event_time.is_none() {
+            if depth > 0 && event_time.is_none() && mode != OutputMode::Update {
                 return Err(SluiceError::unsupported(
                     "an aggregation feeding another stateful operator must group by an event-time window with a \
                      watermark (its rows are emitted once the watermark closes them), and the query must run in \
@@ -102,20 +117,33 @@ fn mark(plan: &LogicalPlan, mode: OutputMode, depth: usize, next_id: &mut usize)
             else {
                 return Err(SluiceError::internal("an aggregation rebuilt as another node"));
             };
-            Arc::new(StreamingAggregateNode { aggregate, id, event_time, session, mode, downstream })
+            if retract {
+                let (aggregate, project) = changelog::retracting_aggregate(&aggregate)?;
+                let event_time = event_time_group(&aggregate);
+                let node = StreamingAggregateNode { aggregate, id, event_time, session: None, mode, downstream };
+                LogicalPlan::Projection(Projection::try_new(project, Arc::new(extension(Arc::new(node))))?)
+            } else {
+                extension(Arc::new(StreamingAggregateNode { aggregate, id, event_time, session, mode, downstream }))
+            }
         }
         LogicalPlan::Distinct(d) => {
             let input = d.input();
             let event_time =
                 input.schema().fields().iter().position(|f| analyze::column_is_watermark_column(input, f.name()));
             let spec = dedup_spec(d, event_time)?;
-            Arc::new(StreamingDedupNode::try_new(inner, id, spec, event_time, downstream)?)
+            extension(Arc::new(StreamingDedupNode::try_new(inner, id, spec, event_time, downstream)?))
         }
-        LogicalPlan::Window(w) => Arc::new(super::topn_node::topn_node(w, plan, inner, id, mode, downstream)?),
+        LogicalPlan::Window(w)
+            if super::topn_node::is_ranking(w) && !(retract && super::topn_node::is_topn(w, plan)) =>
+        {
+            extension(Arc::new(super::topn_node::topn_node(w, plan, inner, id, mode, downstream)?))
+        }
+        LogicalPlan::Window(w) => extension(Arc::new(super::over_window_node::over_window_node(
+            w, inner, id, mode, retract, downstream,
+        )?)),
         other => return Err(SluiceError::internal(format!("unexpected stateful node {}", other.display()))),
     };
     *next_id += 1;
-    let replacement = LogicalPlan::Extension(Extension { node });
     let marked = plan
         .clone()
         .transform_down(|n| {

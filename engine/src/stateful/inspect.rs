@@ -153,10 +153,18 @@ pub(crate) fn describe(spec: &OperatorSpec) -> Result<Vec<u8>> {
                 },
             )
         }
-        OperatorSpec::TopN(topn) => {
-            let fields = topn.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        OperatorSpec::TopN(_) | OperatorSpec::Changelog(_) | OperatorSpec::OverWindow(_) => {
+            // Lists of rows per key: a Top-N's input rows in rank order, a
+            // changelog's last row, an over-window's output rows in order.
+            let (operator, schema) = match spec {
+                OperatorSpec::TopN(t) => ("topn", &t.schema),
+                OperatorSpec::Changelog(c) => ("changelog", &c.schema),
+                OperatorSpec::OverWindow(o) => ("over_window", &o.output),
+                _ => return Err(SluiceError::internal("a row-list operator of another kind")),
+            };
+            let fields = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
             let desc = Descriptor {
-                operator: "topn".into(),
+                operator: operator.into(),
                 num_keys: 0,
                 aggregates: vec![],
                 keys: vec![],
@@ -369,8 +377,9 @@ async fn decode(
             Ok((Arc::clone(&out), vec![RecordBatch::try_new(out, columns)?]))
         }
         "join" => decode_join(store, schema, desc.left_columns, desc.tracks_matches),
-        "topn" => {
-            // Each partition's rows in rank order, numbered from 1.
+        "topn" | "changelog" | "over_window" => {
+            // Each key's rows in order (a Top-N's in rank order), numbered
+            // from 1.
             let conv =
                 RowConverter::new(schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect())?;
             let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();

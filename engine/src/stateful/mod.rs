@@ -2,12 +2,14 @@
 //! the [`StateStore`](crate::state::StateStore).
 
 mod aggregate;
+mod changelog;
 mod context;
 mod dedup;
 mod event_time;
 pub mod inspect;
 mod join;
 mod limit;
+mod over_window;
 mod session;
 mod spec;
 mod topn;
@@ -20,11 +22,13 @@ use datafusion::execution::memory_pool::MemoryPool;
 use datafusion::execution::TaskContext;
 
 pub use aggregate::{drop_late, AggregateParts, StreamingAggregate};
+pub use changelog::{ChangelogSpec, StreamingChangelog, SIGN_COLUMN};
 pub use context::BatchContext;
 pub use dedup::{DedupSpec, StreamingDedup};
 pub use event_time::{event_time_micros, EventTime, EventTimeKey};
 pub use join::{Evict, JoinSpec, SideSpec, StreamingJoin};
 pub use limit::StreamingLimit;
+pub use over_window::{OverWindowSpec, StreamingOverWindow};
 pub use session::{SessionAggregate, SessionColumns};
 pub use spec::OperatorSpec;
 pub use topn::{RankKind, StreamingTopN, TopNSpec};

@@ -9,8 +9,9 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::{
-    AggregateParts, DedupSpec, EventTimeKey, JoinSpec, SessionAggregate, SessionColumns, StatefulOperator,
-    StreamingAggregate, StreamingDedup, StreamingJoin, StreamingLimit, StreamingTopN, TopNSpec,
+    AggregateParts, ChangelogSpec, DedupSpec, EventTimeKey, JoinSpec, OverWindowSpec, SessionAggregate,
+    SessionColumns, StatefulOperator, StreamingAggregate, StreamingChangelog, StreamingDedup, StreamingJoin,
+    StreamingLimit, StreamingOverWindow, StreamingTopN, TopNSpec,
 };
 use crate::error::Result;
 use crate::options::OutputMode;
@@ -60,6 +61,10 @@ pub enum OperatorSpec {
     Join(Box<JoinSpec>),
     /// Top-N per partition (`ROW_NUMBER()` ... filtered by rank).
     TopN(Box<TopNSpec>),
+    /// An update-mode operator's changing rows as retractions and additions.
+    Changelog(Box<ChangelogSpec>),
+    /// Window functions over whole partitions (`AVG(x) OVER (...)`).
+    OverWindow(Box<OverWindowSpec>),
     /// `LIMIT` / `OFFSET` over the whole stream.
     Limit {
         /// Rows skipped.
@@ -88,6 +93,8 @@ impl OperatorSpec {
             Self::Limit { skip, fetch, config } => Box::new(StreamingLimit::new(skip, fetch, config)),
             Self::Join(spec) => Box::new(StreamingJoin::try_new(*spec)?),
             Self::TopN(spec) => Box::new(StreamingTopN::try_new(*spec)?),
+            Self::Changelog(spec) => Box::new(StreamingChangelog::try_new(*spec)?),
+            Self::OverWindow(spec) => Box::new(StreamingOverWindow::try_new(*spec)?),
         })
     }
 
@@ -100,6 +107,8 @@ impl OperatorSpec {
             | Self::Limit { config, .. } => config.num_partitions = n,
             Self::Join(spec) => spec.config.num_partitions = n,
             Self::TopN(spec) => spec.config.num_partitions = n,
+            Self::Changelog(spec) => spec.config.num_partitions = n,
+            Self::OverWindow(spec) => spec.config.num_partitions = n,
         }
         self
     }
@@ -113,6 +122,8 @@ impl OperatorSpec {
             Self::Limit { .. } => "StreamingLimitExec",
             Self::Join(_) => "StreamingSymmetricHashJoinExec",
             Self::TopN(_) => "StreamingTopNExec",
+            Self::Changelog(_) => "StreamingChangelogExec",
+            Self::OverWindow(_) => "StreamingOverWindowExec",
         }
     }
 
@@ -125,6 +136,7 @@ impl OperatorSpec {
             Self::Limit { .. } => false,
             Self::Join(spec) => spec.watermark_driven(),
             Self::TopN(spec) => spec.event_time.is_some(),
+            Self::Changelog(_) | Self::OverWindow(_) => false,
         }
     }
 
@@ -159,6 +171,11 @@ impl OperatorSpec {
                 "{}() <= {}, order=[{}]",
                 spec.kind.name(),
                 spec.n,
+                spec.order.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(", ")
+            )),
+            Self::OverWindow(spec) => Some(format!(
+                "[{}], order=[{}]",
+                spec.windows.iter().map(|w| w.name().to_string()).collect::<Vec<_>>().join(", "),
                 spec.order.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(", ")
             )),
             _ => None,
@@ -206,6 +223,12 @@ impl OperatorSpec {
             Self::Limit { .. } => vec![],
             Self::Join(spec) => spec.left.keys.clone(),
             Self::TopN(spec) => spec.partition.clone(),
+            Self::OverWindow(spec) => spec.partition.clone(),
+            Self::Changelog(spec) => spec
+                .keys
+                .iter()
+                .map(|i| Arc::new(Column::new(spec.schema.field(*i).name(), *i)) as Arc<dyn PhysicalExpr>)
+                .collect(),
         }
     }
 
@@ -223,6 +246,8 @@ impl OperatorSpec {
                 spec.left.key_names.iter().zip(&spec.right.key_names).map(|(l, r)| format!("{l} = {r}")).collect()
             }
             Self::TopN(spec) => spec.partition_names.clone(),
+            Self::OverWindow(spec) => spec.partition_names.clone(),
+            Self::Changelog(spec) => spec.keys.iter().map(|i| spec.schema.field(*i).name().clone()).collect(),
         }
     }
 
@@ -270,6 +295,8 @@ impl OperatorSpec {
                 }
                 (Some(_), _) => "evict a window's ranking when its end <= watermark; drop late rows".into(),
             },
+            Self::Changelog(_) => "none (the last row of every key is kept)".into(),
+            Self::OverWindow(_) => "none (every row of every partition is kept)".into(),
         }
     }
 }
