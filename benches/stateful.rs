@@ -10,6 +10,10 @@
 //! `available_now`) and as DataFusion's batch execution of the equivalent
 //! query (the baseline, same window functions). Reported: rows/s of both,
 //! their ratio, and the state store's memory per key at its peak.
+//!
+//! Then a count per key in update mode (no window), two ways over the same
+//! files: `flat_map_groups_with_state` with an `i64` state per key, and the
+//! built-in `GROUP BY k` aggregation; rows/s of both.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -95,6 +99,22 @@ async fn batch(dir: &str, sql: &str) -> (Duration, u64) {
 }
 
 async fn stream(dir: &str, ck: &str, sql: &str) -> (Duration, u64, u64, u64, usize) {
+    let session = source(dir).await;
+    let stmt = sluice::parse_sql(&format!("CREATE SINK x AS {sql}")).expect("parse");
+    let sluice::sql::SluiceStatement::CreateSink(mut sink) = stmt.into_iter().next().expect("stmt") else {
+        panic!("not a sink")
+    };
+    sluice::sql::windows::rewrite_windows(&mut sink.query).expect("rewrite");
+    let df = session.context().sql(&sink.query.to_string()).await.expect("plan");
+    let run =
+        sluice::bench::run_available_now(df, OutputMode::Append, std::path::Path::new(ck), false).await.expect("run");
+    let progress = run.query.recent_progress();
+    let peak = sluice::bench::peak_state(&progress);
+    (run.elapsed, run.rows_out, peak.0, peak.1, progress.len())
+}
+
+/// A source `t` over the files, in a new session.
+async fn source(dir: &str) -> sluice::SluiceSession {
     let env = Environment::default();
     let session = env.default_session();
     execute_sql(
@@ -107,17 +127,50 @@ async fn stream(dir: &str, ck: &str, sql: &str) -> (Duration, u64, u64, u64, usi
     )
     .await
     .expect("source");
-    let stmt = sluice::parse_sql(&format!("CREATE SINK x AS {sql}")).expect("parse");
-    let sluice::sql::SluiceStatement::CreateSink(mut sink) = stmt.into_iter().next().expect("stmt") else {
-        panic!("not a sink")
+    session
+}
+
+/// The count per key in update mode, by `flat_map_groups_with_state` or by
+/// `GROUP BY`: elapsed time and rows emitted.
+async fn count_per_key(dir: &str, ck: &str, with_state: bool) -> (Duration, u64) {
+    use sluice::arbitrary::{GroupKey, GroupState, GroupStateTimeout};
+    use sluice::StreamingDataFrameExt;
+    let session = source(dir).await;
+    let df = if with_state {
+        let out = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("n", DataType::Int64, false),
+        ]));
+        let schema = Arc::clone(&out);
+        let df = session.context().sql("SELECT k FROM t").await.expect("plan");
+        df.group_by_key(&["k"])
+            .expect("keys")
+            .flat_map_groups_with_state(
+                OutputMode::Update,
+                GroupStateTimeout::NoTimeout,
+                out,
+                move |key: &GroupKey, rows: &[RecordBatch], state: &mut GroupState<i64>| {
+                    let n = state.get_option().copied().unwrap_or(0)
+                        + rows.iter().map(|b| b.num_rows() as i64).sum::<i64>();
+                    state.update(n);
+                    let k = match key.values().first() {
+                        Some(datafusion::common::ScalarValue::Int64(Some(k))) => *k,
+                        _ => 0,
+                    };
+                    Ok(vec![RecordBatch::try_new(
+                        Arc::clone(&schema),
+                        vec![Arc::new(Int64Array::from(vec![k])), Arc::new(Int64Array::from(vec![n]))],
+                    )?])
+                },
+            )
+            .expect("flat_map_groups_with_state")
+    } else {
+        session.context().sql("SELECT k, count(*) AS n FROM t GROUP BY k").await.expect("plan")
     };
-    sluice::sql::windows::rewrite_windows(&mut sink.query).expect("rewrite");
-    let df = session.context().sql(&sink.query.to_string()).await.expect("plan");
-    let run =
-        sluice::bench::run_available_now(df, OutputMode::Append, std::path::Path::new(ck), false).await.expect("run");
-    let progress = run.query.recent_progress();
-    let peak = sluice::bench::peak_state(&progress);
-    (run.elapsed, run.rows_out, peak.0, peak.1, progress.len())
+    let run = sluice::bench::run_available_now(df, OutputMode::Update, std::path::Path::new(ck), false)
+        .await
+        .expect("run");
+    (run.elapsed, run.rows_out)
 }
 
 fn main() {
@@ -152,5 +205,17 @@ fn main() {
                 println!("  state at peak: {keys} keys, {mem} bytes, {:.0} bytes/key", mem as f64 / keys as f64);
             }
         }
+        println!("count per key, update mode, {KEYS} keys");
+        let mut rates = vec![];
+        for (i, (label, with_state)) in
+            [("built-in GROUP BY k", false), ("flat_map_groups_with_state", true)].into_iter().enumerate()
+        {
+            let ck = tmp.path().join(format!("count{i}")).display().to_string();
+            let (t, out) = count_per_key(&dir, &ck, with_state).await;
+            let rate = rows as f64 / t.as_secs_f64();
+            rates.push(rate);
+            println!("  {label:<28}: {:>8.0} ms {:>12.0} rows/s  ({out} rows emitted)", t.as_secs_f64() * 1e3, rate);
+        }
+        println!("  ratio flat_map_groups_with_state/built-in: {:.2}", rates[1] / rates[0]);
     });
 }

@@ -460,6 +460,15 @@ def spark_session(s: SparkSettings):
     return spark
 
 
+def spark_alive(spark) -> bool:
+    """Whether the session's JVM still answers."""
+    try:
+        spark.sparkContext._jvm.java.lang.System.currentTimeMillis()
+        return True
+    except Exception:  # noqa: BLE001 - any failure to reach it means it is gone
+        return False
+
+
 def register_sources(spark, data: Path) -> None:
     """Temp views person/auction/bid: the file source, one file per trigger,
     NTZ timestamps cast to TIMESTAMP, watermark date_time - 5 seconds."""
@@ -670,6 +679,16 @@ def main() -> int:
                     runs = [run_spark_query(spark, q, work) for _ in range(max(1, args.spark_runs))]
                 except Exception as e:  # noqa: BLE001 - report it and go on with the other queries
                     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                    if not spark_alive(spark):
+                        # The JVM died (out of memory, most often): this query
+                        # failed, and a new session runs the rest.
+                        msg = (f"the Spark driver died while running it ({msg}); its log above says why, "
+                               f"often java.lang.OutOfMemoryError with --driver-memory {settings.driver_memory}")
+                        print(f"  {q.name:<14} FAILED: {msg}", flush=True)
+                        failed.setdefault(q.name, []).append(f"failed on Spark: {msg}")
+                        spark = spark_session(settings)
+                        register_sources(spark, args.data)
+                        continue
                     if q.refused_by_spark:
                         print(f"  {q.name:<14} refused by Spark (as expected): {msg}", flush=True)
                         q.note = f"Spark refuses it: {msg}"

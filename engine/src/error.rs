@@ -123,6 +123,18 @@ pub enum SluiceError {
     /// caller it is returned to; displays as the error itself.
     #[error(transparent)]
     Shared(std::sync::Arc<SluiceError>),
+    /// A user function given to a stateful operation
+    /// (`flat_map_groups_with_state`, ...) failed, panicked, or returned rows
+    /// other than it declared; nothing of the batch was committed.
+    #[error("the function given to {operator} failed for key {key}: {message}")]
+    UserFunction {
+        /// The operation (`flat_map_groups_with_state`).
+        operator: &'static str,
+        /// The group key it was called for, as text.
+        key: String,
+        /// What went wrong, and the fix where there is one.
+        message: String,
+    },
     /// A query with this name is already running.
     #[error("a query named '{0}' is already running; stop it (DROP SINK {0}) or pick another name")]
     DuplicateQuery(String),

@@ -6,6 +6,7 @@
 //! their registry.
 #![warn(missing_docs)]
 
+pub mod arbitrary;
 pub mod checkpoint;
 pub mod clock;
 pub mod committed_table;

@@ -86,11 +86,19 @@ pub trait StreamingDataFrameExt {
     /// query in `mode` (`None`: the first mode it supports), as `EXPLAIN`
     /// shows it.
     fn explain_stream(&self, mode: Option<OutputMode>) -> futures::future::BoxFuture<'_, Result<String>>;
+    /// Group the stream by the columns `keys`, for
+    /// `flat_map_groups_with_state` / `map_groups_with_state`
+    /// ([`crate::arbitrary`]).
+    fn group_by_key(&self, keys: &[&str]) -> Result<crate::arbitrary::KeyedStream>;
 }
 
 impl StreamingDataFrameExt for DataFrame {
     fn explain_stream(&self, mode: Option<OutputMode>) -> futures::future::BoxFuture<'_, Result<String>> {
         Box::pin(async move { SluiceSession::of_dataframe(self)?.explain(self.clone(), mode).await })
+    }
+
+    fn group_by_key(&self, keys: &[&str]) -> Result<crate::arbitrary::KeyedStream> {
+        crate::arbitrary::group_by_key(self.clone(), keys)
     }
 
     fn write_stream(&self) -> DataStreamWriter {

@@ -1,10 +1,12 @@
 //! Integration tests (one binary): the engine through the public API and SQL.
 
 mod api;
+mod arbitrary;
 mod bad_input;
 mod checkpoint_integrity;
 mod connectors;
 mod crash;
+mod dstream;
 #[cfg(feature = "delta")]
 mod delta;
 mod errors;
@@ -12,6 +14,7 @@ mod explain;
 #[cfg(feature = "kafka")]
 mod kafka;
 mod nexmark;
+mod processor;
 mod observe;
 mod progress;
 mod properties;

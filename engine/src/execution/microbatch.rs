@@ -289,7 +289,12 @@ impl MicroBatchExecution {
             latest.insert(s.name.clone(), end.or(start));
         }
         let latest_offset_ms = started.elapsed().as_millis() as u64;
-        let no_data_due = !has_new && self.plan.wants_no_data_batch(self.last_batch_watermark_ms, self.watermark_ms);
+        let mut no_data_due =
+            !has_new && self.plan.wants_no_data_batch(self.last_batch_watermark_ms, self.watermark_ms);
+        if !has_new && !no_data_due {
+            // A processing-time timeout that the clock has passed.
+            no_data_due = self.runtime.next_timer_ms().await.is_some_and(|t| t < self.clock.now_millis());
+        }
         if !has_new && !no_data_due {
             return Ok(None);
         }

@@ -207,6 +207,20 @@ impl StateRuntime {
         Ok(out)
     }
 
+    /// The earliest processing time (ms) at which an operator's timer fires
+    /// (a processing-time timeout), over every operator and partition.
+    pub async fn next_timer_ms(&self) -> Option<i64> {
+        let mut next: Option<i64> = None;
+        for cells in self.instances.iter() {
+            for c in cells {
+                if let Some(t) = c.lock().await.next_timer_ms() {
+                    next = Some(next.map_or(t, |n| n.min(t)));
+                }
+            }
+        }
+        next
+    }
+
     /// The rows the first operator dropped as late in the last batch.
     pub async fn take_late_rows(&self) -> Vec<RecordBatch> {
         let mut out = vec![];

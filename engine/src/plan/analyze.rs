@@ -36,6 +36,21 @@ pub struct QueryAnalysis {
     pub window: bool,
     /// An outer join that would need the static side to be a stream.
     pub unsupported_outer_join: Option<String>,
+    /// The `flat_map_groups_with_state` / `map_groups_with_state` operations.
+    pub groups_with_state: Vec<GroupsWithStateFacts>,
+}
+
+/// What the output-mode rules need to know of a `flat_map_groups_with_state`.
+#[derive(Debug, Clone)]
+pub struct GroupsWithStateFacts {
+    /// `flat_map_groups_with_state` or `map_groups_with_state`.
+    pub operation: &'static str,
+    /// The mode the operation declares.
+    pub mode: OutputMode,
+    /// `map_groups_with_state`.
+    pub is_map: bool,
+    /// A streaming aggregation feeds it.
+    pub after_aggregate: bool,
 }
 
 impl QueryAnalysis {
@@ -60,6 +75,17 @@ impl QueryAnalysis {
                 }
                 LogicalPlan::Limit(l) if is_streaming(&l.input) => info.limit = true,
                 LogicalPlan::Window(w) if is_streaming(&w.input) => info.window = true,
+                LogicalPlan::Extension(e) => {
+                    if let Some(n) = e.node.as_any().downcast_ref::<super::groups_with_state_node::GroupsWithStateNode>()
+                    {
+                        info.groups_with_state.push(GroupsWithStateFacts {
+                            operation: n.operation(),
+                            mode: n.mode,
+                            is_map: n.is_map,
+                            after_aggregate: contains_streaming_aggregate(&n.input),
+                        });
+                    }
+                }
                 LogicalPlan::Join(j) => {
                     let (l, r) = (is_streaming(&j.left), is_streaming(&j.right));
                     if l && r {
@@ -80,7 +106,64 @@ impl QueryAnalysis {
 
     /// Whether the query keeps state between batches.
     pub fn is_stateful(&self) -> bool {
-        self.aggregate || self.distinct || self.stream_stream_join || self.window
+        self.aggregate || self.distinct || self.stream_stream_join || self.window || !self.groups_with_state.is_empty()
+    }
+
+    /// Spark's rules for `flat_map_groups_with_state` and
+    /// `map_groups_with_state` against the query's output mode.
+    fn validate_groups_with_state(&self, mode: OutputMode) -> Result<()> {
+        if self.groups_with_state.len() > 1 {
+            return Err(SluiceError::unsupported(
+                "a streaming query may have one flat_map_groups_with_state / map_groups_with_state; merge the \
+                 functions into one, or write the first one's output to a sink and read it as another stream",
+            ));
+        }
+        for g in &self.groups_with_state {
+            let op = g.operation;
+            if g.after_aggregate {
+                return Err(SluiceError::unsupported(format!(
+                    "{op} is not supported after an aggregation on a stream (as in Spark): its input would be \
+                     changing rows; group the raw rows with group_by_key and aggregate in the function, or \
+                     aggregate after it"
+                )));
+            }
+            if g.is_map {
+                if self.aggregate {
+                    return Err(SluiceError::unsupported(format!(
+                        "{op} is not supported with an aggregation in the same streaming query (as in Spark); use \
+                         flat_map_groups_with_state with OutputMode::Append before the aggregation"
+                    )));
+                }
+                if mode != OutputMode::Update {
+                    return Err(SluiceError::unsupported(format!(
+                        "{op} is not supported with {mode} output mode: it emits rows that replace earlier ones; run \
+                         the query with output_mode = 'update'"
+                    )));
+                }
+            } else if self.aggregate {
+                if g.mode == OutputMode::Update {
+                    return Err(SluiceError::unsupported(format!(
+                        "{op} in update mode is not supported with an aggregation after it (as in Spark): the \
+                         aggregation cannot retract the rows it replaces; declare OutputMode::Append on {op}"
+                    )));
+                }
+            } else if mode == OutputMode::Complete {
+                return Err(SluiceError::unsupported(format!(
+                    "{op} is not supported with complete output mode without an aggregation after it: there is no \
+                     result table to rewrite; run the query with output_mode = '{}'",
+                    g.mode
+                )));
+            } else if g.mode != mode {
+                return Err(SluiceError::unsupported(format!(
+                    "{op} declared in {} mode is not supported with {mode} output mode (as in Spark, the two must \
+                     match); declare OutputMode::{} on {op}, or run the query with output_mode = '{}'",
+                    g.mode,
+                    if mode == OutputMode::Update { "Update" } else { "Append" },
+                    g.mode
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Check the query against `mode`; the error names the operator, the mode
@@ -98,6 +181,7 @@ impl QueryAnalysis {
                  (use LEFT JOIN with the stream on the left, or an inner join)"
             )));
         }
+        self.validate_groups_with_state(mode)?;
         if self.sort_without_aggregate || (self.sort_after_aggregate && mode != OutputMode::Complete) {
             return Err(SluiceError::unsupported(format!(
                 "ORDER BY is not supported on a streaming query in {mode} output mode: sorting is only possible after \

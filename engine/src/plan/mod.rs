@@ -11,6 +11,7 @@
 
 pub mod analyze;
 pub mod changelog;
+pub mod groups_with_state_node;
 pub mod join;
 pub mod join_node;
 pub mod keys;

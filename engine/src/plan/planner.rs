@@ -17,6 +17,7 @@ use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitio
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 
 use super::changelog::StreamingChangelogNode;
+use super::groups_with_state_node::{plan_groups_with_state, GroupsWithStateNode};
 use super::join_node::{EvictRule, StreamingJoinNode};
 use super::over_window_node::{plan_over_window, StreamingOverWindowNode};
 use super::nodes::{StreamingAggregateNode, StreamingDedupNode, StreamingLimitNode, WithinWatermarkNode};
@@ -375,6 +376,18 @@ impl ExtensionPlanner for StreamingExtensionPlanner {
         }
         if let Some(n) = any.downcast_ref::<StreamingOverWindowNode>() {
             return Ok(Some(Arc::new(plan_over_window(n, input()?, session, planning_ctx, self.config)?)));
+        }
+        if let Some(n) = any.downcast_ref::<GroupsWithStateNode>() {
+            return Ok(Some(Arc::new(plan_groups_with_state(n, input()?, session, self.config)?)));
+        }
+        if let Some(n) = any.downcast_ref::<crate::arbitrary::transform::TransformNode>() {
+            let exec = crate::physical::TransformExec::new(
+                input()?,
+                Arc::clone(&n.func),
+                Arc::clone(&n.state),
+                Arc::clone(n.schema.inner()),
+            );
+            return Ok(Some(Arc::new(exec)));
         }
         if let Some(n) = any.downcast_ref::<StreamingLimitNode>() {
             return Ok(Some(Arc::new(self.limit(n, input()?)?)));

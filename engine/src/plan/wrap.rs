@@ -14,6 +14,7 @@ use std::sync::Arc;
 use super::analyze::{self, is_streaming};
 use super::changelog;
 use super::keys::{dedup_spec, event_time_group, session_columns};
+use super::groups_with_state_node::GroupsWithStateNode;
 use super::nodes::{StreamingAggregateNode, StreamingDedupNode};
 use crate::error::{Result, SluiceError};
 use crate::options::OutputMode;
@@ -23,6 +24,7 @@ fn is_stateful(plan: &LogicalPlan) -> bool {
         LogicalPlan::Aggregate(a) => is_streaming(&a.input),
         LogicalPlan::Distinct(d) => is_streaming(d.input()),
         LogicalPlan::Window(w) => is_streaming(&w.input),
+        LogicalPlan::Extension(e) => e.node.as_any().is::<GroupsWithStateNode>(),
         _ => false,
     }
 }
@@ -141,6 +143,12 @@ fn mark(plan: &LogicalPlan, mode: OutputMode, depth: usize, next_id: &mut usize)
         LogicalPlan::Window(w) => extension(Arc::new(super::over_window_node::over_window_node(
             w, inner, id, mode, retract, downstream,
         )?)),
+        LogicalPlan::Extension(e) if e.node.as_any().is::<GroupsWithStateNode>() => {
+            let Some(node) = e.node.as_any().downcast_ref::<GroupsWithStateNode>() else {
+                return Err(SluiceError::internal("a groups-with-state node of another type"));
+            };
+            extension(Arc::new(GroupsWithStateNode { input: inner, id, downstream, ..node.clone() }))
+        }
         other => return Err(SluiceError::internal(format!("unexpected stateful node {}", other.display()))),
     };
     *next_id += 1;

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    new_null_array, ArrayRef, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray, UInt64Array,
+    new_null_array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray, UInt64Array,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::ipc::reader::StreamReader;
@@ -166,6 +166,21 @@ pub(crate) fn describe(spec: &OperatorSpec) -> Result<Vec<u8>> {
             let desc = Descriptor {
                 operator: operator.into(),
                 num_keys: 0,
+                aggregates: vec![],
+                keys: vec![],
+                left_columns: 0,
+                tracks_matches: [false; 2],
+            };
+            (fields, desc)
+        }
+        OperatorSpec::GroupsWithState(g) => {
+            let mut fields = vec![];
+            for (e, name) in g.keys.iter().zip(&g.key_names) {
+                fields.push(Field::new(name, e.data_type(&g.input_schema)?, true));
+            }
+            let desc = Descriptor {
+                operator: "groups_with_state".into(),
+                num_keys: fields.len(),
                 aggregates: vec![],
                 keys: vec![],
                 left_columns: 0,
@@ -394,6 +409,31 @@ async fn decode(
                 batches.push(RecordBatch::try_new(Arc::clone(&out), columns)?);
             }
             Ok((out, batches))
+        }
+        "groups_with_state" => {
+            // Each group's key, its value as JSON with its type, and its
+            // pending timeout.
+            let conv =
+                RowConverter::new(schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect())?;
+            let (keys, values): (Vec<&[u8]>, Vec<&[u8]>) = store.iter().unzip();
+            let parser = conv.parser();
+            let mut columns = conv.convert_rows(keys.iter().map(|k| parser.parse(k)))?;
+            let groups = values
+                .iter()
+                .map(|v| crate::arbitrary::StoredGroup::decode(v).map_err(|e| SluiceError::plan(format!("{e}; the state is damaged"))))
+                .collect::<Result<Vec<_>>>()?;
+            let text = |f: &dyn Fn(&(String, Vec<u8>)) -> String| -> StringArray {
+                groups.iter().map(|g| g.value.as_ref().map(f)).collect()
+            };
+            columns.push(Arc::new(text(&|(_, j)| String::from_utf8_lossy(j).into_owned())));
+            columns.push(Arc::new(text(&|(t, _)| t.clone())));
+            columns.push(Arc::new(Int64Array::from_iter(groups.iter().map(|g| g.timeout_ms))));
+            let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+            fields.push(Field::new("state", DataType::Utf8, true));
+            fields.push(Field::new("state_type", DataType::Utf8, true));
+            fields.push(Field::new("timeout_ms", DataType::Int64, true));
+            let out = Arc::new(Schema::new(fields));
+            Ok((Arc::clone(&out), vec![RecordBatch::try_new(out, columns)?]))
         }
         "limit" => {
             let seen = store.iter().next().map(|(_, v)| time_of(v) as u64).unwrap_or(0);

@@ -6,6 +6,7 @@ mod changelog;
 mod context;
 mod dedup;
 mod event_time;
+mod groups_with_state;
 pub mod inspect;
 mod join;
 mod limit;
@@ -26,6 +27,7 @@ pub use changelog::{ChangelogSpec, StreamingChangelog, SIGN_COLUMN};
 pub use context::BatchContext;
 pub use dedup::{DedupSpec, StreamingDedup};
 pub use event_time::{event_time_micros, EventTime, EventTimeKey};
+pub use groups_with_state::{GroupsWithStateSpec, StreamingGroupsWithState};
 pub use join::{Evict, JoinSpec, SideSpec, StreamingJoin};
 pub use limit::StreamingLimit;
 pub use over_window::{OverWindowSpec, StreamingOverWindow};
@@ -80,6 +82,12 @@ pub trait StatefulOperator: Send + Sync + std::fmt::Debug {
         reset: bool,
     ) -> Result<()> {
         self.state().restore(dir, version, pool, partition, reset).await
+    }
+    /// The earliest processing time (ms) at which a timer of this operator
+    /// fires (a `flat_map_groups_with_state` processing-time timeout): a
+    /// batch without new data is due once the clock passes it.
+    fn next_timer_ms(&self) -> Option<i64> {
+        None
     }
     /// Whether this batch's input can change the output (a `LIMIT` whose
     /// rows are all out needs none).

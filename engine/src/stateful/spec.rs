@@ -9,7 +9,7 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::{
-    AggregateParts, ChangelogSpec, DedupSpec, EventTimeKey, JoinSpec, OverWindowSpec, SessionAggregate,
+    AggregateParts, ChangelogSpec, DedupSpec, EventTimeKey, GroupsWithStateSpec, StreamingGroupsWithState, JoinSpec, OverWindowSpec, SessionAggregate,
     SessionColumns, StatefulOperator, StreamingAggregate, StreamingChangelog, StreamingDedup, StreamingJoin,
     StreamingLimit, StreamingOverWindow, StreamingTopN, TopNSpec,
 };
@@ -65,6 +65,8 @@ pub enum OperatorSpec {
     Changelog(Box<ChangelogSpec>),
     /// Window functions over whole partitions (`AVG(x) OVER (...)`).
     OverWindow(Box<OverWindowSpec>),
+    /// A user function per key with state (`flat_map_groups_with_state`).
+    GroupsWithState(Box<GroupsWithStateSpec>),
     /// `LIMIT` / `OFFSET` over the whole stream.
     Limit {
         /// Rows skipped.
@@ -95,6 +97,7 @@ impl OperatorSpec {
             Self::TopN(spec) => Box::new(StreamingTopN::try_new(*spec)?),
             Self::Changelog(spec) => Box::new(StreamingChangelog::try_new(*spec)?),
             Self::OverWindow(spec) => Box::new(StreamingOverWindow::try_new(*spec)?),
+            Self::GroupsWithState(spec) => Box::new(StreamingGroupsWithState::try_new(*spec)?),
         })
     }
 
@@ -109,6 +112,7 @@ impl OperatorSpec {
             Self::TopN(spec) => spec.config.num_partitions = n,
             Self::Changelog(spec) => spec.config.num_partitions = n,
             Self::OverWindow(spec) => spec.config.num_partitions = n,
+            Self::GroupsWithState(spec) => spec.config.num_partitions = n,
         }
         self
     }
@@ -124,6 +128,7 @@ impl OperatorSpec {
             Self::TopN(_) => "StreamingTopNExec",
             Self::Changelog(_) => "StreamingChangelogExec",
             Self::OverWindow(_) => "StreamingOverWindowExec",
+            Self::GroupsWithState(_) => "FlatMapGroupsWithStateExec",
         }
     }
 
@@ -137,6 +142,7 @@ impl OperatorSpec {
             Self::Join(spec) => spec.watermark_driven(),
             Self::TopN(spec) => spec.event_time.is_some(),
             Self::Changelog(_) | Self::OverWindow(_) => false,
+            Self::GroupsWithState(spec) => spec.timeout == crate::arbitrary::GroupStateTimeout::EventTime,
         }
     }
 
@@ -173,6 +179,9 @@ impl OperatorSpec {
                 spec.n,
                 spec.order.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(", ")
             )),
+            Self::GroupsWithState(spec) => {
+                Some(format!("{}, state={}, timeout={}", spec.operation, spec.func.state_tag(), spec.timeout))
+            }
             Self::OverWindow(spec) => Some(format!(
                 "[{}], order=[{}]",
                 spec.windows.iter().map(|w| w.name().to_string()).collect::<Vec<_>>().join(", "),
@@ -224,6 +233,7 @@ impl OperatorSpec {
             Self::Join(spec) => spec.left.keys.clone(),
             Self::TopN(spec) => spec.partition.clone(),
             Self::OverWindow(spec) => spec.partition.clone(),
+            Self::GroupsWithState(spec) => spec.keys.clone(),
             Self::Changelog(spec) => spec
                 .keys
                 .iter()
@@ -248,6 +258,7 @@ impl OperatorSpec {
             Self::TopN(spec) => spec.partition_names.clone(),
             Self::OverWindow(spec) => spec.partition_names.clone(),
             Self::Changelog(spec) => spec.keys.iter().map(|i| spec.schema.field(*i).name().clone()).collect(),
+            Self::GroupsWithState(spec) => spec.key_names.clone(),
         }
     }
 
@@ -297,6 +308,15 @@ impl OperatorSpec {
             },
             Self::Changelog(_) => "none (the last row of every key is kept)".into(),
             Self::OverWindow(_) => "none (every row of every partition is kept)".into(),
+            Self::GroupsWithState(spec) => match spec.timeout {
+                crate::arbitrary::GroupStateTimeout::NoTimeout => "none (the function removes its state)".into(),
+                crate::arbitrary::GroupStateTimeout::ProcessingTime => {
+                    "call a group's timeout once the batch time passes it".into()
+                }
+                crate::arbitrary::GroupStateTimeout::EventTime => {
+                    "call a group's timeout once the watermark passes it; drop late rows".into()
+                }
+            },
         }
     }
 }
