@@ -39,11 +39,14 @@ impl StoredGroup {
             Some((t, j)) => (t.as_bytes(), j),
             None => (&[], &[]),
         };
+        // The length is a u16: a longer tag is cut (its prefix still names
+        // the type), never written past its recorded length.
+        let tag = &tag[..tag.len().min(u16::MAX as usize)];
         let mut out = Vec::with_capacity(12 + tag.len() + json.len());
         out.push(FORMAT);
         out.push(if self.value.is_some() { HAS_VALUE } else { 0 });
         out.extend_from_slice(&self.timeout_ms.unwrap_or(NO_TIMEOUT).to_le_bytes());
-        out.extend_from_slice(&(tag.len().min(u16::MAX as usize) as u16).to_le_bytes());
+        out.extend_from_slice(&(tag.len() as u16).to_le_bytes());
         out.extend_from_slice(tag);
         out.extend_from_slice(json);
         out

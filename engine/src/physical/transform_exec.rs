@@ -132,5 +132,5 @@ impl ExecutionPlan for TransformExec {
 use futures::TryStreamExt;
 
 fn describe(schema: &datafusion::arrow::datatypes::Schema) -> String {
-    schema.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect::<Vec<_>>().join(", ")
+    crate::stateful::StateLayout::describe(schema.fields()).join(", ")
 }

@@ -85,7 +85,7 @@ fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
 }
 
 fn describe(schema: &SchemaRef) -> String {
-    schema.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect::<Vec<_>>().join(", ")
+    StateLayout::describe(schema.fields()).join(", ")
 }
 
 impl StreamingGroupsWithState {
