@@ -14,10 +14,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::function::{state_tag, TypedGroupFunction};
-use super::{GroupKey, GroupState, GroupStateTimeout};
+use super::{GroupKey, GroupState, GroupStateTimeout, GroupsWithStateNode};
 use crate::error::{Result, SluiceError};
 use crate::options::OutputMode;
-use crate::plan::groups_with_state_node::GroupsWithStateNode;
 
 /// How an operation over groups calls its function and emits.
 struct Shape {

@@ -28,6 +28,7 @@
 mod function;
 mod group_state;
 mod keyed;
+mod node;
 mod processor;
 mod window;
 pub mod transform;
@@ -35,6 +36,7 @@ pub mod transform;
 pub use function::{GroupCall, GroupFunction, GroupOutcome, StoredGroup};
 pub use group_state::{GroupKey, GroupState, GroupStateTimeout};
 pub use keyed::{group_by_key, KeyedStream};
+pub use node::GroupsWithStateNode;
 pub use processor::{ListState, MapState, ProcessorState, ProcessorStore, StatefulProcessor, TimeMode, ValueState};
 pub use transform::transform;
 pub use window::{Reduce, WindowSlices};
