@@ -69,6 +69,8 @@ def sessionize(key, pdfs, state):
 
 
 def run_spark(input_dir, out_dir, checkpoint):
+    # Spark's Python workers run this interpreter (it has pandas and pyarrow).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     from pyspark.sql import SparkSession
     from pyspark.sql.streaming.state import GroupStateTimeout
 
@@ -108,6 +110,17 @@ def run_spark(input_dir, out_dir, checkpoint):
     spark.stop()
 
 
+def utc_text(t):
+    """A timestamp as UTC text without an offset: Spark writes Parquet
+    timestamps adjusted to UTC (tz-aware), Sluice writes them without a
+    time zone; both mean the same instant here."""
+    if t.tzinfo is not None:
+        import datetime
+
+        t = t.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    return t.isoformat()
+
+
 def read_rows(path):
     import pyarrow.parquet as pq
 
@@ -122,8 +135,8 @@ def read_rows(path):
                     rows.append(
                         (
                             r["user_id"],
-                            r["session_start"].isoformat(),
-                            r["session_end"].isoformat(),
+                            utc_text(r["session_start"]),
+                            utc_text(r["session_end"]),
                             int(r["num_events"]),
                         )
                     )

@@ -122,6 +122,14 @@ pub trait Source: Send + Sync + Debug {
         true
     }
 
+    /// Why this source cannot feed a query under the continuous trigger,
+    /// which asks it for new rows every millisecond or so; `None` (the
+    /// default) when it can. The reason is shown to the user as is, so it
+    /// names the source kind and says what to do instead.
+    fn continuous_refusal(&self) -> Option<String> {
+        None
+    }
+
     /// Release resources (sockets, files).
     async fn stop(&self) -> Result<()> {
         Ok(())
@@ -193,6 +201,16 @@ pub trait Sink: Send + Sync + Debug {
     /// at-least-once (console, foreach without dedup).
     fn exactly_once(&self) -> bool {
         true
+    }
+    /// Continuous trigger: deliver `batches`, part of epoch `epoch`, now,
+    /// before the epoch ends (at-least-once: after a crash the rows since
+    /// the last committed epoch come again). Return `Ok(false)`, as the
+    /// default does, to have the engine keep the epoch's rows and hand them
+    /// all to [`Sink::add_batch`] with the epoch as batch id when the epoch
+    /// commits: exactly-once for sinks idempotent by batch id, at the cost
+    /// of the rows waiting for the epoch's end.
+    async fn add_chunk(&self, _epoch: u64, _batches: &[RecordBatch]) -> Result<bool> {
+        Ok(false)
     }
     /// Flush and release resources when the query stops.
     async fn stop(&self) -> Result<()> {

@@ -42,4 +42,10 @@ impl Sink for ForeachBatchSink {
     fn exactly_once(&self) -> bool {
         false
     }
+    /// Under the continuous trigger the function gets each chunk as it is
+    /// produced, with its epoch id (several calls per epoch).
+    async fn add_chunk(&self, epoch: u64, batches: &[RecordBatch]) -> Result<bool> {
+        (self.f)(epoch, batches)?;
+        Ok(true)
+    }
 }

@@ -40,7 +40,7 @@ pub use connector::{
 pub use error::{Result, SluiceError};
 pub use execution::WatermarkPolicy;
 pub use options::{parse_duration, Options, OutputMode, Trigger};
-pub use progress::{QueryStatus, StreamingQueryProgress};
+pub use progress::{EpochProgress, QueryStatus, StreamingQueryProgress};
 pub use query::StreamingQuery;
 pub use reader::{DataStreamReader, DataStreamWriter, StreamingDataFrameExt};
 pub use session::{QuerySpec, SluiceConfig, SluiceSession, DEFAULT_MAX_BATCH_BYTES};

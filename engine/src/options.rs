@@ -56,8 +56,9 @@ pub enum Trigger {
     /// All data available at start, in as many batches as rate limits need,
     /// then stop.
     AvailableNow,
-    /// Continuous processing with the given checkpoint interval; executed as
-    /// low-latency micro-batches in this version.
+    /// Continuous processing with the given checkpoint interval: rows run
+    /// through the query as they arrive, and every interval an epoch is
+    /// committed (see [`MicroBatchExecution::run_epoch`](crate::execution::MicroBatchExecution::run_epoch)).
     Continuous(Duration),
 }
 

@@ -127,6 +127,46 @@ pub struct StreamingQueryProgress {
     pub sink: SinkProgress,
     /// Stateful operators.
     pub state_operators: Vec<StateOperatorProgress>,
+    /// Under the continuous trigger: the epoch's chunks and their latency
+    /// (`None` for a micro-batch).
+    pub epoch: Option<EpochProgress>,
+}
+
+/// One continuous epoch's chunks: how many ran, and how long each took from
+/// the moment its rows were read to their delivery at the sink.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct EpochProgress {
+    /// Chunks run in the epoch.
+    pub chunks: u64,
+    /// Median chunk latency (microseconds).
+    pub latency_p50_us: u64,
+    /// 99th percentile chunk latency (microseconds).
+    pub latency_p99_us: u64,
+    /// 99.9th percentile chunk latency (microseconds).
+    pub latency_p999_us: u64,
+    /// Slowest chunk (microseconds).
+    pub latency_max_us: u64,
+}
+
+impl EpochProgress {
+    /// The figures of `latencies_us` (one per chunk, any order).
+    pub fn of(mut latencies_us: Vec<u64>) -> Self {
+        latencies_us.sort_unstable();
+        let at = |q: f64| -> u64 {
+            if latencies_us.is_empty() {
+                return 0;
+            }
+            let i = ((latencies_us.len() as f64 * q).ceil() as usize).clamp(1, latencies_us.len()) - 1;
+            latencies_us[i]
+        };
+        Self {
+            chunks: latencies_us.len() as u64,
+            latency_p50_us: at(0.5),
+            latency_p99_us: at(0.99),
+            latency_p999_us: at(0.999),
+            latency_max_us: latencies_us.last().copied().unwrap_or(0),
+        }
+    }
 }
 
 /// ISO-8601 in UTC with milliseconds, as Spark writes times in progress.
@@ -229,6 +269,15 @@ impl StreamingQueryProgress {
         });
         if !event_time.is_empty() {
             doc["eventTime"] = Value::Object(event_time);
+        }
+        if let Some(e) = &self.epoch {
+            doc["epoch"] = json!({
+                "chunks": e.chunks,
+                "latencyP50Us": e.latency_p50_us,
+                "latencyP99Us": e.latency_p99_us,
+                "latencyP999Us": e.latency_p999_us,
+                "latencyMaxUs": e.latency_max_us,
+            });
         }
         doc
     }

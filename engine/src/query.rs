@@ -315,6 +315,21 @@ impl StreamingQuery {
         Ok(ran)
     }
 
+    /// One continuous epoch ending at `end_ms` (see
+    /// [`MicroBatchExecution::run_epoch`]).
+    async fn epoch_once(&self, end_ms: i64, stop: &mut watch::Receiver<bool>) -> Result<()> {
+        let mut exec = self.shared.exec.lock().await;
+        if self.stopped() {
+            return Ok(());
+        }
+        self.set_status("Processing new data", true, true);
+        if let Some(p) = guarded(exec.run_epoch(end_ms, stop)).await? {
+            self.record(&exec, p);
+        }
+        self.set_status("Waiting for data", true, false);
+        Ok(())
+    }
+
     async fn run_trigger(&self, trigger: Trigger, clock: &ClockRef) -> Result<()> {
         match trigger {
             Trigger::Once => {
@@ -327,7 +342,18 @@ impl StreamingQuery {
                 while !self.stopped() && self.step_once().await? {}
                 Ok(())
             }
-            Trigger::ProcessingTime(interval) | Trigger::Continuous(interval) => {
+            Trigger::Continuous(interval) => {
+                // Epochs end on interval boundaries of the clock.
+                let interval_ms = (interval.as_millis() as i64).max(1);
+                let mut stop_rx = self.shared.stop_tx.subscribe();
+                while !self.stopped() {
+                    let now = clock.now_millis();
+                    let end = now - now.rem_euclid(interval_ms) + interval_ms;
+                    self.epoch_once(end, &mut stop_rx).await?;
+                }
+                Ok(())
+            }
+            Trigger::ProcessingTime(interval) => {
                 let interval_ms = interval.as_millis() as i64;
                 let mut stop_rx = self.shared.stop_tx.subscribe();
                 loop {
@@ -369,8 +395,16 @@ impl StreamingQuery {
 /// becomes the query's error instead of killing its task and leaving
 /// `await_termination` waiting forever.
 async fn guarded_step(exec: &mut MicroBatchExecution) -> Result<Option<StreamingQueryProgress>> {
+    guarded(exec.step()).await
+}
+
+/// Run `step` (a micro-batch or an epoch) with a panic turned into the
+/// query's error.
+async fn guarded(
+    step: impl std::future::Future<Output = Result<Option<StreamingQueryProgress>>>,
+) -> Result<Option<StreamingQueryProgress>> {
     use futures::FutureExt;
-    match std::panic::AssertUnwindSafe(exec.step()).catch_unwind().await {
+    match std::panic::AssertUnwindSafe(step).catch_unwind().await {
         Ok(result) => result,
         Err(panic) => {
             let message = panic

@@ -433,6 +433,9 @@ impl SluiceSession {
             },
             query_id,
         )?;
+        if matches!(spec.trigger, Trigger::Continuous(_)) {
+            exec.check_continuous()?;
+        }
         exec.recover().await?;
         if spec.trigger == Trigger::AvailableNow {
             // Fix what "available now" means at creation, so a source with

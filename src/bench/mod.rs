@@ -22,6 +22,8 @@ use sluice_sources::nexmark::{
 
 use crate::Environment;
 
+pub mod latency;
+
 /// Boxed error of the runner.
 pub type BenchResult<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 

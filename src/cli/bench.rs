@@ -1,4 +1,4 @@
-//! `sluice bench nexmark` and `sluice nexmark generate`.
+//! `sluice bench nexmark`, `sluice bench latency` and `sluice nexmark generate`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -54,6 +54,49 @@ pub async fn nexmark(
             ratio
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Measure end-to-end latency under a trigger (see [`sluice::bench::latency`]).
+pub async fn latency(
+    trigger: &str,
+    interval: Option<&str>,
+    rate: u64,
+    seconds: u64,
+    warmup: u64,
+    query: &str,
+) -> Result<ExitCode, String> {
+    use sluice::bench::latency::{run_latency, LatencyConfig, LatencyQuery};
+    let query = match query {
+        "filter" => LatencyQuery::Filter,
+        "count" => LatencyQuery::Count,
+        other => return Err(format!("unknown --query '{other}'; the queries are filter and count")),
+    };
+    let trigger = match trigger {
+        "default" => {
+            if interval.is_some() {
+                return Err("--interval does not apply to --trigger default (batches back to back); use \
+                            --trigger processing_time"
+                    .into());
+            }
+            sluice::Trigger::ProcessingTime(std::time::Duration::ZERO)
+        }
+        "continuous" | "processing_time" => {
+            let interval = interval.unwrap_or(if trigger == "continuous" { "1s" } else { "100ms" });
+            sluice::Trigger::parse(trigger, Some(interval)).map_err(|e| e.to_string())?
+        }
+        other => {
+            return Err(format!("unknown --trigger '{other}'; the triggers are continuous, default, processing_time"))
+        }
+    };
+    if rate == 0 || seconds == 0 {
+        return Err("--rate and --seconds must be positive".into());
+    }
+    let cfg = LatencyConfig { trigger, rate, seconds, warmup_seconds: warmup, query };
+    eprintln!("measuring {query:?} under {trigger:?} at {rate} rows/s for {seconds} s (after {warmup} s of warm-up)");
+    let report = run_latency(&cfg).await.map_err(|e| e.to_string())?;
+    println!("samples={}", report.samples);
+    println!("{}", report.line());
     Ok(ExitCode::SUCCESS)
 }
 

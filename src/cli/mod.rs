@@ -86,6 +86,30 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
+    /// End-to-end latency: a generator pushes rows stamped with their
+    /// creation time at a fixed rate; the sink records creation-to-delivery
+    /// time. The last line reads `p50_ms=… p99_ms=… p999_ms=… max_ms=… rate=…`.
+    Latency {
+        /// continuous, default (micro-batches back to back) or processing_time.
+        #[arg(long, default_value = "continuous")]
+        trigger: String,
+        /// The checkpoint interval (continuous) or trigger interval
+        /// (processing_time), e.g. `1s`, `100ms`.
+        #[arg(long)]
+        interval: Option<String>,
+        /// Rows per second.
+        #[arg(long, default_value_t = 100_000)]
+        rate: u64,
+        /// Seconds measured.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Seconds of warm-up before measuring.
+        #[arg(long, default_value_t = 3)]
+        warmup: u64,
+        /// filter (a filter and projection) or count (update-mode count by key).
+        #[arg(long, default_value = "filter")]
+        query: String,
+    },
     /// Run Nexmark queries (benches/nexmark/*.sql) over pre-generated events as
     /// fast as possible (available_now) and report events/s, per core, batches,
     /// p50/p99 batch time and peak memory.
@@ -151,6 +175,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
         }
         Some(Command::State { checkpoint, operator, sql, batch }) => {
             state::state(&state::StateArgs { checkpoint, operator, sql, batch }).await
+        }
+        Some(Command::Bench { bench: BenchCommand::Latency { trigger, interval, rate, seconds, warmup, query } }) => {
+            bench::latency(&trigger, interval.as_deref(), rate, seconds, warmup, &query).await
         }
         Some(Command::Bench { bench: BenchCommand::Nexmark { queries, events, baseline, data, queries_dir } }) => {
             bench::nexmark(&queries, events, baseline.as_deref(), data.as_deref(), &queries_dir).await

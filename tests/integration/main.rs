@@ -5,6 +5,7 @@ mod arbitrary;
 mod bad_input;
 mod checkpoint_integrity;
 mod connectors;
+mod continuous;
 mod crash;
 mod dstream;
 #[cfg(feature = "delta")]

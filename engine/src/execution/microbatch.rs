@@ -25,7 +25,9 @@ use crate::connector::{Sink, Source, SourceOffset};
 use crate::error::{Result, SluiceError};
 use crate::physical::MicroBatchInput;
 use crate::plan::IncrementalPlan;
-use crate::progress::{EventTimeStats, SinkProgress, SourceProgress, StreamingQueryProgress};
+use crate::progress::{
+    EpochProgress, EventTimeStats, SinkProgress, SourceProgress, StateOperatorProgress, StreamingQueryProgress,
+};
 use crate::stateful::{BatchContext, EventTime};
 use crate::watermark::WatermarkSpec;
 
@@ -59,39 +61,57 @@ pub struct MicroBatchExecution {
     pub name: String,
     /// Id of this run of the query (a new one at every start, as Spark's
     /// `runId`).
-    run_id: String,
-    plan: Arc<IncrementalPlan>,
-    runtime: StateRuntime,
-    sources: Vec<QuerySource>,
-    sink: Arc<dyn Sink>,
-    sink_description: String,
-    late_sink: Option<Arc<dyn Sink>>,
-    checkpoint: QueryCheckpoint,
-    clock: ClockRef,
-    policy: WatermarkPolicy,
-    min_batches_to_retain: u64,
-    reset_changed_state: bool,
-    max_batch_bytes: usize,
-    lock: Option<CheckpointLock>,
-    initialized: bool,
+    pub(super) run_id: String,
+    pub(super) plan: Arc<IncrementalPlan>,
+    pub(super) runtime: StateRuntime,
+    pub(super) sources: Vec<QuerySource>,
+    pub(super) sink: Arc<dyn Sink>,
+    pub(super) sink_description: String,
+    pub(super) late_sink: Option<Arc<dyn Sink>>,
+    pub(super) checkpoint: QueryCheckpoint,
+    pub(super) clock: ClockRef,
+    pub(super) policy: WatermarkPolicy,
+    pub(super) min_batches_to_retain: u64,
+    pub(super) reset_changed_state: bool,
+    pub(super) max_batch_bytes: usize,
+    pub(super) lock: Option<CheckpointLock>,
+    pub(super) initialized: bool,
     /// An uncommitted batch found at recovery, to re-run first.
-    pending_rerun: Option<OffsetEntry>,
-    next_batch_id: u64,
+    pub(super) pending_rerun: Option<OffsetEntry>,
+    pub(super) next_batch_id: u64,
     /// End offsets of the last batch that ran (committed).
-    committed: BTreeMap<String, Option<SourceOffset>>,
+    pub(super) committed: BTreeMap<String, Option<SourceOffset>>,
     /// Watermark to use for the next batch.
-    watermark_ms: Option<i64>,
+    pub(super) watermark_ms: Option<i64>,
     /// Watermark the last batch ran under.
-    last_batch_watermark_ms: Option<i64>,
+    pub(super) last_batch_watermark_ms: Option<i64>,
     /// Max event time seen per source (ms).
-    max_event_time: BTreeMap<String, i64>,
-    last_batch_end_ms: Option<i64>,
+    pub(super) max_event_time: BTreeMap<String, i64>,
+    pub(super) last_batch_end_ms: Option<i64>,
     /// The plan instance of the last batch, with its metrics (`EXPLAIN
     /// ANALYZE`); formatted only when asked for.
-    last_plan: Option<Arc<dyn datafusion::physical_plan::ExecutionPlan>>,
+    pub(super) last_plan: Option<Arc<dyn datafusion::physical_plan::ExecutionPlan>>,
     /// Per source: the columns the plan reads (and the watermark needs),
     /// when fewer than all.
-    read_columns: BTreeMap<String, Vec<usize>>,
+    pub(super) read_columns: BTreeMap<String, Vec<usize>>,
+    /// Continuous trigger: the watermark the last chunk ran under (`None`
+    /// before the first chunk of this run).
+    pub(super) last_chunk_watermark_ms: Option<Option<i64>>,
+}
+
+/// What a batch (or epoch) did, for its progress.
+#[derive(Debug, Default)]
+pub(super) struct BatchFigures {
+    /// Rows read.
+    pub total_rows: u64,
+    /// Rows the sink got.
+    pub output_rows: u64,
+    /// Event times read.
+    pub event_time: Option<EventTimeStats>,
+    /// The stateful operators' figures.
+    pub state_operators: Vec<StateOperatorProgress>,
+    /// The epoch's chunks (continuous trigger).
+    pub epoch: Option<EpochProgress>,
 }
 
 /// Everything the executor needs to start.
@@ -158,6 +178,7 @@ impl MicroBatchExecution {
             max_event_time: BTreeMap::new(),
             last_batch_end_ms: None,
             last_plan: None,
+            last_chunk_watermark_ms: None,
         })
     }
 
@@ -332,7 +353,7 @@ impl MicroBatchExecution {
 
     /// Run one batch under a `batch` span (with the query's name and the
     /// batch id), logging its summary there.
-    async fn run_batch(
+    pub(super) async fn run_batch(
         &mut self,
         entry: OffsetEntry,
         started: Instant,
@@ -354,13 +375,135 @@ impl MicroBatchExecution {
         debug!(query = %self.name, batch_id, "running batch");
         // Read.
         let read = Instant::now();
+        let from = self.committed.clone();
+        let (input, mut source_progress, total_rows, event_time) = self.read_sources(batch_id, &from, &entry.offsets).await?;
+        let read_ms = read.elapsed().as_millis() as u64;
+        // Execute.
+        let exec = Instant::now();
+        let ctx = BatchContext {
+            batch_id,
+            // The checkpoint records watermarks in ms; operators see event time.
+            watermark: entry.watermark_ms.map(EventTime::from_millis),
+            late_watermark: entry.watermark_ms.map(EventTime::from_millis),
+            previous_watermark: self.last_batch_watermark_ms.map(EventTime::from_millis),
+            batch_timestamp_ms: entry.batch_timestamp_ms,
+        };
+        let executed = self.plan.execute(input, self.runtime.batch_state(ctx)).await?;
+        self.last_plan = Some(Arc::clone(&executed.plan));
+        let (output, planning) = (executed.rows, executed.planning);
+        let plan_ms = planning.as_millis() as u64;
+        let execute_ms = (exec.elapsed() - planning).as_millis() as u64;
+        // Sink.
+        let sink_t = Instant::now();
+        let output_rows: u64 = output.iter().map(|b| b.num_rows() as u64).sum();
+        self.sink.add_batch(batch_id, &output).await?;
+        crate::faults::crash_point("after_sink_write");
+        if let Some(late) = &self.late_sink {
+            late.add_batch(batch_id, &self.runtime.take_late_rows().await).await?;
+        }
+        let sink_ms = sink_t.elapsed().as_millis() as u64;
+        // Commit.
+        let commit_t = Instant::now();
+        let state_operators = self.commit_batch(&entry).await?;
+        let commit_ms = commit_t.elapsed().as_millis() as u64;
+        let durations = [
+            ("latest_offset", latest_offset_ms),
+            ("plan", plan_ms),
+            ("read", read_ms),
+            ("execute", execute_ms),
+            ("sink", sink_ms),
+            ("commit", commit_ms),
+        ];
+        let figures = BatchFigures { total_rows, output_rows, event_time, state_operators, epoch: None };
+        Ok(self.progress(&entry, started, &durations, &mut source_progress, figures))
+    }
+
+    /// The progress of the batch (or epoch) `entry` just committed, started
+    /// at `started`, with its phase `durations` (ms).
+    pub(super) fn progress(
+        &mut self,
+        entry: &OffsetEntry,
+        started: Instant,
+        durations: &[(&str, u64)],
+        source_progress: &mut [SourceProgress],
+        figures: BatchFigures,
+    ) -> StreamingQueryProgress {
+        let total_ms = started.elapsed().as_millis() as u64;
+        let now = self.clock.now_millis();
+        let since_last = self.last_batch_end_ms.map(|t| (now - t).max(0) as f64 / 1000.0);
+        self.last_batch_end_ms = Some(now);
+        let secs = (total_ms as f64 / 1000.0).max(1e-3);
+        let duration_ms = durations
+            .iter()
+            .copied()
+            .chain([("total", total_ms)])
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let input_rate = |rows: u64| since_last.filter(|s| *s > 0.0).map(|s| rows as f64 / s).unwrap_or(0.0);
+        for sp in source_progress.iter_mut() {
+            sp.input_rows_per_second = input_rate(sp.num_input_rows);
+            sp.processed_rows_per_second = sp.num_input_rows as f64 / secs;
+        }
+        StreamingQueryProgress {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            batch_id: entry.batch_id,
+            timestamp_ms: entry.batch_timestamp_ms,
+            num_input_rows: figures.total_rows,
+            input_rows_per_second: input_rate(figures.total_rows),
+            processed_rows_per_second: figures.total_rows as f64 / secs,
+            duration_ms,
+            watermark_ms: entry.watermark_ms,
+            event_time: figures.event_time,
+            run_id: self.run_id.clone(),
+            sources: source_progress.to_vec(),
+            sink: SinkProgress { description: self.sink_description.clone(), num_output_rows: figures.output_rows },
+            state_operators: figures.state_operators,
+            epoch: figures.epoch,
+        }
+    }
+
+    /// Commit the batch (or epoch) `entry` whose output the sink has: the
+    /// operators' state, the commit log entry with the next watermark, log
+    /// retention and the sources' commits; then move on to the next batch.
+    pub(super) async fn commit_batch(&mut self, entry: &OffsetEntry) -> Result<Vec<StateOperatorProgress>> {
+        let batch_id = entry.batch_id;
+        let state_operators = self.runtime.commit(batch_id).await?;
+        let next_watermark = self.next_watermark(entry.watermark_ms);
+        crate::faults::crash_point("before_commit_log");
+        self.checkpoint.write_commit(&CommitEntry { batch_id, next_watermark_ms: next_watermark }).await?;
+        // Retention: every few batches, forget log entries no longer needed.
+        if batch_id % 10 == 0 && batch_id >= self.min_batches_to_retain {
+            self.checkpoint.purge_before(batch_id + 1 - self.min_batches_to_retain).await?;
+        }
+        for s in &self.sources {
+            if let Some(Some(end)) = entry.offsets.get(&s.name) {
+                s.source.commit(end).await?;
+            }
+        }
+        self.committed = entry.offsets.clone();
+        self.next_batch_id = batch_id + 1;
+        self.last_batch_watermark_ms = entry.watermark_ms;
+        self.watermark_ms = next_watermark;
+        Ok(state_operators)
+    }
+
+    /// Read every source's rows in `(from, to]` for batch `batch_id`: the
+    /// plan's input, one progress entry per source, the rows read and their
+    /// event times. Updates the sources' max event times.
+    pub(super) async fn read_sources(
+        &mut self,
+        batch_id: u64,
+        from: &BTreeMap<String, Option<SourceOffset>>,
+        to: &BTreeMap<String, Option<SourceOffset>>,
+    ) -> Result<(MicroBatchInput, Vec<SourceProgress>, u64, Option<EventTimeStats>)> {
         let mut input = MicroBatchInput::default();
         let mut source_progress = vec![];
         let mut total_rows = 0u64;
         let mut event_time: Option<EventTimeStats> = None;
         for s in &self.sources {
-            let start = self.committed.get(&s.name).cloned().flatten();
-            let end = entry.offsets.get(&s.name).cloned().flatten();
+            let start = from.get(&s.name).cloned().flatten();
+            let end = to.get(&s.name).cloned().flatten();
             let columns = self.read_columns.get(&s.name);
             let batches = match (&end, columns) {
                 (Some(end), Some(c)) if Some(end) != start.as_ref() => {
@@ -410,95 +553,12 @@ impl MicroBatchExecution {
             });
             input.data.insert(s.name.to_ascii_lowercase(), batches);
         }
-        let read_ms = read.elapsed().as_millis() as u64;
-        // Execute.
-        let exec = Instant::now();
-        let ctx = BatchContext {
-            batch_id,
-            // The checkpoint records watermarks in ms; operators see event time.
-            watermark: entry.watermark_ms.map(EventTime::from_millis),
-            late_watermark: entry.watermark_ms.map(EventTime::from_millis),
-            previous_watermark: self.last_batch_watermark_ms.map(EventTime::from_millis),
-            batch_timestamp_ms: entry.batch_timestamp_ms,
-        };
-        let executed = self.plan.execute(input, self.runtime.batch_state(ctx)).await?;
-        self.last_plan = Some(Arc::clone(&executed.plan));
-        let (output, planning) = (executed.rows, executed.planning);
-        let plan_ms = planning.as_millis() as u64;
-        let execute_ms = (exec.elapsed() - planning).as_millis() as u64;
-        // Sink.
-        let sink_t = Instant::now();
-        let output_rows: u64 = output.iter().map(|b| b.num_rows() as u64).sum();
-        self.sink.add_batch(batch_id, &output).await?;
-        crate::faults::crash_point("after_sink_write");
-        if let Some(late) = &self.late_sink {
-            late.add_batch(batch_id, &self.runtime.take_late_rows().await).await?;
-        }
-        let sink_ms = sink_t.elapsed().as_millis() as u64;
-        // Commit.
-        let commit_t = Instant::now();
-        let state_operators = self.runtime.commit(batch_id).await?;
-        let next_watermark = self.next_watermark(entry.watermark_ms);
-        crate::faults::crash_point("before_commit_log");
-        self.checkpoint.write_commit(&CommitEntry { batch_id, next_watermark_ms: next_watermark }).await?;
-        // Retention: every few batches, forget log entries no longer needed.
-        if batch_id % 10 == 0 && batch_id >= self.min_batches_to_retain {
-            self.checkpoint.purge_before(batch_id + 1 - self.min_batches_to_retain).await?;
-        }
-        for s in &self.sources {
-            if let Some(Some(end)) = entry.offsets.get(&s.name) {
-                s.source.commit(end).await?;
-            }
-        }
-        let commit_ms = commit_t.elapsed().as_millis() as u64;
-        self.committed = entry.offsets;
-        self.next_batch_id = batch_id + 1;
-        self.last_batch_watermark_ms = entry.watermark_ms;
-        self.watermark_ms = next_watermark;
-
-        let total_ms = started.elapsed().as_millis() as u64;
-        let now = self.clock.now_millis();
-        let since_last = self.last_batch_end_ms.map(|t| (now - t).max(0) as f64 / 1000.0);
-        self.last_batch_end_ms = Some(now);
-        let secs = (total_ms as f64 / 1000.0).max(1e-3);
-        let duration_ms = [
-            ("latest_offset", latest_offset_ms),
-            ("plan", plan_ms),
-            ("read", read_ms),
-            ("execute", execute_ms),
-            ("sink", sink_ms),
-            ("commit", commit_ms),
-            ("total", total_ms),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        let input_rate = |rows: u64| since_last.filter(|s| *s > 0.0).map(|s| rows as f64 / s).unwrap_or(0.0);
-        for sp in &mut source_progress {
-            sp.input_rows_per_second = input_rate(sp.num_input_rows);
-            sp.processed_rows_per_second = sp.num_input_rows as f64 / secs;
-        }
-        Ok(StreamingQueryProgress {
-            id: self.id.clone(),
-            name: self.name.clone(),
-            batch_id,
-            timestamp_ms: entry.batch_timestamp_ms,
-            num_input_rows: total_rows,
-            input_rows_per_second: input_rate(total_rows),
-            processed_rows_per_second: total_rows as f64 / secs,
-            duration_ms,
-            watermark_ms: entry.watermark_ms,
-            event_time,
-            run_id: self.run_id.clone(),
-            sources: source_progress,
-            sink: SinkProgress { description: self.sink_description.clone(), num_output_rows: output_rows },
-            state_operators,
-        })
+        Ok((input, source_progress, total_rows, event_time))
     }
 
     /// The watermark after a batch: per source, max event time minus delay;
     /// combined by the policy; never moving back.
-    fn next_watermark(&self, current: Option<i64>) -> Option<i64> {
+    pub(super) fn next_watermark(&self, current: Option<i64>) -> Option<i64> {
         let per_source: Vec<i64> = self
             .sources
             .iter()

@@ -1,5 +1,7 @@
-//! Executors: the micro-batch loop and the operators' state it owns.
+//! Executors: the micro-batch loop, continuous epochs, and the operators'
+//! state they own.
 
+mod continuous;
 mod microbatch;
 mod state_runtime;
 

@@ -148,7 +148,28 @@ impl Sink for ConsoleSink {
             }
             *last = Some(batch_id);
         }
-        let text = format_batch(batch_id, &self.schema, batches, self.num_rows, self.truncate)?;
+        let text = format_batch(&format!("Batch: {batch_id}"), &self.schema, batches, self.num_rows, self.truncate)?;
+        self.write(&text)
+    }
+
+    fn exactly_once(&self) -> bool {
+        false
+    }
+
+    /// Under the continuous trigger each chunk is printed as it arrives,
+    /// under its epoch's id.
+    async fn add_chunk(&self, epoch: u64, batches: &[RecordBatch]) -> Result<bool> {
+        if batches.iter().any(|b| b.num_rows() > 0) {
+            let text = format_batch(&format!("Epoch: {epoch}"), &self.schema, batches, self.num_rows, self.truncate)?;
+            self.write(&text)?;
+        }
+        Ok(true)
+    }
+}
+
+impl ConsoleSink {
+    /// Write `text` to the target and flush it.
+    fn write(&self, text: &str) -> Result<()> {
         let sink_error = |e: std::io::Error| SluiceError::Sink {
             sink: self.name.clone(),
             reason: format!("cannot write to the console: {e}"),
@@ -157,10 +178,6 @@ impl Sink for ConsoleSink {
         out.write_all(text.as_bytes()).map_err(sink_error)?;
         out.flush().map_err(sink_error)?;
         Ok(())
-    }
-
-    fn exactly_once(&self) -> bool {
-        false
     }
 }
 

@@ -33,11 +33,12 @@ fn escape_meta(text: &str) -> String {
     text.replace('\n', "\\n").replace('\r', "\\r").replace('\t', "\\t")
 }
 
-/// Render one micro-batch: the `Batch: <id>` header, a table of at most
+/// Render one micro-batch (or a continuous epoch's chunk): the `title`
+/// header (`Batch: <id>`, `Epoch: <id>`), a table of at most
 /// `num_rows` rows, and `only showing top N rows` when rows were cut.
 /// With `truncate`, cells longer than [`TRUNCATE_WIDTH`] characters are cut.
 pub fn format_batch(
-    batch_id: u64,
+    title: &str,
     schema: &SchemaRef,
     batches: &[RecordBatch],
     num_rows: usize,
@@ -61,7 +62,7 @@ pub fn format_batch(
         shown.push(RecordBatch::new_empty(string_schema(schema)));
     }
     let table = pretty_format_batches(&shown)?;
-    let mut text = format!("{RULE}\nBatch: {batch_id}\n{RULE}\n{table}\n");
+    let mut text = format!("{RULE}\n{title}\n{RULE}\n{table}\n");
     if total > num_rows {
         text.push_str(&format!("only showing top {num_rows} rows\n"));
     }

@@ -260,6 +260,14 @@ impl DeltaSource {
 
 #[async_trait]
 impl Source for DeltaSource {
+    fn continuous_refusal(&self) -> Option<String> {
+        Some(
+            "the delta source reads a table's commits as whole versions, not record by record; use a micro-batch \
+             trigger (trigger = 'processing_time') to stream from a Delta table"
+                .into(),
+        )
+    }
+
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
     }

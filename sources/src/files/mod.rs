@@ -326,6 +326,15 @@ impl FilesSource {
 
 #[async_trait]
 impl Source for FilesSource {
+    fn continuous_refusal(&self) -> Option<String> {
+        Some(
+            "the files source lists its directory and reads whole files, which a query under the continuous trigger \
+             would do every millisecond; read the directory with a micro-batch trigger (trigger = 'processing_time'), \
+             or feed the files through Kafka"
+                .into(),
+        )
+    }
+
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
     }
