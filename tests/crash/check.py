@@ -97,4 +97,5 @@ def main():
     sys.exit(0 if lost == 0 and duplicated == 0 else 1)
 
 
-main()
+if __name__ == "__main__":
+    main()
