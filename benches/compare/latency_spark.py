@@ -14,9 +14,10 @@ row's creation (the rate source's `timestamp`) to its delivery.
   update mode; Spark's continuous mode refuses aggregations, so only the
   default trigger runs it (the script says so and exits 2 otherwise).
 
-The writer runs in Spark's Python workers (local[2]): each task appends
-`now - timestamp` in ms for every row, and the driver reads the files at
-the end. Rows created during the warm-up are left out. The last line has the
+The writer is `java/LatencyWriter.java` (compiled here with javac against
+PySpark's jars; PySpark's Python foreach writer cannot run under the
+continuous trigger): each task records `now - timestamp` for every row, and
+the script reads its files at the end. Rows created during the warm-up are left out. The last line has the
 same shape as Sluice's: `p50_ms=… p99_ms=… p999_ms=… max_ms=… rate=…`
 (rate: rows delivered per second over the measured seconds; the filter
 keeps 9 rows in 10, the count emits one row per changed key).
@@ -25,33 +26,24 @@ keeps 9 rows in 10, the count emits one row per changed key).
 import argparse
 import glob
 import os
+import subprocess
 import shutil
 import sys
 import tempfile
 import time
 
 
-class LatencyWriter:
-    """A ForeachWriter recording creation-to-delivery latency per row."""
+def compile_writer(work):
+    """Compile java/LatencyWriter.java against PySpark's jars into `work`;
+    returns the classes directory."""
+    import pyspark
 
-    def __init__(self, out_dir, measure_from_ms):
-        self.out_dir = out_dir
-        self.measure_from_ms = measure_from_ms
-
-    def open(self, partition_id, epoch_id):
-        self.path = os.path.join(self.out_dir, f"lat-{os.getpid()}-{partition_id}-{epoch_id}-{time.time_ns()}")
-        self.values = []
-        return True
-
-    def process(self, row):
-        created = row["timestamp"].timestamp() * 1000.0
-        if created >= self.measure_from_ms:
-            self.values.append(time.time() * 1000.0 - created)
-
-    def close(self, error):
-        if self.values:
-            with open(self.path, "w") as f:
-                f.write("\n".join(f"{v:.3f}" for v in self.values))
+    jars = os.path.join(os.path.dirname(pyspark.__file__), "jars", "*")
+    classes = os.path.join(work, "classes")
+    os.makedirs(classes)
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "java", "LatencyWriter.java")
+    subprocess.run(["javac", "-nowarn", "-cp", jars, "-d", classes, src], check=True)
+    return classes
 
 
 def quantile(sorted_values, q):
@@ -74,19 +66,19 @@ def main():
         print("Spark's continuous processing supports map-like queries only (no aggregation): not run")
         sys.exit(2)
 
-    # Spark's Python workers run this interpreter (it has pandas and pyarrow).
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     from pyspark.sql import SparkSession, functions as F
 
+    work = tempfile.mkdtemp(prefix="spark-latency-")
+    classes = compile_writer(work)
     spark = (
         SparkSession.builder.master("local[2]")
+        .config("spark.driver.extraClassPath", classes)
         .appName("latency")
         .config("spark.sql.shuffle.partitions", "2")
         .config("spark.ui.enabled", "false")
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel("ERROR")
-    work = tempfile.mkdtemp(prefix="spark-latency-")
     out_dir = os.path.join(work, "lat")
     os.makedirs(out_dir)
     measure_from_ms = (time.time() + args.warmup) * 1000.0
@@ -99,19 +91,18 @@ def main():
             F.count("*").alias("n"), F.max("timestamp").alias("timestamp")
         )
         mode = "update"
-    w = (
-        q.writeStream.outputMode(mode)
-        .foreach(LatencyWriter(out_dir, measure_from_ms))
-        .option("checkpointLocation", os.path.join(work, "ck"))
-    )
-    w = w.trigger(continuous=args.interval) if args.trigger == "continuous" else w
+    jvm = spark.sparkContext._jvm
+    writer = jvm.LatencyWriter(out_dir, int(measure_from_ms))
+    w = q._jdf.writeStream().outputMode(mode).foreach(writer).option("checkpointLocation", os.path.join(work, "ck"))
+    if args.trigger == "continuous":
+        w = w.trigger(jvm.org.apache.spark.sql.streaming.Trigger.Continuous(args.interval))
     query = w.start()
     time.sleep(args.warmup + args.seconds)
     query.stop()
     values = []
     for f in glob.glob(os.path.join(out_dir, "lat-*")):
         with open(f) as fh:
-            values.extend(float(x) for x in fh.read().split())
+            values.extend(int(x) / 1000.0 for x in fh.read().split())
     values.sort()
     spark.stop()
     shutil.rmtree(work, ignore_errors=True)

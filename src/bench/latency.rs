@@ -3,9 +3,11 @@
 //! A generator thread pushes rows into a `memory` source at a fixed rate,
 //! about every millisecond, stamping each row with its creation time (µs
 //! since the Unix epoch). The query's `foreach_batch` sink takes the time
-//! from creation to delivery of every row it gets (for the count, of the
-//! newest row behind each emitted group). Rows created during the warm-up
-//! are not counted.
+//! from creation to delivery of every input row: for the filter, of every
+//! row it gets; for the count, of every input row a new count covers (key
+//! `k` is `id % 1000`, so a count `n` of key `k` covers ids up to
+//! `(n - 1) * 1000 + k`, and the generator's log of pushes gives each id's
+//! creation time). Rows created during the warm-up are not counted.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use datafusion::arrow::array::{AsArray, Int64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::functions_aggregate::expr_fn::{count, max};
+use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::prelude::{col, lit};
 use sluice_engine::{OutputMode, SluiceConfig, StreamingDataFrameExt, Trigger};
 
@@ -107,6 +109,69 @@ impl Histogram {
     }
 }
 
+/// What the sink measures with, shared with the generator.
+struct Recorder {
+    histogram: Histogram,
+    /// Rows created before this (µs) are the warm-up's.
+    measure_from: u64,
+    /// Newest creation time delivered (µs).
+    newest: u64,
+    /// Per push: its first id and creation time (ascending).
+    pushes: Vec<(i64, u64)>,
+    /// Count query: the last count delivered per key.
+    counts: std::collections::HashMap<i64, i64>,
+}
+
+impl Recorder {
+    fn created_of(&self, id: i64) -> Option<u64> {
+        let i = self.pushes.partition_point(|(first, _)| *first <= id);
+        i.checked_sub(1).map(|i| self.pushes[i].1)
+    }
+
+    fn record(&mut self, now: u64, created: u64, n: u64) {
+        self.newest = self.newest.max(created);
+        if created >= self.measure_from {
+            self.histogram.add(now.saturating_sub(created), n);
+        }
+    }
+
+    /// The filter's rows: each carries its creation time.
+    fn rows(&mut self, now: u64, batch: &RecordBatch) {
+        let Some(created) = batch.column_by_name("created_us") else { return };
+        let created = created.as_primitive::<Int64Type>();
+        // Rows of one push share their creation time: count runs.
+        let mut run: Option<(u64, u64)> = None;
+        for c in created.values().iter().map(|c| *c as u64) {
+            match run {
+                Some((t, n)) if t == c => run = Some((t, n + 1)),
+                _ => {
+                    if let Some((t, n)) = run {
+                        self.record(now, t, n);
+                    }
+                    run = Some((c, 1));
+                }
+            }
+        }
+        if let Some((t, n)) = run {
+            self.record(now, t, n);
+        }
+    }
+
+    /// The count's rows `(k, n)`: every id the new count covers.
+    fn counts(&mut self, now: u64, batch: &RecordBatch) {
+        let (Some(k), Some(n)) = (batch.column_by_name("k"), batch.column_by_name("n")) else { return };
+        let (k, n) = (k.as_primitive::<Int64Type>(), n.as_primitive::<Int64Type>());
+        for (k, n) in k.values().iter().zip(n.values().iter()) {
+            let before = self.counts.insert(*k, *n).unwrap_or(0);
+            for ordinal in before..*n {
+                if let Some(created) = self.created_of(ordinal * 1000 + k) {
+                    self.record(now, created, 1);
+                }
+            }
+        }
+    }
+}
+
 fn now_us() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
@@ -136,14 +201,19 @@ pub async fn run_latency(cfg: &LatencyConfig) -> BenchResult<LatencyReport> {
             OutputMode::Append,
         ),
         LatencyQuery::Count => (
-            df.aggregate(vec![col("k")], vec![count(col("id")).alias("n"), max(col("created_us")).alias("created_us")])?,
+            df.aggregate(vec![col("k")], vec![count(col("id")).alias("n")])?,
             OutputMode::Update,
         ),
     };
-    let histogram = Arc::new(Mutex::new(Histogram::new()));
-    let measure_from = Arc::new(AtomicU64::new(u64::MAX));
-    let newest_seen = Arc::new(AtomicU64::new(0));
-    let (h, from, newest) = (Arc::clone(&histogram), Arc::clone(&measure_from), Arc::clone(&newest_seen));
+    let recorder = Arc::new(Mutex::new(Recorder {
+        histogram: Histogram::new(),
+        measure_from: u64::MAX,
+        newest: 0,
+        pushes: vec![],
+        counts: Default::default(),
+    }));
+    let sink_recorder = Arc::clone(&recorder);
+    let is_count = cfg.query == LatencyQuery::Count;
     let query = df
         .write_stream()
         .query_name("latency")
@@ -152,27 +222,13 @@ pub async fn run_latency(cfg: &LatencyConfig) -> BenchResult<LatencyReport> {
         .option("checkpoint", tmp.path().join("ck").display().to_string())
         .foreach_batch(move |_, batches| {
             let now = now_us();
-            let from = from.load(Ordering::Relaxed);
-            let mut h = h.lock().map_err(|_| sluice_engine::SluiceError::internal("latency histogram poisoned"))?;
+            let mut r =
+                sink_recorder.lock().map_err(|_| sluice_engine::SluiceError::internal("latency recorder poisoned"))?;
             for b in batches {
-                let Some(created) = b.column_by_name("created_us") else { continue };
-                let created = created.as_primitive::<Int64Type>();
-                // Rows of one push share their creation time: count runs.
-                let mut run: Option<(u64, u64)> = None;
-                for c in created.values().iter().map(|c| *c as u64) {
-                    newest.fetch_max(c, Ordering::Relaxed);
-                    match run {
-                        Some((t, n)) if t == c => run = Some((t, n + 1)),
-                        _ => {
-                            if let Some((t, n)) = run.filter(|(t, _)| *t >= from) {
-                                h.add(now.saturating_sub(t), n);
-                            }
-                            run = Some((c, 1));
-                        }
-                    }
-                }
-                if let Some((t, n)) = run.filter(|(t, _)| *t >= from) {
-                    h.add(now.saturating_sub(t), n);
+                if is_count {
+                    r.counts(now, b);
+                } else {
+                    r.rows(now, b);
                 }
             }
             Ok(())
@@ -183,7 +239,7 @@ pub async fn run_latency(cfg: &LatencyConfig) -> BenchResult<LatencyReport> {
     let stop = Arc::new(AtomicBool::new(false));
     let generated = Arc::new(AtomicU64::new(0));
     let (rate, warmup, seconds) = (cfg.rate, cfg.warmup_seconds, cfg.seconds);
-    let (gen_stop, gen_count, gen_from) = (Arc::clone(&stop), Arc::clone(&generated), Arc::clone(&measure_from));
+    let (gen_stop, gen_count, gen_recorder) = (Arc::clone(&stop), Arc::clone(&generated), Arc::clone(&recorder));
     let generator = std::thread::spawn(move || -> Result<(u64, f64), String> {
         let schema = schema();
         let start = std::time::Instant::now();
@@ -192,7 +248,7 @@ pub async fn run_latency(cfg: &LatencyConfig) -> BenchResult<LatencyReport> {
         while !gen_stop.load(Ordering::Relaxed) {
             let elapsed = start.elapsed();
             if measured_start.is_none() && elapsed >= Duration::from_secs(warmup) {
-                gen_from.store(now_us(), Ordering::Relaxed);
+                gen_recorder.lock().map_err(|_| "latency recorder poisoned")?.measure_from = now_us();
                 measured_start = Some((sent, std::time::Instant::now()));
             }
             if elapsed >= Duration::from_secs(warmup + seconds) {
@@ -202,6 +258,7 @@ pub async fn run_latency(cfg: &LatencyConfig) -> BenchResult<LatencyReport> {
             if target > sent {
                 let n = (target - sent) as usize;
                 let created = now_us() as i64;
+                gen_recorder.lock().map_err(|_| "latency recorder poisoned")?.pushes.push((sent as i64, created as u64));
                 let ids: Int64Array = (sent as i64..target as i64).collect();
                 let keys: Int64Array = (sent as i64..target as i64).map(|i| i % 1000).collect();
                 let batch = RecordBatch::try_new(
@@ -225,7 +282,8 @@ pub async fn run_latency(cfg: &LatencyConfig) -> BenchResult<LatencyReport> {
     // Let the query deliver what was generated (at most 30 s).
     let last = now_us();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while newest_seen.load(Ordering::Relaxed) + 5_000 < last && std::time::Instant::now() < deadline {
+    let newest = || recorder.lock().map(|r| r.newest).unwrap_or(u64::MAX);
+    while newest() + 5_000 < last && std::time::Instant::now() < deadline {
         if query.error().is_some() {
             break;
         }
@@ -236,7 +294,8 @@ pub async fn run_latency(cfg: &LatencyConfig) -> BenchResult<LatencyReport> {
         return Err(format!("the query failed: {e}").into());
     }
     query.stop().await?;
-    let h = histogram.lock().map_err(|_| "latency histogram poisoned")?;
+    let r = recorder.lock().map_err(|_| "latency recorder poisoned")?;
+    let h = &r.histogram;
     Ok(LatencyReport {
         p50_ms: h.quantile_ms(0.5),
         p99_ms: h.quantile_ms(0.99),

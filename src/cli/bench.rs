@@ -82,7 +82,7 @@ pub async fn latency(
             sluice::Trigger::ProcessingTime(std::time::Duration::ZERO)
         }
         "continuous" | "processing_time" => {
-            let interval = interval.unwrap_or(if trigger == "continuous" { "1s" } else { "100ms" });
+            let interval = interval.unwrap_or(if trigger == "continuous" { "1 second" } else { "100 ms" });
             sluice::Trigger::parse(trigger, Some(interval)).map_err(|e| e.to_string())?
         }
         other => {

@@ -94,7 +94,7 @@ enum BenchCommand {
         #[arg(long, default_value = "continuous")]
         trigger: String,
         /// The checkpoint interval (continuous) or trigger interval
-        /// (processing_time), e.g. `1s`, `100ms`.
+        /// (processing_time), e.g. `1 second`, `100 ms`.
         #[arg(long)]
         interval: Option<String>,
         /// Rows per second.
