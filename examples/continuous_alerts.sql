@@ -7,6 +7,7 @@ CREATE SOURCE readings WITH (connector = 'rate', rows_per_second = '20');
 
 CREATE SINK alerts WITH (
   connector = 'console',
+  truncate = 'false',
   trigger = 'continuous',
   interval = '1 second'
 ) AS

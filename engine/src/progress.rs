@@ -299,8 +299,15 @@ impl StreamingQueryProgress {
             .filter_map(|k| self.duration_ms.get(*k).map(|ms| format!("{k} {ms}")))
             .collect();
         let watermark = self.watermark_ms.and_then(iso).map(|t| format!(", watermark {t}")).unwrap_or_default();
+        let (unit, latency) = match &self.epoch {
+            Some(e) => (
+                "epoch",
+                format!(", {} chunks, p99 {:.2} ms", e.chunks, e.latency_p99_us as f64 / 1000.0),
+            ),
+            None => ("batch", String::new()),
+        };
         format!(
-            "query '{}' batch {}: {} rows in, {} rows out, {:.0} rows/s, {} ms ({}){watermark}",
+            "query '{}' {unit} {}: {} rows in, {} rows out, {:.0} rows/s, {} ms ({}){latency}{watermark}",
             self.name,
             self.batch_id,
             self.num_input_rows,

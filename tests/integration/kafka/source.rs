@@ -428,3 +428,64 @@ async fn a_broker_that_goes_away_mid_query_fails_it_with_a_clear_error() {
     assert!(e.contains("127.0.0.1:29092") && e.contains("is the broker running"), "{e}");
     assert!(started.elapsed() < Duration::from_secs(60), "took {:?}", started.elapsed());
 }
+
+#[tokio::test]
+#[ignore = "needs a Kafka broker: scripts/kafka.sh start (CI does)"]
+async fn the_continuous_trigger_reads_kafka_and_resumes_after_the_last_committed_epoch() {
+    let topic = fresh_topic("src-continuous");
+    create_topic(&topic, 2).await;
+    produce_values(&topic, 2, "c", 0..30);
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = tmp.path().join("ck");
+    let env = Environment::default();
+    let config = sluice::SluiceConfig {
+        auto_trigger: true,
+        checkpoint_root: tmp.path().join("default-checkpoints"),
+        target_partitions: 2,
+        ..Default::default()
+    };
+    let wait_rows = |n: usize| {
+        let env = &env;
+        async move {
+            for _ in 0..200 {
+                if sink_rows(env, "out").len() >= n {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            panic!("timed out waiting for {n} rows: {:?}", sink_rows(env, "out"));
+        }
+    };
+    for (round, more) in [(0, 30..40), (1, 40..45)] {
+        let s = env.session(config.clone(), std::sync::Arc::new(sluice::SystemClock));
+        sql(
+            &s,
+            &[
+                &source_sql("ev", &topic, ""),
+                &format!(
+                    "CREATE SINK out WITH (connector = 'memory', trigger = 'continuous', interval = '200 ms', \
+                     checkpoint = '{}') AS SELECT CAST(value AS VARCHAR) AS v FROM ev",
+                    ck.display()
+                ),
+            ],
+        )
+        .await;
+        let q = s.query("out").unwrap();
+        produce_values(&topic, 2, "c", more.clone());
+        wait_rows(more.end).await;
+        // The rows are in the sink before the epoch's progress is recorded.
+        for _ in 0..100 {
+            if q.last_progress().is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(q.last_progress().and_then(|p| p.epoch).is_some(), "round {round}: progress comes per epoch");
+        s.stop_all().await.unwrap();
+    }
+    let mut values: Vec<String> = sink_rows(&env, "out");
+    values.sort();
+    let mut expected: Vec<String> = (0..45).map(|i| format!("c-{i}")).collect();
+    expected.sort();
+    assert_eq!(values, expected, "every record exactly once across the restart");
+}
