@@ -14,6 +14,13 @@
 //! Then a count per key in update mode (no window), two ways over the same
 //! files: `flat_map_groups_with_state` with an `i64` state per key, and the
 //! built-in `GROUP BY k` aggregation; rows/s of both.
+//!
+//! Last, the same update-mode count over files where every row has its own
+//! key (10M distinct keys at the default size), at two batch sizes (one and
+//! four files per micro-batch): rows/s, the state at its peak, the process's
+//! peak resident memory, and the commit time of the first and last batches
+//! (a commit writes what the batch changed, so it should not grow with the
+//! keys already in the store).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,7 +43,9 @@ fn schema() -> Arc<Schema> {
     ]))
 }
 
-fn write_files(dir: &std::path::Path, rows: usize) {
+/// Write `rows` rows over [`FILES`] Parquet files; `k` cycles through
+/// [`KEYS`] keys, or with `distinct` is the row's index.
+fn write_files(dir: &std::path::Path, rows: usize, distinct: bool) {
     let per_file = rows / FILES;
     let base = 1_700_000_000_000_000_000i64;
     for f in 0..FILES {
@@ -55,7 +64,7 @@ fn write_files(dir: &std::path::Path, rows: usize) {
                 schema(),
                 vec![
                     Arc::new(ts),
-                    Arc::new(Int64Array::from_iter_values(idx.iter().map(|x| (x * 31) % KEYS))),
+                    Arc::new(Int64Array::from_iter_values(idx.iter().map(|x| if distinct { *x } else { (x * 31) % KEYS }))),
                     Arc::new(Int64Array::from_iter_values(idx.iter().map(|x| x % 100))),
                 ],
             )
@@ -113,8 +122,13 @@ async fn stream(dir: &str, ck: &str, sql: &str) -> (Duration, u64, u64, u64, usi
     (run.elapsed, run.rows_out, peak.0, peak.1, progress.len())
 }
 
-/// A source `t` over the files, in a new session.
+/// A source `t` over the files, in a new session, one file per batch.
 async fn source(dir: &str) -> sluice::SluiceSession {
+    source_with(dir, 1).await
+}
+
+/// A source `t` over the files, in a new session, `files` files per batch.
+async fn source_with(dir: &str, files: usize) -> sluice::SluiceSession {
     let env = Environment::default();
     let session = env.default_session();
     execute_sql(
@@ -122,7 +136,7 @@ async fn source(dir: &str) -> sluice::SluiceSession {
         &format!(
             "CREATE SOURCE t (ts TIMESTAMP NOT NULL, k BIGINT NOT NULL, v BIGINT NOT NULL, \
              WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) \
-             WITH (connector = 'files', path = '{dir}', format = 'parquet', max_files_per_trigger = 1)"
+             WITH (connector = 'files', path = '{dir}', format = 'parquet', max_files_per_trigger = {files})"
         ),
     )
     .await
@@ -179,7 +193,10 @@ fn main() {
     let tmp = tempfile::tempdir().expect("tmp");
     let data = tmp.path().join("data");
     std::fs::create_dir_all(&data).expect("mkdir");
-    write_files(&data, rows);
+    write_files(&data, rows, false);
+    let distinct = tmp.path().join("distinct");
+    std::fs::create_dir_all(&distinct).expect("mkdir");
+    write_files(&distinct, rows, true);
     let dir = data.display().to_string();
     rt.block_on(async {
         println!("windowed aggregation over {rows} rows, {KEYS} keys, {FILES} Parquet files");
@@ -217,5 +234,47 @@ fn main() {
             println!("  {label:<28}: {:>8.0} ms {:>12.0} rows/s  ({out} rows emitted)", t.as_secs_f64() * 1e3, rate);
         }
         println!("  ratio flat_map_groups_with_state/built-in: {:.2}", rates[1] / rates[0]);
+        let distinct = distinct.display().to_string();
+        println!("count per key, update mode, every row its own key ({rows} keys)");
+        for files in [1, 4] {
+            let ck = tmp.path().join(format!("distinct{files}")).display().to_string();
+            distinct_keys(&distinct, &ck, files, rows).await;
+        }
     });
+}
+
+/// The update-mode count over distinct keys, `files` files per batch.
+async fn distinct_keys(dir: &str, ck: &str, files: usize, rows: usize) {
+    let session = source_with(dir, files).await;
+    let df = session.context().sql("SELECT k, count(*) AS n FROM t GROUP BY k").await.expect("plan");
+    let run = sluice::bench::run_available_now(df, OutputMode::Update, std::path::Path::new(ck), false)
+        .await
+        .expect("run");
+    let progress = run.query.recent_progress();
+    let (mem, keys) = sluice::bench::peak_state(&progress);
+    let commit = |p: &sluice::StreamingQueryProgress| p.duration_ms.get("commit").copied().unwrap_or(0);
+    let n = progress.len();
+    let first: Vec<u64> = progress.iter().take(3).map(commit).collect();
+    let last: Vec<u64> = progress.iter().skip(n.saturating_sub(3)).map(commit).collect();
+    println!(
+        "  {:>7} rows/batch: {:>8.0} ms {:>12.0} rows/s, {n} batches; state at peak {keys} keys, {:.0} MiB; \
+         process peak RSS {:.0} MiB; commit ms first batches {first:?}, last batches {last:?}",
+        rows / FILES * files,
+        run.elapsed.as_secs_f64() * 1e3,
+        rows as f64 / run.elapsed.as_secs_f64(),
+        mem as f64 / (1 << 20) as f64,
+        peak_rss_mib(),
+    );
+}
+
+/// The process's peak resident memory (VmHWM), MiB.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?.to_string();
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map(|kib| kib / 1024.0)
+        .unwrap_or(0.0)
 }

@@ -86,6 +86,12 @@ impl IncrementalPlan {
         analysis.validate(mode)?;
         let (logical, limit) = streaming_limit(logical, &analysis, mode)?;
         state.config_mut().set_extension(Arc::new(StreamingPlanning));
+        // DataFusion's probe turns a partial aggregation into pass-through
+        // when, after 100k rows of one execution, it finds few repeated
+        // keys. On a stream every state row merged costs a store update,
+        // so the partial stage always aggregates: one state row per key
+        // and batch, however many rows the batch has for it.
+        state.config_mut().options_mut().execution.skip_partial_aggregation_probe_rows_threshold = usize::MAX;
         let state = without_two_stage_distinct(state);
         let state = SessionStateBuilder::new_from_existing(state)
             .with_query_planner(Arc::new(planner::StreamingQueryPlanner::new(store_config)))
