@@ -14,6 +14,27 @@ use sluice::{execute_sql, Environment, ManualClock, OutputMode, SluiceConfig, Sl
 /// What a `foreach_batch` sink saw: `(epoch, row)` in arrival order.
 type Seen = Arc<Mutex<Vec<(u64, String)>>>;
 
+/// A test's environment, manual clock (at 0) and checkpoint location.
+struct Fixture {
+    env: Environment,
+    tmp: tempfile::TempDir,
+    clock: Arc<ManualClock>,
+    ck: std::path::PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let ck = tmp.path().join("ck");
+        Self { env: Environment::default(), tmp, clock: Arc::new(ManualClock::new(0)), ck }
+    }
+
+    /// A new session of the same environment (a restart, for the engine).
+    fn session(&self) -> SluiceSession {
+        session(&self.env, self.tmp.path(), &self.clock)
+    }
+}
+
 /// A session with the background trigger on a manual clock at 0.
 fn session(env: &Environment, root: &Path, clock: &Arc<ManualClock>) -> SluiceSession {
     let config = SluiceConfig {
@@ -68,11 +89,9 @@ async fn start_filter(
 
 #[tokio::test]
 async fn rows_reach_the_sink_before_the_epoch_ends_and_epochs_commit_on_the_interval() {
-    let env = Environment::default();
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(0));
-    let s = session(&env, tmp.path(), &clock);
-    let ck = tmp.path().join("ck");
+    let f = Fixture::new();
+    let (env, clock, s) = (&f.env, &f.clock, f.session());
+    let ck = &f.ck;
     let seen: Seen = Arc::default();
     let q = start_filter(&s, &ck, &seen, None).await.unwrap();
     let words = env.streams.get("words").unwrap();
@@ -113,7 +132,7 @@ async fn rows_reach_the_sink_before_the_epoch_ends_and_epochs_commit_on_the_inte
 
     // A restart (a new session of the same process) resumes after the last
     // committed epoch.
-    let s = session(&env, tmp.path(), &clock);
+    let s = f.session();
     let seen2: Seen = Arc::default();
     let q = start_filter(&s, &ck, &seen2, None).await.unwrap();
     words.push_rows(&["10,h"]).unwrap();
@@ -125,11 +144,9 @@ async fn rows_reach_the_sink_before_the_epoch_ends_and_epochs_commit_on_the_inte
 
 #[tokio::test]
 async fn rows_of_an_epoch_that_failed_before_its_commit_are_delivered_again() {
-    let env = Environment::default();
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(0));
-    let s = session(&env, tmp.path(), &clock);
-    let ck = tmp.path().join("ck");
+    let f = Fixture::new();
+    let (env, clock, s) = (&f.env, &f.clock, f.session());
+    let ck = &f.ck;
     let seen: Seen = Arc::default();
     let q = start_filter(&s, &ck, &seen, Some(6)).await.unwrap();
     let words = env.streams.get("words").unwrap();
@@ -146,7 +163,7 @@ async fn rows_of_an_epoch_that_failed_before_its_commit_are_delivered_again() {
     assert!(!ck.join("offsets/1").exists(), "the failed epoch was never logged");
 
     // At-least-once: the restart reads epoch 1's rows again from epoch 0's end.
-    let s = session(&env, tmp.path(), &clock);
+    let s = f.session();
     let seen2: Seen = Arc::default();
     let q = start_filter(&s, &ck, &seen2, None).await.unwrap();
     wait_for("the replay", || seen2.lock().unwrap().len() == 2).await;
@@ -156,11 +173,9 @@ async fn rows_of_an_epoch_that_failed_before_its_commit_are_delivered_again() {
 
 #[tokio::test]
 async fn a_logged_but_uncommitted_epoch_is_re_run_over_exactly_its_offsets() {
-    let env = Environment::default();
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(0));
-    let s = session(&env, tmp.path(), &clock);
-    let ck = tmp.path().join("ck");
+    let f = Fixture::new();
+    let (env, clock, s) = (&f.env, &f.clock, f.session());
+    let ck = &f.ck;
     let seen: Seen = Arc::default();
     let q = start_filter(&s, &ck, &seen, None).await.unwrap();
     let words = env.streams.get("words").unwrap();
@@ -175,7 +190,7 @@ async fn a_logged_but_uncommitted_epoch_is_re_run_over_exactly_its_offsets() {
     std::fs::remove_file(ck.join("commits/1")).unwrap();
     words.push_rows(&["8,d"]).unwrap();
 
-    let s = session(&env, tmp.path(), &clock);
+    let s = f.session();
     let seen2: Seen = Arc::default();
     let q = start_filter(&s, &ck, &seen2, None).await.unwrap();
     wait_for("the replay and the new row", || seen2.lock().unwrap().len() == 3).await;
@@ -189,12 +204,10 @@ async fn a_logged_but_uncommitted_epoch_is_re_run_over_exactly_its_offsets() {
 
 #[tokio::test]
 async fn update_mode_count_emits_per_chunk_and_keeps_its_state_across_a_restart() {
-    let env = Environment::default();
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(0));
-    let ck = tmp.path().join("ck");
+    let f = Fixture::new();
+    let (env, clock, ck) = (&f.env, &f.clock, &f.ck);
     let start = |seen: Seen| {
-        let s = session(&env, tmp.path(), &clock);
+        let s = f.session();
         let ck = ck.clone();
         async move {
             let df = s.read_stream().format("memory").schema(schema()).name("words").load().await.unwrap();
@@ -243,14 +256,12 @@ async fn update_mode_count_emits_per_chunk_and_keeps_its_state_across_a_restart(
 
 #[tokio::test]
 async fn append_mode_windows_are_emitted_as_soon_as_the_watermark_passes_them() {
-    let env = Environment::default();
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(0));
-    let s = session(&env, tmp.path(), &clock);
+    let f = Fixture::new();
+    let (env, clock, s) = (&f.env, &f.clock, f.session());
     execute_sql(&s, "CREATE SOURCE ev (ts TIMESTAMP, word VARCHAR, WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) WITH (connector = 'memory')")
         .await
         .unwrap();
-    let ck = tmp.path().join("ck");
+    let ck = &f.ck;
     execute_sql(
         &s,
         &format!(
@@ -288,17 +299,15 @@ async fn append_mode_windows_are_emitted_as_soon_as_the_watermark_passes_them() 
 
 #[tokio::test]
 async fn the_continuous_trigger_refuses_what_it_cannot_run_and_says_what_to_do() {
-    let env = Environment::default();
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(0));
-    let s = session(&env, tmp.path(), &clock);
+    let f = Fixture::new();
+    let s = f.session();
     execute_sql(&s, "CREATE SOURCE ev (id BIGINT, word VARCHAR) WITH (connector = 'memory')").await.unwrap();
-    std::fs::create_dir_all(tmp.path().join("in")).unwrap();
+    std::fs::create_dir_all(f.tmp.path().join("in")).unwrap();
     execute_sql(
         &s,
         &format!(
             "CREATE SOURCE f (id BIGINT, word VARCHAR) WITH (connector = 'files', path = '{}', format = 'csv')",
-            tmp.path().join("in").display()
+            f.tmp.path().join("in").display()
         ),
     )
     .await
