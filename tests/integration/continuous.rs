@@ -29,6 +29,15 @@ impl Fixture {
         Self { env: Environment::default(), tmp, clock: Arc::new(ManualClock::new(0)), ck }
     }
 
+    /// [`start_filter`] in a new session, with what its sink saw and the
+    /// `words` stream it reads.
+    async fn start_filter(&self, fail_on: Option<i64>) -> (Seen, sluice::StreamingQuery, Arc<sluice::MemoryStream>) {
+        let seen: Seen = Arc::default();
+        let q = start_filter(&self.session(), &self.ck, &seen, fail_on).await.unwrap();
+        let words = self.env.streams.get("words").unwrap();
+        (seen, q, words)
+    }
+
     /// A new session of the same environment (a restart, for the engine).
     fn session(&self) -> SluiceSession {
         session(&self.env, self.tmp.path(), &self.clock)
@@ -90,11 +99,8 @@ async fn start_filter(
 #[tokio::test]
 async fn rows_reach_the_sink_before_the_epoch_ends_and_epochs_commit_on_the_interval() {
     let f = Fixture::new();
-    let (env, clock, s) = (&f.env, &f.clock, f.session());
-    let ck = &f.ck;
-    let seen: Seen = Arc::default();
-    let q = start_filter(&s, &ck, &seen, None).await.unwrap();
-    let words = env.streams.get("words").unwrap();
+    let (clock, ck) = (&f.clock, &f.ck);
+    let (seen, q, words) = f.start_filter(None).await;
     words.push_rows(&["1,a", "2,b", "3,c", "4,d"]).unwrap();
     wait_for("the first chunk", || seen.lock().unwrap().len() == 2).await;
     // Delivered while the clock stands still: the epoch is still open.
@@ -145,11 +151,8 @@ async fn rows_reach_the_sink_before_the_epoch_ends_and_epochs_commit_on_the_inte
 #[tokio::test]
 async fn rows_of_an_epoch_that_failed_before_its_commit_are_delivered_again() {
     let f = Fixture::new();
-    let (env, clock, s) = (&f.env, &f.clock, f.session());
-    let ck = &f.ck;
-    let seen: Seen = Arc::default();
-    let q = start_filter(&s, &ck, &seen, Some(6)).await.unwrap();
-    let words = env.streams.get("words").unwrap();
+    let (clock, ck) = (&f.clock, &f.ck);
+    let (seen, q, words) = f.start_filter(Some(6)).await;
     words.push_rows(&["2,a"]).unwrap();
     wait_for("epoch 0's chunk", || seen.lock().unwrap().len() == 1).await;
     clock.set(1000);
@@ -174,11 +177,8 @@ async fn rows_of_an_epoch_that_failed_before_its_commit_are_delivered_again() {
 #[tokio::test]
 async fn a_logged_but_uncommitted_epoch_is_re_run_over_exactly_its_offsets() {
     let f = Fixture::new();
-    let (env, clock, s) = (&f.env, &f.clock, f.session());
-    let ck = &f.ck;
-    let seen: Seen = Arc::default();
-    let q = start_filter(&s, &ck, &seen, None).await.unwrap();
-    let words = env.streams.get("words").unwrap();
+    let (clock, ck) = (&f.clock, &f.ck);
+    let (seen, q, words) = f.start_filter(None).await;
     words.push_rows(&["2,a"]).unwrap();
     wait_for("epoch 0", || seen.lock().unwrap().len() == 1).await;
     clock.set(1000);
