@@ -242,3 +242,79 @@ async fn sluice_state_errors_name_the_queries_operators_and_versions() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a Sluice checkpoint"));
 }
+
+/// An append-mode windowed aggregation keeps each open window as a live
+/// pane, stored as one entry per window: the checkpoint records the pane
+/// layout, progress counts groups (not panes), `sluice_state` reads the
+/// open windows, and a restart rebuilds them so a window spanning the
+/// restart is emitted once with every row, and a closed window never again.
+#[tokio::test]
+async fn windowed_append_aggregation_keeps_its_open_windows_as_panes_across_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = Environment::default();
+    let ck = tmp.path().join("ck");
+    let ddl = format!(
+        "CREATE SOURCE ev (ts TIMESTAMP, k VARCHAR, v BIGINT, WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) \
+         WITH (connector = 'memory');
+         CREATE SINK wins WITH (connector = 'memory', output_mode = 'append', checkpoint = '{}') AS \
+         SELECT window.start AS start, k, count(*) AS n, sum(v) AS total, max(v) AS top \
+         FROM ev GROUP BY window(ts, '10 seconds'), k",
+        ck.display()
+    );
+    let emitted = |env: &Environment| {
+        let mut r = sluice::stt::render_batches(&env.sinks.get("wins").unwrap().received_since(0)).unwrap();
+        r.sort();
+        r
+    };
+    let session = crate::manual_session(&env, tmp.path());
+    execute_sql(&session, &ddl).await.unwrap();
+    let q = session.query("wins").unwrap();
+    let ev = env.streams.get("ev").unwrap();
+    ev.push_rows(&["2026-01-01T00:00:01,a,1", "2026-01-01T00:00:02,b,7", "2026-01-01T00:00:13,a,5"]).unwrap();
+    let p = q.process_all_available().await.unwrap();
+    assert!(emitted(&env).is_empty(), "both windows are open: {:?}", emitted(&env));
+    let last = p.last().unwrap();
+    assert_eq!(last.state_operators[0].num_rows_total, 3, "three groups in two panes");
+    let layout = std::fs::read_to_string(ck.join("state/0/_layout")).unwrap();
+    assert!(layout.contains("window_aggregate"), "{layout}");
+    let live = rows(
+        &session,
+        "SELECT k, \"count(Int64(1))\" AS n, \"sum(ev.v)\" AS total FROM sluice_state('wins', 'aggregate') ORDER BY k, total",
+    )
+    .await;
+    assert!(live.contains("| a | 1 | 1     |") && live.contains("| a | 1 | 5     |") && live.contains("| b | 1 | 7     |"), "{live}");
+    session.stop_query("wins").await.unwrap();
+
+    // A new session on the same checkpoint: the rows before the restart are
+    // in the panes it rebuilds.
+    let session = crate::manual_session(&env, tmp.path());
+    execute_sql(&session, &ddl).await.unwrap();
+    let q = session.query("wins").unwrap();
+    let ev = env.streams.get("ev").unwrap();
+    ev.push_rows(&["2026-01-01T00:00:04,a,3", "2026-01-01T00:00:12,b,2"]).unwrap();
+    q.process_all_available().await.unwrap();
+    assert!(emitted(&env).is_empty(), "the watermark stays at 00:00:08: {:?}", emitted(&env));
+    // Watermark 00:00:17: the first window closes (a: 1+3 from both sides
+    // of the restart, b: 7), the second stays open.
+    ev.push_rows(&["2026-01-01T00:00:22,c,1"]).unwrap();
+    q.process_all_available().await.unwrap();
+    assert_eq!(emitted(&env), vec!["2026-01-01 00:00:00,a,2,4,3", "2026-01-01 00:00:00,b,1,7,7"]);
+    // Watermark 00:00:35: the windows at 00:00:10 (a: 5, b: 2) and 00:00:20
+    // close, each once; the first is not emitted again.
+    ev.push_rows(&["2026-01-01T00:00:40,c,1"]).unwrap();
+    let p = q.process_all_available().await.unwrap();
+    assert_eq!(
+        emitted(&env),
+        vec![
+            "2026-01-01 00:00:00,a,2,4,3",
+            "2026-01-01 00:00:00,b,1,7,7",
+            "2026-01-01 00:00:10,a,1,5,5",
+            "2026-01-01 00:00:10,b,1,2,2",
+            "2026-01-01 00:00:20,c,1,1,1",
+        ]
+    );
+    let state = &p.last().unwrap().state_operators[0];
+    assert_eq!(state.num_rows_total, 1, "only c's window at 00:00:40 is open");
+    assert_eq!(state.num_rows_removed, 3, "the three groups of the two closed windows");
+    session.stop_query("wins").await.unwrap();
+}

@@ -87,8 +87,11 @@ struct AggregateDescriptor {
 pub(crate) fn describe(spec: &OperatorSpec) -> Result<Vec<u8>> {
     let (fields, desc): (Vec<Field>, Descriptor) = match spec {
         OperatorSpec::Aggregate { parts, .. } | OperatorSpec::Session { parts, .. } => {
-            let operator =
-                if matches!(spec, OperatorSpec::Aggregate { .. }) { "aggregate" } else { "session_aggregate" };
+            let operator = match spec {
+                OperatorSpec::Aggregate { .. } if spec.uses_panes() => super::PANE_AGGREGATE,
+                OperatorSpec::Aggregate { .. } => "aggregate",
+                _ => "session_aggregate",
+            };
             let input = &parts.input_schema;
             let mut fields = vec![];
             for (e, name) in parts.group_by.expr() {
@@ -307,7 +310,11 @@ pub async fn read_operator(
             format!("its operators are {}", all.join(", "))
         }
     };
-    let by_kind: Vec<&OperatorStateInfo> = operators.iter().filter(|o| o.kind == operator).collect();
+    // A windowed aggregation kept as panes is an `aggregate` to the reader.
+    let by_kind: Vec<&OperatorStateInfo> = operators
+        .iter()
+        .filter(|o| o.kind == operator || (operator == "aggregate" && o.kind == super::PANE_AGGREGATE))
+        .collect();
     let info = match operators.iter().find(|o| o.name == operator) {
         Some(o) => o,
         None if by_kind.len() == 1 => by_kind[0],
@@ -376,6 +383,17 @@ async fn decode(
             let states =
                 RecordBatch::try_new(Arc::clone(&partial), conv.convert_rows(rows.iter().map(|r| parser.parse(r)))?)?;
             let out = stages.run(AggregateMode::Final, vec![states], &task).await?;
+            let out_schema = out.first().map(|b| b.schema()).unwrap_or(final_schema(&stages)?);
+            Ok((out_schema, out))
+        }
+        super::PANE_AGGREGATE => {
+            // Each stored pane is its groups' partial states as Arrow IPC.
+            let stages = AggStages::try_new(aggregate_parts(schema, desc, aggregate)?)?;
+            let mut states = vec![];
+            for (_, v) in store.iter() {
+                states.extend(super::pane_aggregate::decode_pane(v, &stages.partial_schema)?);
+            }
+            let out = stages.run(AggregateMode::Final, states, &task).await?;
             let out_schema = out.first().map(|b| b.schema()).unwrap_or(final_schema(&stages)?);
             Ok((out_schema, out))
         }

@@ -9,7 +9,7 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::{
-    AggregateParts, ChangelogSpec, DedupSpec, EventTimeKey, GroupsWithStateSpec, StreamingGroupsWithState, JoinSpec, OverWindowSpec, SessionAggregate,
+    AggregateParts, PaneAggregate, ChangelogSpec, DedupSpec, EventTimeKey, GroupsWithStateSpec, StreamingGroupsWithState, JoinSpec, OverWindowSpec, SessionAggregate,
     SessionColumns, StatefulOperator, StreamingAggregate, StreamingChangelog, StreamingDedup, StreamingJoin,
     StreamingLimit, StreamingOverWindow, StreamingTopN, TopNSpec,
 };
@@ -82,6 +82,11 @@ impl OperatorSpec {
     /// A new operator instance (one per state partition), without state.
     pub fn create(&self) -> Result<Box<dyn StatefulOperator>> {
         Ok(match self.clone() {
+            Self::Aggregate { parts, event_time: Some(et), mode, partial_input, config }
+                if PaneAggregate::applies(&parts, Some(&et), mode, partial_input) =>
+            {
+                Box::new(PaneAggregate::try_new(parts, et, config)?)
+            }
             Self::Aggregate { parts, event_time, mode, partial_input, config } => {
                 let op = StreamingAggregate::try_new(parts, event_time, mode, config)?;
                 Box::new(if partial_input { op.with_partial_input() } else { op })
@@ -99,6 +104,13 @@ impl OperatorSpec {
             Self::OverWindow(spec) => Box::new(StreamingOverWindow::try_new(*spec)?),
             Self::GroupsWithState(spec) => Box::new(StreamingGroupsWithState::try_new(*spec)?),
         })
+    }
+
+    /// Whether this is an aggregation kept as live window panes
+    /// ([`PaneAggregate`]).
+    pub fn uses_panes(&self) -> bool {
+        matches!(self, Self::Aggregate { parts, event_time, mode, partial_input, .. }
+            if PaneAggregate::applies(parts, event_time.as_ref(), *mode, *partial_input))
     }
 
     /// The same operator keeping its state in `n` partitions.
