@@ -70,7 +70,7 @@ async fn state_changing_edits_are_refused_with_the_change() {
     assert!(e.contains("stateful operator 0 changed") && e.contains("max(ev.v)"), "{e}");
 
     let e = run(&env, &ck, "SELECT DISTINCT word FROM ev").await.unwrap_err();
-    assert!(e.contains("operator 'aggregate'") && e.contains("now has operator 'dedup'"), "{e}");
+    assert!(e.contains("operator 'live_aggregate'") && e.contains("now has operator 'dedup'"), "{e}");
 
     let e = run(&env, &ck, "SELECT word, count(*) AS n, sum(v) AS total FROM other GROUP BY word").await.unwrap_err();
     assert!(e.contains("sources changed") && e.contains("[ev]") && e.contains("[other]"), "{e}");

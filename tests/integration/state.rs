@@ -282,7 +282,10 @@ async fn windowed_append_aggregation_keeps_its_open_windows_as_panes_across_a_re
         "SELECT k, \"count(Int64(1))\" AS n, \"sum(ev.v)\" AS total FROM sluice_state('wins', 'aggregate') ORDER BY k, total",
     )
     .await;
-    assert!(live.contains("| a | 1 | 1     |") && live.contains("| a | 1 | 5     |") && live.contains("| b | 1 | 7     |"), "{live}");
+    assert!(
+        live.contains("| a | 1 | 1     |") && live.contains("| a | 1 | 5     |") && live.contains("| b | 1 | 7     |"),
+        "{live}"
+    );
     session.stop_query("wins").await.unwrap();
 
     // A new session on the same checkpoint: the rows before the restart are
@@ -317,4 +320,132 @@ async fn windowed_append_aggregation_keeps_its_open_windows_as_panes_across_a_re
     assert_eq!(state.num_rows_total, 1, "only c's window at 00:00:40 is open");
     assert_eq!(state.num_rows_removed, 3, "the three groups of the two closed windows");
     session.stop_query("wins").await.unwrap();
+}
+
+/// An update-mode aggregation without an event-time key keeps its groups
+/// live, each group's state a row of a stored chunk, and its `DISTINCT`
+/// values as interned pairs: each batch emits only the groups it changed,
+/// with values over every batch before it (across a restart), a value seen
+/// before the restart is not counted again, `sluice_state` reads the
+/// current values, and progress counts groups.
+#[tokio::test]
+async fn update_mode_aggregation_keeps_live_groups_and_distinct_values_across_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = Environment::default();
+    let ck = tmp.path().join("ck");
+    let ddl = format!(
+        "CREATE SOURCE ev (ts TIMESTAMP, k VARCHAR, v BIGINT) WITH (connector = 'memory');
+         CREATE SINK stats WITH (connector = 'memory', output_mode = 'update', checkpoint = '{}') AS \
+         SELECT k, count(*) AS n, count(DISTINCT v) AS d, sum(DISTINCT v) AS sd, \
+                count(DISTINCT v) FILTER (WHERE v > 2) AS big, max(v) AS hi \
+         FROM ev GROUP BY k",
+        ck.display()
+    );
+    let mut seen = 0;
+    let mut batch_rows = |env: &Environment| {
+        let all = sluice::stt::render_batches(&env.sinks.get("stats").unwrap().received_since(0)).unwrap();
+        let mut new = all[seen..].to_vec();
+        seen = all.len();
+        new.sort();
+        new
+    };
+    let session = crate::manual_session(&env, tmp.path());
+    execute_sql(&session, &ddl).await.unwrap();
+    let q = session.query("stats").unwrap();
+    let ev = env.streams.get("ev").unwrap();
+    ev.push_rows(&["2026-01-01T00:00:01,a,1", "2026-01-01T00:00:02,a,1", "2026-01-01T00:00:03,b,7"]).unwrap();
+    q.process_all_available().await.unwrap();
+    assert_eq!(batch_rows(&env), vec!["a,2,1,1,0,1", "b,1,1,7,1,7"]);
+    let layout = std::fs::read_to_string(ck.join("state/0/_layout")).unwrap();
+    assert!(layout.contains("live_aggregate"), "{layout}");
+    // Only a changes: b is not emitted.
+    ev.push_rows(&["2026-01-01T00:00:04,a,3", "2026-01-01T00:00:05,a,1"]).unwrap();
+    let p = q.process_all_available().await.unwrap();
+    assert_eq!(batch_rows(&env), vec!["a,4,2,4,1,3"]);
+    let state = &p.last().unwrap().state_operators[0];
+    assert_eq!((state.num_rows_total, state.num_rows_updated), (2, 1), "two groups, one changed");
+    ev.push_rows(&["2026-01-01T00:00:06,c,5"]).unwrap();
+    q.process_all_available().await.unwrap();
+    assert_eq!(batch_rows(&env), vec!["c,1,1,5,1,5"]);
+    session.stop_query("stats").await.unwrap();
+
+    // A restart: a's values 1 and 3 and b's 7 are known, so only 9 and 2 are new.
+    let session = crate::manual_session(&env, tmp.path());
+    execute_sql(&session, &ddl).await.unwrap();
+    let q = session.query("stats").unwrap();
+    let ev = env.streams.get("ev").unwrap();
+    ev.push_rows(&[
+        "2026-01-01T00:00:07,a,3",
+        "2026-01-01T00:00:08,a,9",
+        "2026-01-01T00:00:09,b,7",
+        "2026-01-01T00:00:10,b,2",
+    ])
+    .unwrap();
+    q.process_all_available().await.unwrap();
+    assert_eq!(batch_rows(&env), vec!["a,6,3,13,2,9", "b,3,2,9,1,7"]);
+    let live: Vec<RecordBatch> = session
+        .context()
+        .sql("SELECT * FROM sluice_state('stats', 'aggregate') ORDER BY k")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(sluice::stt::render_batches(&live).unwrap(), vec!["a,6,3,13,2,9", "b,3,2,9,1,7", "c,1,1,5,1,5"]);
+    session.stop_query("stats").await.unwrap();
+
+    // And another: every batch so far is in the state.
+    let session = crate::manual_session(&env, tmp.path());
+    execute_sql(&session, &ddl).await.unwrap();
+    let q = session.query("stats").unwrap();
+    env.streams.get("ev").unwrap().push_rows(&["2026-01-01T00:00:11,c,5", "2026-01-01T00:00:12,a,4"]).unwrap();
+    let p = q.process_all_available().await.unwrap();
+    assert_eq!(batch_rows(&env), vec!["a,7,4,17,3,9", "c,2,1,5,1,5"]);
+    assert_eq!(p.last().unwrap().state_operators[0].num_rows_total, 3);
+    session.stop_query("stats").await.unwrap();
+}
+
+/// A complete-mode aggregation over live groups emits every group each
+/// batch, also after a restart.
+#[tokio::test]
+async fn complete_mode_aggregation_over_live_groups_emits_every_group_after_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = Environment::default();
+    let ck = tmp.path().join("ck");
+    let ddl = format!(
+        "CREATE SOURCE ev (ts TIMESTAMP, k VARCHAR, v BIGINT) WITH (connector = 'memory');
+         CREATE SINK totals WITH (connector = 'memory', output_mode = 'complete', checkpoint = '{}') AS \
+         SELECT k, count(*) AS n, avg(v) AS mean FROM ev GROUP BY k",
+        ck.display()
+    );
+    let table = |env: &Environment| {
+        let mut r = sluice::stt::render_batches(&env.sinks.get("totals").unwrap().table_rows()).unwrap();
+        r.sort();
+        r
+    };
+    for (i, rows) in [
+        vec!["2026-01-01T00:00:01,a,1", "2026-01-01T00:00:02,b,4"],
+        vec!["2026-01-01T00:00:03,a,3"],
+        vec!["2026-01-01T00:00:04,c,2", "2026-01-01T00:00:05,a,2"],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let session = crate::manual_session(&env, tmp.path());
+        execute_sql(&session, &ddl).await.unwrap();
+        let q = session.query("totals").unwrap();
+        env.streams.get("ev").unwrap().push_rows(&rows).unwrap();
+        q.process_all_available().await.unwrap();
+        let expected: &[&str] = match i {
+            0 => &["a,1,1", "b,1,4"],
+            1 => &["a,2,2", "b,1,4"],
+            _ => &["a,3,2", "b,1,4", "c,1,2"],
+        };
+        assert_eq!(table(&env), expected, "after batch {i}");
+        if i == 0 {
+            let layout = std::fs::read_to_string(ck.join("state/0/_layout")).unwrap();
+            assert!(layout.contains("live_aggregate"), "{layout}");
+        }
+        session.stop_query("totals").await.unwrap();
+    }
 }

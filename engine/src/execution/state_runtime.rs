@@ -131,10 +131,24 @@ impl StateRuntime {
                 OperatorSpec::Limit { .. } => "the LIMIT operator".to_string(),
                 _ => format!("stateful operator {}", op.id),
             };
-            let layout = match cells.first() {
+            let mut layout = match cells.first() {
                 Some(cell) => cell.lock().await.state_layout(),
                 None => continue,
             };
+            // State an earlier Sluice kept in the row store stays there: the
+            // aggregation runs as it did when the checkpoint was written (as
+            // Spark keeps a checkpoint's state format version).
+            if let Some(row_store) = op.spec.row_store_operator() {
+                let stored = dir.read_json::<StateLayout>("_layout").await?;
+                if stored.is_some_and(|s| s.operator == "aggregate" && s.operator != layout.operator) {
+                    for cell in cells.iter() {
+                        *cell.lock().await = row_store.create()?;
+                    }
+                    if let Some(cell) = cells.first() {
+                        layout = cell.lock().await.state_layout();
+                    }
+                }
+            }
             let changed = check_layout(&dir, &what, &layout, reset_changed).await?;
             if changed {
                 StateStore::clear(&dir).await?;
@@ -162,7 +176,7 @@ impl StateRuntime {
                 dir.write_json("_layout", &layout).await?;
             }
             // How to decode the state, for `sluice_state` and `sluice state`.
-            dir.write_blob(inspect::DESCRIPTOR_FILE, &inspect::describe(&op.spec)?).await?;
+            dir.write_blob(inspect::DESCRIPTOR_FILE, &inspect::describe(&op.spec, &layout)?).await?;
         }
         Ok(())
     }

@@ -22,7 +22,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    new_null_array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray, UInt64Array,
+    new_null_array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    UInt64Array,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::ipc::reader::StreamReader;
@@ -84,12 +85,13 @@ struct AggregateDescriptor {
 }
 
 /// The descriptor file's content for `spec`.
-pub(crate) fn describe(spec: &OperatorSpec) -> Result<Vec<u8>> {
+pub(crate) fn describe(spec: &OperatorSpec, layout: &super::StateLayout) -> Result<Vec<u8>> {
     let (fields, desc): (Vec<Field>, Descriptor) = match spec {
         OperatorSpec::Aggregate { parts, .. } | OperatorSpec::Session { parts, .. } => {
             let operator = match spec {
-                OperatorSpec::Aggregate { .. } if spec.uses_panes() => super::PANE_AGGREGATE,
-                OperatorSpec::Aggregate { .. } => "aggregate",
+                // The kind the state was written as (an aggregation whose
+                // checkpoint predates panes and live groups keeps the row store).
+                OperatorSpec::Aggregate { .. } => layout.operator.as_str(),
                 _ => "session_aggregate",
             };
             let input = &parts.input_schema;
@@ -303,7 +305,7 @@ pub async fn read_operator(
 ) -> Result<OperatorStateRows> {
     let operators = list_operators(root).await?;
     let listing = || {
-        let all: Vec<String> = operators.iter().map(|o| format!("'{}' ({})", o.name, o.kind)).collect();
+        let all: Vec<String> = operators.iter().map(|o| format!("'{}' ({})", o.name, reader_kind(&o.kind))).collect();
         if all.is_empty() {
             "it has no stateful operator with committed state".to_string()
         } else {
@@ -311,10 +313,7 @@ pub async fn read_operator(
         }
     };
     // A windowed aggregation kept as panes is an `aggregate` to the reader.
-    let by_kind: Vec<&OperatorStateInfo> = operators
-        .iter()
-        .filter(|o| o.kind == operator || (operator == "aggregate" && o.kind == super::PANE_AGGREGATE))
-        .collect();
+    let by_kind: Vec<&OperatorStateInfo> = operators.iter().filter(|o| reader_kind(&o.kind) == operator).collect();
     let info = match operators.iter().find(|o| o.name == operator) {
         Some(o) => o,
         None if by_kind.len() == 1 => by_kind[0],
@@ -397,6 +396,15 @@ async fn decode(
             let out_schema = out.first().map(|b| b.schema()).unwrap_or(final_schema(&stages)?);
             Ok((out_schema, out))
         }
+        super::LIVE_AGGREGATE => {
+            // Chunks of each group's current state (its twin aggregates').
+            let parts = super::live_aggregate::merged_parts(&aggregate_parts(schema, desc, aggregate)?)?;
+            let stages = AggStages::try_new(parts)?;
+            let states = super::live_aggregate::stored_states(store, &stages.partial_schema, desc.num_keys)?;
+            let out = stages.run(AggregateMode::Final, states, &task).await?;
+            let out_schema = out.first().map(|b| b.schema()).unwrap_or(final_schema(&stages)?);
+            Ok((out_schema, out))
+        }
         "dedup" => {
             let fields: Vec<Field> = desc.keys.iter().map(|i| schema.field(*i).clone()).collect();
             let conv = RowConverter::new(fields.iter().map(|f| SortField::new(f.data_type().clone())).collect())?;
@@ -438,7 +446,10 @@ async fn decode(
             let mut columns = conv.convert_rows(keys.iter().map(|k| parser.parse(k)))?;
             let groups = values
                 .iter()
-                .map(|v| crate::arbitrary::StoredGroup::decode(v).map_err(|e| SluiceError::plan(format!("{e}; the state is damaged"))))
+                .map(|v| {
+                    crate::arbitrary::StoredGroup::decode(v)
+                        .map_err(|e| SluiceError::plan(format!("{e}; the state is damaged")))
+                })
                 .collect::<Result<Vec<_>>>()?;
             let text = |f: &dyn Fn(&(String, Vec<u8>)) -> String| -> StringArray {
                 groups.iter().map(|g| g.value.as_ref().map(f)).collect()
@@ -481,6 +492,15 @@ fn expiry(times: impl Iterator<Item = i64>) -> TimestampMicrosecondArray {
 }
 
 /// The aggregation rebuilt over a schema of its keys and its arguments.
+/// The kind of operator a reader names: an aggregation kept as window panes
+/// or live groups is an `aggregate`.
+fn reader_kind(kind: &str) -> &str {
+    match kind {
+        super::PANE_AGGREGATE | super::LIVE_AGGREGATE => "aggregate",
+        k => k,
+    }
+}
+
 fn aggregate_parts(
     schema: &SchemaRef,
     desc: &Descriptor,

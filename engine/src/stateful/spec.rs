@@ -9,9 +9,10 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::{
-    AggregateParts, PaneAggregate, ChangelogSpec, DedupSpec, EventTimeKey, GroupsWithStateSpec, StreamingGroupsWithState, JoinSpec, OverWindowSpec, SessionAggregate,
-    SessionColumns, StatefulOperator, StreamingAggregate, StreamingChangelog, StreamingDedup, StreamingJoin,
-    StreamingLimit, StreamingOverWindow, StreamingTopN, TopNSpec,
+    AggregateParts, ChangelogSpec, DedupSpec, EventTimeKey, GroupsWithStateSpec, JoinSpec, LiveAggregate,
+    OverWindowSpec, PaneAggregate, SessionAggregate, SessionColumns, StatefulOperator, StreamingAggregate,
+    StreamingChangelog, StreamingDedup, StreamingGroupsWithState, StreamingJoin, StreamingLimit, StreamingOverWindow,
+    StreamingTopN, TopNSpec,
 };
 use crate::error::Result;
 use crate::options::OutputMode;
@@ -78,6 +79,24 @@ pub enum OperatorSpec {
     },
 }
 
+/// An aggregation to run over the row store ([`StreamingAggregate`]).
+#[derive(Debug, Clone)]
+pub struct RowStoreAggregate {
+    parts: AggregateParts,
+    event_time: Option<EventTimeKey>,
+    mode: OutputMode,
+    partial_input: bool,
+    config: StateStoreConfig,
+}
+
+impl RowStoreAggregate {
+    /// A new instance (one per state partition), without state.
+    pub fn create(&self) -> Result<Box<dyn StatefulOperator>> {
+        let op = StreamingAggregate::try_new(self.parts.clone(), self.event_time.clone(), self.mode, self.config)?;
+        Ok(Box::new(if self.partial_input { op.with_partial_input() } else { op }))
+    }
+}
+
 impl OperatorSpec {
     /// A new operator instance (one per state partition), without state.
     pub fn create(&self) -> Result<Box<dyn StatefulOperator>> {
@@ -86,6 +105,11 @@ impl OperatorSpec {
                 if PaneAggregate::applies(&parts, Some(&et), mode, partial_input) =>
             {
                 Box::new(PaneAggregate::try_new(parts, et, config)?)
+            }
+            Self::Aggregate { parts, event_time: None, mode, partial_input, config }
+                if LiveAggregate::applies(&parts, None, mode, partial_input) =>
+            {
+                Box::new(LiveAggregate::try_new(parts, mode, config)?)
             }
             Self::Aggregate { parts, event_time, mode, partial_input, config } => {
                 let op = StreamingAggregate::try_new(parts, event_time, mode, config)?;
@@ -111,6 +135,33 @@ impl OperatorSpec {
     pub fn uses_panes(&self) -> bool {
         matches!(self, Self::Aggregate { parts, event_time, mode, partial_input, .. }
             if PaneAggregate::applies(parts, event_time.as_ref(), *mode, *partial_input))
+    }
+
+    /// Whether this is an aggregation kept as a live group table
+    /// ([`LiveAggregate`]).
+    pub fn uses_live_groups(&self) -> bool {
+        matches!(self, Self::Aggregate { parts, event_time, mode, partial_input, .. }
+            if LiveAggregate::applies(parts, event_time.as_ref(), *mode, *partial_input))
+    }
+
+    /// For an aggregation kept as panes or live groups, the same
+    /// aggregation over the row store (the layout `aggregate`), which
+    /// checkpoints written before those existed hold.
+    pub fn row_store_operator(&self) -> Option<RowStoreAggregate> {
+        match self {
+            Self::Aggregate { parts, event_time, mode, partial_input, config }
+                if self.uses_panes() || self.uses_live_groups() =>
+            {
+                Some(RowStoreAggregate {
+                    parts: parts.clone(),
+                    event_time: event_time.clone(),
+                    mode: *mode,
+                    partial_input: *partial_input,
+                    config: *config,
+                })
+            }
+            _ => None,
+        }
     }
 
     /// The same operator keeping its state in `n` partitions.
