@@ -64,7 +64,9 @@ fn write_files(dir: &std::path::Path, rows: usize, distinct: bool) {
                 schema(),
                 vec![
                     Arc::new(ts),
-                    Arc::new(Int64Array::from_iter_values(idx.iter().map(|x| if distinct { *x } else { (x * 31) % KEYS }))),
+                    Arc::new(Int64Array::from_iter_values(
+                        idx.iter().map(|x| if distinct { *x } else { (x * 31) % KEYS }),
+                    )),
                     Arc::new(Int64Array::from_iter_values(idx.iter().map(|x| x % 100))),
                 ],
             )
@@ -181,9 +183,8 @@ async fn count_per_key(dir: &str, ck: &str, with_state: bool) -> (Duration, u64)
     } else {
         session.context().sql("SELECT k, count(*) AS n FROM t GROUP BY k").await.expect("plan")
     };
-    let run = sluice::bench::run_available_now(df, OutputMode::Update, std::path::Path::new(ck), false)
-        .await
-        .expect("run");
+    let run =
+        sluice::bench::run_available_now(df, OutputMode::Update, std::path::Path::new(ck), false).await.expect("run");
     (run.elapsed, run.rows_out)
 }
 
@@ -247,9 +248,8 @@ fn main() {
 async fn distinct_keys(dir: &str, ck: &str, files: usize, rows: usize) {
     let session = source_with(dir, files).await;
     let df = session.context().sql("SELECT k, count(*) AS n FROM t GROUP BY k").await.expect("plan");
-    let run = sluice::bench::run_available_now(df, OutputMode::Update, std::path::Path::new(ck), false)
-        .await
-        .expect("run");
+    let run =
+        sluice::bench::run_available_now(df, OutputMode::Update, std::path::Path::new(ck), false).await.expect("run");
     let progress = run.query.recent_progress();
     let (mem, keys) = sluice::bench::peak_state(&progress);
     let commit = |p: &sluice::StreamingQueryProgress| p.duration_ms.get("commit").copied().unwrap_or(0);

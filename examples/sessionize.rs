@@ -82,14 +82,15 @@ fn emit(user: &Option<String>, sessions: &[Session]) -> sluice::Result<Vec<Recor
     let start = TimestampMicrosecondArray::from_iter_values(sessions.iter().map(|s| s.start_ms * 1000));
     let end = TimestampMicrosecondArray::from_iter_values(sessions.iter().map(|s| s.end_ms * 1000));
     let n = Int64Array::from_iter_values(sessions.iter().map(|s| s.events));
-    Ok(vec![RecordBatch::try_new(
-        output_schema(),
-        vec![Arc::new(users), Arc::new(start), Arc::new(end), Arc::new(n)],
-    )?])
+    Ok(vec![RecordBatch::try_new(output_schema(), vec![Arc::new(users), Arc::new(start), Arc::new(end), Arc::new(n)])?])
 }
 
 /// The per-user function (the contract in the module docs).
-fn sessionize(key: &GroupKey, rows: &[RecordBatch], state: &mut GroupState<Session>) -> sluice::Result<Vec<RecordBatch>> {
+fn sessionize(
+    key: &GroupKey,
+    rows: &[RecordBatch],
+    state: &mut GroupState<Session>,
+) -> sluice::Result<Vec<RecordBatch>> {
     let user = match key.get("user_id") {
         Some(ScalarValue::Utf8(u)) => u.clone(),
         _ => None,
@@ -110,9 +111,10 @@ fn sessionize(key: &GroupKey, rows: &[RecordBatch], state: &mut GroupState<Sessi
     let mut times: Vec<i64> = vec![];
     for b in rows {
         let ts = cast(b.column(0), &DataType::Timestamp(TimeUnit::Microsecond, None))?;
-        let ts = ts.as_any().downcast_ref::<TimestampMicrosecondArray>().ok_or_else(|| {
-            sluice::SluiceError::plan("sessionize: the ts column is not a timestamp")
-        })?;
+        let ts = ts
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .ok_or_else(|| sluice::SluiceError::plan("sessionize: the ts column is not a timestamp"))?;
         times.extend(ts.iter().flatten().map(|us| us.div_euclid(1000)).filter(|t| *t >= watermark));
     }
     times.sort_unstable();

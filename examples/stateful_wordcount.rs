@@ -51,19 +51,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let lines = reader.load().await?;
     let words = lines
-        .select(vec![datafusion::functions_nested::expr_fn::string_to_array(col("value"), lit(" "), lit("")).alias("w")])?
+        .select(vec![
+            datafusion::functions_nested::expr_fn::string_to_array(col("value"), lit(" "), lit("")).alias("w")
+        ])?
         .unnest_columns(&["w"])?
         .filter(col("w").is_not_null())?
         .select(vec![col("w").alias("word")])?;
     // The update function: the new occurrences plus the running count.
-    let counts = words.group_by_key(&["word"])?.update_state_by_key(
-        DataType::Int64,
-        |_word, rows, count: Option<i64>| {
+    let counts =
+        words.group_by_key(&["word"])?.update_state_by_key(DataType::Int64, |_word, rows, count: Option<i64>| {
             let seen: i64 = rows.iter().map(|b| b.num_rows() as i64).sum();
             Ok(Some(count.unwrap_or(0) + seen))
-        },
-    )?;
-    let trigger = if args.socket.is_some() { Trigger::ProcessingTime(std::time::Duration::from_secs(1)) } else { Trigger::AvailableNow };
+        })?;
+    let trigger = if args.socket.is_some() {
+        Trigger::ProcessingTime(std::time::Duration::from_secs(1))
+    } else {
+        Trigger::AvailableNow
+    };
     let query = counts
         .write_stream()
         .format("console")

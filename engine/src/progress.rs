@@ -300,10 +300,7 @@ impl StreamingQueryProgress {
             .collect();
         let watermark = self.watermark_ms.and_then(iso).map(|t| format!(", watermark {t}")).unwrap_or_default();
         let (unit, latency) = match &self.epoch {
-            Some(e) => (
-                "epoch",
-                format!(", {} chunks, p99 {:.2} ms", e.chunks, e.latency_p99_us as f64 / 1000.0),
-            ),
+            Some(e) => ("epoch", format!(", {} chunks, p99 {:.2} ms", e.chunks, e.latency_p99_us as f64 / 1000.0)),
             None => ("batch", String::new()),
         };
         format!(

@@ -200,10 +200,7 @@ pub async fn run_latency(cfg: &LatencyConfig) -> BenchResult<LatencyReport> {
             ])?,
             OutputMode::Append,
         ),
-        LatencyQuery::Count => (
-            df.aggregate(vec![col("k")], vec![count(col("id")).alias("n")])?,
-            OutputMode::Update,
-        ),
+        LatencyQuery::Count => (df.aggregate(vec![col("k")], vec![count(col("id")).alias("n")])?, OutputMode::Update),
     };
     let recorder = Arc::new(Mutex::new(Recorder {
         histogram: Histogram::new(),
@@ -258,7 +255,11 @@ pub async fn run_latency(cfg: &LatencyConfig) -> BenchResult<LatencyReport> {
             if target > sent {
                 let n = (target - sent) as usize;
                 let created = now_us() as i64;
-                gen_recorder.lock().map_err(|_| "latency recorder poisoned")?.pushes.push((sent as i64, created as u64));
+                gen_recorder
+                    .lock()
+                    .map_err(|_| "latency recorder poisoned")?
+                    .pushes
+                    .push((sent as i64, created as u64));
                 let ids: Int64Array = (sent as i64..target as i64).collect();
                 let keys: Int64Array = (sent as i64..target as i64).map(|i| i % 1000).collect();
                 let batch = RecordBatch::try_new(
@@ -276,9 +277,8 @@ pub async fn run_latency(cfg: &LatencyConfig) -> BenchResult<LatencyReport> {
         let secs = at.elapsed().as_secs_f64().max(1e-3);
         Ok((sent, (sent - from_rows) as f64 / secs))
     });
-    let (_, achieved) = tokio::task::spawn_blocking(move || generator.join())
-        .await?
-        .map_err(|_| "the generator thread panicked")??;
+    let (_, achieved) =
+        tokio::task::spawn_blocking(move || generator.join()).await?.map_err(|_| "the generator thread panicked")??;
     // Let the query deliver what was generated (at most 30 s).
     let last = now_us();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);

@@ -13,7 +13,9 @@ use datafusion::dataframe::DataFrame;
 use sluice::arbitrary::{GroupKey, GroupState, GroupStateTimeout};
 use sluice::dataframe::with_watermark;
 use sluice::stt::render_batches;
-use sluice::{Environment, ManualClock, OutputMode, SluiceConfig, SluiceSession, StreamingDataFrameExt, StreamingQuery};
+use sluice::{
+    Environment, ManualClock, OutputMode, SluiceConfig, SluiceSession, StreamingDataFrameExt, StreamingQuery,
+};
 
 type Seen = Arc<Mutex<Vec<(u64, Vec<String>)>>>;
 
@@ -63,7 +65,13 @@ fn rows_in(rows: &[RecordBatch]) -> i64 {
 
 /// Start `df` into a foreach-batch sink that records each batch's rows
 /// (sorted), checkpointed at `ck`.
-async fn start(df: DataFrame, name: &str, mode: OutputMode, ck: &std::path::Path, seen: &Seen) -> sluice::Result<StreamingQuery> {
+async fn start(
+    df: DataFrame,
+    name: &str,
+    mode: OutputMode,
+    ck: &std::path::Path,
+    seen: &Seen,
+) -> sluice::Result<StreamingQuery> {
     let sink = Arc::clone(seen);
     df.write_stream()
         .query_name(name)
@@ -228,7 +236,10 @@ async fn event_time_timeout_fires_when_the_watermark_passes_it_also_after_a_rest
     tv.push_rows(&[at("b", 31)]).unwrap();
     let p = q.process_all_available().await.unwrap();
     assert_eq!(p.len(), 2, "a data batch, then one for the watermark");
-    assert_eq!(seen.lock().unwrap().iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(), vec![vec!["b,31"], vec!["a,-1"]]);
+    assert_eq!(
+        seen.lock().unwrap().iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(),
+        vec![vec!["b,31"], vec!["a,-1"]]
+    );
     take(&seen);
     s2.stop_all().await.unwrap();
 }
@@ -353,9 +364,24 @@ async fn output_modes_and_timeouts_are_checked_as_in_spark() {
         )
     };
     let cases = [
-        (OutputMode::Update, GroupStateTimeout::NoTimeout, OutputMode::Append, "declared in update mode is not supported with append output mode"),
-        (OutputMode::Append, GroupStateTimeout::NoTimeout, OutputMode::Update, "declared in append mode is not supported with update output mode"),
-        (OutputMode::Append, GroupStateTimeout::NoTimeout, OutputMode::Complete, "not supported with complete output mode"),
+        (
+            OutputMode::Update,
+            GroupStateTimeout::NoTimeout,
+            OutputMode::Append,
+            "declared in update mode is not supported with append output mode",
+        ),
+        (
+            OutputMode::Append,
+            GroupStateTimeout::NoTimeout,
+            OutputMode::Update,
+            "declared in append mode is not supported with update output mode",
+        ),
+        (
+            OutputMode::Append,
+            GroupStateTimeout::NoTimeout,
+            OutputMode::Complete,
+            "not supported with complete output mode",
+        ),
         (OutputMode::Append, GroupStateTimeout::EventTime, OutputMode::Append, "needs a watermark"),
     ];
     for (i, (op, timeout, mode, want)) in cases.into_iter().enumerate() {
@@ -542,17 +568,23 @@ fn the_sessionize_example_writes_the_sessions_of_the_example_clicks() {
     use datafusion::arrow::array::TimestampMicrosecondArray;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let bin = example_binary("sessionize");
-    assert!(bin.exists(), "{} is missing: `cargo test` builds the examples (cargo build --example sessionize)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: `cargo test` builds the examples (cargo build --example sessionize)",
+        bin.display()
+    );
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("sessions");
     let input = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/clicks");
-    let status = std::process::Command::new(&bin).arg("--input").arg(&input).arg("--output").arg(&out).status().unwrap();
+    let status =
+        std::process::Command::new(&bin).arg("--input").arg(&input).arg("--output").arg(&out).status().unwrap();
     assert!(status.success(), "sessionize exited with {status}");
     let mut sessions = vec![];
     for entry in std::fs::read_dir(&out).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "parquet") {
-            let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap()).unwrap().build().unwrap();
+            let reader =
+                ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap()).unwrap().build().unwrap();
             for b in reader {
                 let b = b.unwrap();
                 let user = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();

@@ -9,7 +9,9 @@ use std::time::Duration;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::prelude::{col, lit};
 use sluice::stt::render_batches;
-use sluice::{execute_sql, Environment, ManualClock, OutputMode, SluiceConfig, SluiceSession, StreamingDataFrameExt, Trigger};
+use sluice::{
+    execute_sql, Environment, ManualClock, OutputMode, SluiceConfig, SluiceSession, StreamingDataFrameExt, Trigger,
+};
 
 /// What a `foreach_batch` sink saw: `(epoch, row)` in arrival order.
 type Seen = Arc<Mutex<Vec<(u64, String)>>>;
@@ -195,10 +197,7 @@ async fn a_logged_but_uncommitted_epoch_is_re_run_over_exactly_its_offsets() {
     let q = start_filter(&s, &ck, &seen2, None).await.unwrap();
     wait_for("the replay and the new row", || seen2.lock().unwrap().len() == 3).await;
     // Epoch 1 again with exactly its rows (as one batch), then 8 in epoch 2.
-    assert_eq!(
-        *seen2.lock().unwrap(),
-        vec![(1, "4,b".to_string()), (1, "6,c".to_string()), (2, "8,d".to_string())]
-    );
+    assert_eq!(*seen2.lock().unwrap(), vec![(1, "4,b".to_string()), (1, "6,c".to_string()), (2, "8,d".to_string())]);
     q.stop().await.unwrap();
 }
 
@@ -211,7 +210,9 @@ async fn update_mode_count_emits_per_chunk_and_keeps_its_state_across_a_restart(
         let ck = ck.clone();
         async move {
             let df = s.read_stream().format("memory").schema(schema()).name("words").load().await.unwrap();
-            let df = df.aggregate(vec![col("word")], vec![datafusion::functions_aggregate::count::count(col("id")).alias("n")]).unwrap();
+            let df = df
+                .aggregate(vec![col("word")], vec![datafusion::functions_aggregate::count::count(col("id")).alias("n")])
+                .unwrap();
             df.write_stream()
                 .query_name("counts")
                 .output_mode(OutputMode::Update)

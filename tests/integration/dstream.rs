@@ -33,7 +33,11 @@ fn setup() -> (Environment, sluice::SluiceSession, tempfile::TempDir, Arc<Manual
     (env, session, tmp, clock)
 }
 
-async fn run(df: datafusion::dataframe::DataFrame, mode: OutputMode, ck: &std::path::Path) -> (sluice::StreamingQuery, Seen) {
+async fn run(
+    df: datafusion::dataframe::DataFrame,
+    mode: OutputMode,
+    ck: &std::path::Path,
+) -> (sluice::StreamingQuery, Seen) {
     let seen: Seen = Arc::default();
     let sink = Arc::clone(&seen);
     let q = df
@@ -93,7 +97,8 @@ async fn update_state_by_key_calls_every_key_each_batch_and_drops_state_on_none(
 async fn map_with_state_maps_each_row_and_times_out_idle_keys() {
     let (env, s, tmp, clock) = setup();
     let df = s.read_stream().format("memory").schema(words()).name("ev").load().await.unwrap();
-    let out = Arc::new(Schema::new(vec![Field::new("key", DataType::Utf8, false), Field::new("n", DataType::Int64, false)]));
+    let out =
+        Arc::new(Schema::new(vec![Field::new("key", DataType::Utf8, false), Field::new("n", DataType::Int64, false)]));
     let mapped = df
         .group_by_key(&["key"])
         .unwrap()
@@ -175,11 +180,20 @@ async fn reduce_by_key_and_window_emits_every_slide_with_and_without_an_inverse(
     let mut outputs = vec![];
     for inverse in [false, true] {
         let (env, s, tmp, clock) = setup();
-        let schema = Arc::new(Schema::new(vec![Field::new("key", DataType::Utf8, true), Field::new("n", DataType::Int64, true)]));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("key", DataType::Utf8, true),
+            Field::new("n", DataType::Int64, true),
+        ]));
         let df = s.read_stream().format("memory").schema(schema).name("ev").load().await.unwrap();
         let keyed = df.group_by_key(&["key"]).unwrap();
         let sums = if inverse {
-            keyed.reduce_by_key_and_window_inverse("n", "20 seconds", "10 seconds", |a: i64, b: i64| a + b, |a: i64, b: i64| a - b)
+            keyed.reduce_by_key_and_window_inverse(
+                "n",
+                "20 seconds",
+                "10 seconds",
+                |a: i64, b: i64| a + b,
+                |a: i64, b: i64| a - b,
+            )
         } else {
             keyed.reduce_by_key_and_window("n", "20 seconds", "10 seconds", |a: i64, b: i64| a + b)
         }
@@ -196,7 +210,8 @@ async fn reduce_by_key_and_window_emits_every_slide_with_and_without_an_inverse(
             clock.set(t);
             q.process_all_available().await.unwrap();
         }
-        let got: Vec<Vec<String>> = seen.lock().unwrap().iter().map(|(_, r)| r.clone()).filter(|r| !r.is_empty()).collect();
+        let got: Vec<Vec<String>> =
+            seen.lock().unwrap().iter().map(|(_, r)| r.clone()).filter(|r| !r.is_empty()).collect();
         let p = q.recent_progress();
         assert_eq!(p.last().unwrap().state_operators[0].num_rows_total, 0, "every slice left the window");
         s.stop_all().await.unwrap();
@@ -205,10 +220,15 @@ async fn reduce_by_key_and_window_emits_every_slide_with_and_without_an_inverse(
     assert_eq!(outputs[0], outputs[1], "the inverse gives the same windows");
     let values: Vec<Vec<String>> = outputs[0]
         .iter()
-        .map(|batch| batch.iter().map(|r| {
-            let cols: Vec<&str> = r.split(',').collect();
-            format!("{}={}", cols[0], cols[cols.len() - 1])
-        }).collect())
+        .map(|batch| {
+            batch
+                .iter()
+                .map(|r| {
+                    let cols: Vec<&str> = r.split(',').collect();
+                    format!("{}={}", cols[0], cols[cols.len() - 1])
+                })
+                .collect()
+        })
         .collect();
     // Windows of 20 s every 10 s: ending at 10 s (a: 1+2, b: 5), at 20 s
     // (a: 3+4, b: 5), at 30 s (a: 4).

@@ -7,16 +7,16 @@ mod checkpoint_integrity;
 mod connectors;
 mod continuous;
 mod crash;
-mod dstream;
 #[cfg(feature = "delta")]
 mod delta;
+mod dstream;
 mod errors;
 mod explain;
 #[cfg(feature = "kafka")]
 mod kafka;
 mod nexmark;
-mod processor;
 mod observe;
+mod processor;
 mod progress;
 mod properties;
 mod query_change;

@@ -10,7 +10,9 @@ use datafusion::arrow::record_batch::RecordBatch;
 use sluice::arbitrary::{GroupKey, ListState, MapState, ProcessorState, StatefulProcessor, TimeMode, ValueState};
 use sluice::dataframe::with_watermark;
 use sluice::stt::render_batches;
-use sluice::{Environment, ManualClock, OutputMode, SluiceConfig, SluiceSession, StreamingDataFrameExt, StreamingQuery};
+use sluice::{
+    Environment, ManualClock, OutputMode, SluiceConfig, SluiceSession, StreamingDataFrameExt, StreamingQuery,
+};
 
 type Seen = Arc<Mutex<Vec<Vec<String>>>>;
 
@@ -24,7 +26,10 @@ fn key_of(key: &GroupKey) -> String {
 
 fn rows(pairs: Vec<(String, i64)>) -> sluice::Result<Vec<RecordBatch>> {
     let (what, value): (Vec<String>, Vec<i64>) = pairs.into_iter().unzip();
-    Ok(vec![RecordBatch::try_new(out_schema(), vec![Arc::new(StringArray::from(what)), Arc::new(Int64Array::from(value))])?])
+    Ok(vec![RecordBatch::try_new(
+        out_schema(),
+        vec![Arc::new(StringArray::from(what)), Arc::new(Int64Array::from(value))],
+    )?])
 }
 
 /// Counts clicks per user: a count with a 10 s TTL, the list of actions, a
@@ -32,7 +37,12 @@ fn rows(pairs: Vec<(String, i64)>) -> sluice::Result<Vec<RecordBatch>> {
 struct Clicks;
 
 impl StatefulProcessor for Clicks {
-    fn handle_input_rows(&self, key: &GroupKey, input: &[RecordBatch], st: &mut ProcessorState) -> sluice::Result<Vec<RecordBatch>> {
+    fn handle_input_rows(
+        &self,
+        key: &GroupKey,
+        input: &[RecordBatch],
+        st: &mut ProcessorState,
+    ) -> sluice::Result<Vec<RecordBatch>> {
         let count = ValueState::<i64>::new("count").with_ttl(Duration::from_secs(10));
         let seen = ListState::<String>::new("seen");
         let per = MapState::<String, i64>::new("per_action");
@@ -58,7 +68,12 @@ impl StatefulProcessor for Clicks {
         ])
     }
 
-    fn handle_expired_timer(&self, key: &GroupKey, expiry_ms: i64, st: &mut ProcessorState) -> sluice::Result<Vec<RecordBatch>> {
+    fn handle_expired_timer(
+        &self,
+        key: &GroupKey,
+        expiry_ms: i64,
+        st: &mut ProcessorState,
+    ) -> sluice::Result<Vec<RecordBatch>> {
         let count = ValueState::<i64>::new("count");
         let k = key_of(key);
         rows(vec![(format!("{k}:timer"), expiry_ms), (format!("{k}:count_at_timer"), count.get(st)?.unwrap_or(-1))])
@@ -99,7 +114,10 @@ fn take(seen: &Seen) -> Vec<Vec<String>> {
 }
 
 async fn clicks(s: &SluiceSession) -> datafusion::dataframe::DataFrame {
-    let schema = Arc::new(Schema::new(vec![Field::new("user", DataType::Utf8, true), Field::new("action", DataType::Utf8, true)]));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("user", DataType::Utf8, true),
+        Field::new("action", DataType::Utf8, true),
+    ]));
     let df = s.read_stream().format("memory").schema(schema).name("clicks").load().await.unwrap();
     df.group_by_key(&["user"])
         .unwrap()
@@ -154,7 +172,12 @@ async fn value_list_and_map_state_with_ttl_and_processing_time_timers_across_a_r
 struct Idle;
 
 impl StatefulProcessor for Idle {
-    fn handle_input_rows(&self, _key: &GroupKey, input: &[RecordBatch], st: &mut ProcessorState) -> sluice::Result<Vec<RecordBatch>> {
+    fn handle_input_rows(
+        &self,
+        _key: &GroupKey,
+        input: &[RecordBatch],
+        st: &mut ProcessorState,
+    ) -> sluice::Result<Vec<RecordBatch>> {
         let max = ValueState::<i64>::new("max");
         let mut m = max.get(st)?.unwrap_or(i64::MIN);
         for b in input {
@@ -169,7 +192,12 @@ impl StatefulProcessor for Idle {
         Ok(vec![])
     }
 
-    fn handle_expired_timer(&self, key: &GroupKey, expiry_ms: i64, st: &mut ProcessorState) -> sluice::Result<Vec<RecordBatch>> {
+    fn handle_expired_timer(
+        &self,
+        key: &GroupKey,
+        expiry_ms: i64,
+        st: &mut ProcessorState,
+    ) -> sluice::Result<Vec<RecordBatch>> {
         st.clear_all();
         rows(vec![(format!("{}:idle", key_of(key)), expiry_ms / 1000)])
     }
@@ -216,9 +244,16 @@ async fn timers_need_a_time_mode() {
     let clock = Arc::new(ManualClock::new(0));
     let seen: Seen = Arc::default();
     let s = session(&env, tmp.path(), &clock);
-    let schema = Arc::new(Schema::new(vec![Field::new("user", DataType::Utf8, true), Field::new("action", DataType::Utf8, true)]));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("user", DataType::Utf8, true),
+        Field::new("action", DataType::Utf8, true),
+    ]));
     let df = s.read_stream().format("memory").schema(schema).name("clicks").load().await.unwrap();
-    let df = df.group_by_key(&["user"]).unwrap().transform_with_state(Clicks, TimeMode::None, OutputMode::Append, out_schema()).unwrap();
+    let df = df
+        .group_by_key(&["user"])
+        .unwrap()
+        .transform_with_state(Clicks, TimeMode::None, OutputMode::Append, out_schema())
+        .unwrap();
     let q = start(df, &tmp.path().join("ck"), &seen).await;
     env.streams.get("clicks").unwrap().push_rows(&["u,click"]).unwrap();
     let err = q.process_all_available().await.unwrap_err().to_string();

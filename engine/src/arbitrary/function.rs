@@ -70,7 +70,8 @@ impl StoredGroup {
             return Err(format!("a stored group's type tag of {tag_len} bytes runs past its end"));
         }
         let value = if bytes[1] & HAS_VALUE != 0 {
-            let tag = std::str::from_utf8(&rest[..tag_len]).map_err(|e| format!("a stored type tag is not UTF-8: {e}"))?;
+            let tag =
+                std::str::from_utf8(&rest[..tag_len]).map_err(|e| format!("a stored type tag is not UTF-8: {e}"))?;
             Some((tag.to_string(), rest[tag_len..].to_vec()))
         } else {
             None

@@ -102,7 +102,16 @@ impl<S> GroupState<S> {
         batch_time_ms: i64,
         watermark_ms: Option<i64>,
     ) -> Self {
-        Self { value, updated: false, removed: false, timeout_ms: None, conf, has_timed_out, batch_time_ms, watermark_ms }
+        Self {
+            value,
+            updated: false,
+            removed: false,
+            timeout_ms: None,
+            conf,
+            has_timed_out,
+            batch_time_ms,
+            watermark_ms,
+        }
     }
 
     /// Whether the group has a value.

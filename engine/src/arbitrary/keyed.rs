@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::Column;
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::dataframe::DataFrame;
-use datafusion::common::Column;
 use datafusion::logical_expr::{Expr, Extension, LogicalPlan};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -118,7 +118,8 @@ impl KeyedStream {
                  OutputMode::Append or OutputMode::Update",
             ));
         }
-        let shape = Shape { mode: output_mode, is_map: false, every_key: false, operation: "flat_map_groups_with_state" };
+        let shape =
+            Shape { mode: output_mode, is_map: false, every_key: false, operation: "flat_map_groups_with_state" };
         self.build(shape, timeout, output_schema, func)
     }
 
@@ -139,7 +140,8 @@ impl KeyedStream {
         let one_row = move |key: &GroupKey, rows: &[RecordBatch], state: &mut GroupState<S>| {
             one_row_batch(&schema, &func(key, rows, state)?)
         };
-        let shape = Shape { mode: OutputMode::Update, is_map: true, every_key: false, operation: "map_groups_with_state" };
+        let shape =
+            Shape { mode: OutputMode::Update, is_map: true, every_key: false, operation: "map_groups_with_state" };
         self.build(shape, timeout, output_schema, one_row)
     }
 
@@ -172,7 +174,8 @@ impl KeyedStream {
             values.push(new.into());
             one_row_batch(&out, &values)
         };
-        let shape = Shape { mode: OutputMode::Update, is_map: false, every_key: true, operation: "update_state_by_key" };
+        let shape =
+            Shape { mode: OutputMode::Update, is_map: false, every_key: true, operation: "update_state_by_key" };
         self.build(shape, GroupStateTimeout::NoTimeout, schema, func)
     }
 
@@ -252,7 +255,13 @@ impl KeyedStream {
     /// `window` of batch time, `reduce` folds the values of `value_column`
     /// in that window. Emits the keys, `window_start`, `window_end` and
     /// `value`, in append mode. The window must be a multiple of the slide.
-    pub fn reduce_by_key_and_window<V, R>(self, value_column: &str, window: &str, slide: &str, reduce: R) -> Result<DataFrame>
+    pub fn reduce_by_key_and_window<V, R>(
+        self,
+        value_column: &str,
+        window: &str,
+        slide: &str,
+        reduce: R,
+    ) -> Result<DataFrame>
     where
         V: Clone + Serialize + DeserializeOwned + TryFrom<ScalarValue> + Into<ScalarValue> + Send + 'static,
         R: Fn(V, V) -> V + Send + Sync + 'static,
@@ -312,11 +321,13 @@ impl KeyedStream {
             keys.push(Field::new(k, f.data_type().clone(), true));
         }
         let out = super::window::output_schema(keys, value_type);
-        let spec = super::window::WindowReduce { window_ms, slide_ms, value_index, reduce, inverse, schema: Arc::clone(&out) };
+        let spec =
+            super::window::WindowReduce { window_ms, slide_ms, value_index, reduce, inverse, schema: Arc::clone(&out) };
         let func = move |key: &GroupKey, rows: &[RecordBatch], state: &mut GroupState<super::WindowSlices<V>>| {
             spec.call(key, rows, state)
         };
-        let shape = Shape { mode: OutputMode::Append, is_map: false, every_key: false, operation: "reduce_by_key_and_window" };
+        let shape =
+            Shape { mode: OutputMode::Append, is_map: false, every_key: false, operation: "reduce_by_key_and_window" };
         self.build(shape, GroupStateTimeout::ProcessingTime, out, func)
     }
 

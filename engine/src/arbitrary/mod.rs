@@ -30,8 +30,8 @@ mod group_state;
 mod keyed;
 mod node;
 mod processor;
-mod window;
 pub mod transform;
+mod window;
 
 pub use function::{GroupCall, GroupFunction, GroupOutcome, StoredGroup};
 pub use group_state::{GroupKey, GroupState, GroupStateTimeout};

@@ -96,7 +96,8 @@ pub struct ProcessorState {
 }
 
 fn to_json<T: Serialize>(name: &str, v: &T) -> Result<serde_json::Value> {
-    serde_json::to_value(v).map_err(|e| SluiceError::plan(format!("state variable '{name}': the value does not serialize: {e}")))
+    serde_json::to_value(v)
+        .map_err(|e| SluiceError::plan(format!("state variable '{name}': the value does not serialize: {e}")))
 }
 
 fn from_json<T: DeserializeOwned>(name: &str, v: &serde_json::Value) -> Result<T> {
@@ -283,10 +284,8 @@ impl<T: Serialize + DeserializeOwned> ListState<T> {
     /// Replace the list.
     pub fn put(&self, state: &mut ProcessorState, values: Vec<T>) -> Result<()> {
         let expires = state.expiry(self.ttl_ms);
-        let items = values
-            .iter()
-            .map(|v| Ok(Entry { v: to_json(&self.name, v)?, expires }))
-            .collect::<Result<Vec<_>>>()?;
+        let items =
+            values.iter().map(|v| Ok(Entry { v: to_json(&self.name, v)?, expires })).collect::<Result<Vec<_>>>()?;
         if items.is_empty() {
             state.store.vars.remove(&self.name);
         } else {
@@ -375,8 +374,9 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> MapState<
         let Some(m) = self.map(state)? else { return Ok(vec![]) };
         m.iter()
             .map(|(k, e)| {
-                let key: serde_json::Value = serde_json::from_str(k)
-                    .map_err(|err| SluiceError::plan(format!("state variable '{}': a stored map key is damaged: {err}", self.name)))?;
+                let key: serde_json::Value = serde_json::from_str(k).map_err(|err| {
+                    SluiceError::plan(format!("state variable '{}': a stored map key is damaged: {err}", self.name))
+                })?;
                 Ok((from_json(&self.name, &key)?, from_json(&self.name, &e.v)?))
             })
             .collect()

@@ -6,12 +6,12 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::DFSchemaRef;
 use datafusion::dataframe::DataFrame;
 use datafusion::datasource::MemTable;
 use datafusion::execution::context::{SessionContext, SessionState};
 use datafusion::logical_expr::{Expr, Extension, LogicalPlan, UserDefinedLogicalNodeCore};
-use datafusion::arrow::record_batch::RecordBatch;
 use futures::future::BoxFuture;
 
 use crate::error::{Result, SluiceError};
@@ -120,7 +120,11 @@ impl UserDefinedLogicalNodeCore for TransformNode {
         write!(f, "Transform: a function per micro-batch")
     }
 
-    fn with_exprs_and_inputs(&self, _exprs: Vec<Expr>, mut inputs: Vec<LogicalPlan>) -> datafusion::error::Result<Self> {
+    fn with_exprs_and_inputs(
+        &self,
+        _exprs: Vec<Expr>,
+        mut inputs: Vec<LogicalPlan>,
+    ) -> datafusion::error::Result<Self> {
         let (Some(input), true) = (inputs.pop(), inputs.is_empty()) else {
             return Err(SluiceError::internal("Transform takes exactly one input").into());
         };

@@ -56,10 +56,12 @@ pub(crate) fn output_schema(keys: Vec<Field>, value_type: DataType) -> SchemaRef
 }
 
 fn reduce_all<V: Clone>(f: &Reduce<V>, values: impl Iterator<Item = V>) -> Option<V> {
-    values.fold(None, |acc, v| Some(match acc {
-        None => v,
-        Some(a) => f(a, v),
-    }))
+    values.fold(None, |acc, v| {
+        Some(match acc {
+            None => v,
+            Some(a) => f(a, v),
+        })
+    })
 }
 
 impl<V> WindowReduce<V>
@@ -111,7 +113,11 @@ where
         state: &mut GroupState<WindowSlices<V>>,
     ) -> Result<Vec<RecordBatch>> {
         let now = state.current_processing_time_ms();
-        let mut w = state.get_option().cloned().unwrap_or(WindowSlices { slices: BTreeMap::new(), emitted_to: None, total: None });
+        let mut w = state.get_option().cloned().unwrap_or(WindowSlices {
+            slices: BTreeMap::new(),
+            emitted_to: None,
+            total: None,
+        });
         let slice = now.div_euclid(self.slide_ms) * self.slide_ms;
         for b in rows {
             for i in 0..b.num_rows() {

@@ -376,7 +376,8 @@ impl MicroBatchExecution {
         // Read.
         let read = Instant::now();
         let from = self.committed.clone();
-        let (input, mut source_progress, total_rows, event_time) = self.read_sources(batch_id, &from, &entry.offsets).await?;
+        let (input, mut source_progress, total_rows, event_time) =
+            self.read_sources(batch_id, &from, &entry.offsets).await?;
         let read_ms = read.elapsed().as_millis() as u64;
         // Execute.
         let exec = Instant::now();
@@ -433,12 +434,8 @@ impl MicroBatchExecution {
         let since_last = self.last_batch_end_ms.map(|t| (now - t).max(0) as f64 / 1000.0);
         self.last_batch_end_ms = Some(now);
         let secs = (total_ms as f64 / 1000.0).max(1e-3);
-        let duration_ms = durations
-            .iter()
-            .copied()
-            .chain([("total", total_ms)])
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
+        let duration_ms =
+            durations.iter().copied().chain([("total", total_ms)]).map(|(k, v)| (k.to_string(), v)).collect();
         let input_rate = |rows: u64| since_last.filter(|s| *s > 0.0).map(|s| rows as f64 / s).unwrap_or(0.0);
         for sp in source_progress.iter_mut() {
             sp.input_rows_per_second = input_rate(sp.num_input_rows);

@@ -6,9 +6,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::TaskContext;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::context::SessionState;
+use datafusion::execution::TaskContext;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::execution_plan::{Boundedness, ChildrenPropertiesMode, EmissionType};
@@ -17,7 +18,6 @@ use datafusion::physical_plan::{
     collect, DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning, PlanProperties,
     ReplaceChildrenOptions, SendableRecordBatchStream,
 };
-use datafusion::execution::context::SessionState;
 
 use super::BatchState;
 use crate::arbitrary::transform::{batch_frame, TransformFn};
@@ -120,7 +120,9 @@ impl ExecutionPlan for TransformExec {
             let batches = out.collect().await?;
             let batches = batches
                 .into_iter()
-                .map(|b| datafusion::arrow::record_batch::RecordBatch::try_new(Arc::clone(&schema), b.columns().to_vec()))
+                .map(|b| {
+                    datafusion::arrow::record_batch::RecordBatch::try_new(Arc::clone(&schema), b.columns().to_vec())
+                })
                 .collect::<std::result::Result<Vec<_>, _>>()?;
             Ok::<_, DataFusionError>(futures::stream::iter(batches.into_iter().map(Ok)))
         };

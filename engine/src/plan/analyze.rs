@@ -76,7 +76,8 @@ impl QueryAnalysis {
                 LogicalPlan::Limit(l) if is_streaming(&l.input) => info.limit = true,
                 LogicalPlan::Window(w) if is_streaming(&w.input) => info.window = true,
                 LogicalPlan::Extension(e) => {
-                    if let Some(n) = e.node.as_any().downcast_ref::<super::groups_with_state_node::GroupsWithStateNode>()
+                    if let Some(n) =
+                        e.node.as_any().downcast_ref::<super::groups_with_state_node::GroupsWithStateNode>()
                     {
                         info.groups_with_state.push(GroupsWithStateFacts {
                             operation: n.operation(),

@@ -189,7 +189,9 @@ pub fn retracting_aggregate(agg: &Aggregate) -> Result<(Aggregate, Vec<Expr>)> {
         let numeric = |t: &DataType| match t {
             t if t.is_integer() => Ok(DataType::Int64),
             t if t.is_floating() => Ok(DataType::Float64),
-            other => Err(refuse(&format!("its argument is of type {other}; only integer and floating-point values can be retracted"))),
+            other => Err(refuse(&format!(
+                "its argument is of type {other}; only integer and floating-point values can be retracted"
+            ))),
         };
         let result = match name.as_str() {
             "count" => datafusion::functions::expr_fn::coalesce(vec![col(count.as_str()), lit(0i64)]),

@@ -9,8 +9,8 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::ExecutionPlan;
 
-pub use crate::arbitrary::GroupsWithStateNode;
 use crate::arbitrary::GroupStateTimeout;
+pub use crate::arbitrary::GroupsWithStateNode;
 use crate::error::SluiceError;
 use crate::physical::StatefulExec;
 use crate::state::StateStoreConfig;

@@ -19,8 +19,8 @@ use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, Phy
 use super::changelog::StreamingChangelogNode;
 use super::groups_with_state_node::{plan_groups_with_state, GroupsWithStateNode};
 use super::join_node::{EvictRule, StreamingJoinNode};
-use super::over_window_node::{plan_over_window, StreamingOverWindowNode};
 use super::nodes::{StreamingAggregateNode, StreamingDedupNode, StreamingLimitNode, WithinWatermarkNode};
+use super::over_window_node::{plan_over_window, StreamingOverWindowNode};
 use super::topn_node::StreamingTopNNode;
 use crate::error::SluiceError;
 use crate::options::OutputMode;

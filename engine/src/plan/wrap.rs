@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use super::analyze::{self, is_streaming};
 use super::changelog;
-use super::keys::{dedup_spec, event_time_group, session_columns};
 use super::groups_with_state_node::GroupsWithStateNode;
+use super::keys::{dedup_spec, event_time_group, session_columns};
 use super::nodes::{StreamingAggregateNode, StreamingDedupNode};
 use crate::error::{Result, SluiceError};
 use crate::options::OutputMode;
@@ -100,9 +100,8 @@ fn mark(plan: &LogicalPlan, mode: OutputMode, depth: usize, next_id: &mut usize)
         )));
     }
     let id = *next_id;
-    let extension = |node: Arc<dyn datafusion::logical_expr::UserDefinedLogicalNode>| {
-        LogicalPlan::Extension(Extension { node })
-    };
+    let extension =
+        |node: Arc<dyn datafusion::logical_expr::UserDefinedLogicalNode>| LogicalPlan::Extension(Extension { node });
     let replacement = match &original {
         LogicalPlan::Aggregate(agg) => {
             let event_time = event_time_group(agg);
@@ -140,9 +139,9 @@ fn mark(plan: &LogicalPlan, mode: OutputMode, depth: usize, next_id: &mut usize)
         {
             extension(Arc::new(super::topn_node::topn_node(w, plan, inner, id, mode, downstream)?))
         }
-        LogicalPlan::Window(w) => extension(Arc::new(super::over_window_node::over_window_node(
-            w, inner, id, mode, retract, downstream,
-        )?)),
+        LogicalPlan::Window(w) => {
+            extension(Arc::new(super::over_window_node::over_window_node(w, inner, id, mode, retract, downstream)?))
+        }
         LogicalPlan::Extension(e) if e.node.as_any().is::<GroupsWithStateNode>() => {
             let Some(node) = e.node.as_any().downcast_ref::<GroupsWithStateNode>() else {
                 return Err(SluiceError::internal("a groups-with-state node of another type"));

@@ -131,7 +131,9 @@ impl StreamingGroupsWithState {
     fn damaged(&self, reason: String) -> SluiceError {
         SluiceError::Checkpoint {
             path: format!("state of {}", self.spec.operation),
-            reason: format!("{reason}; the checkpoint is damaged: restore it from a backup or use a new checkpoint location"),
+            reason: format!(
+                "{reason}; the checkpoint is damaged: restore it from a backup or use a new checkpoint location"
+            ),
         }
     }
 
@@ -188,7 +190,8 @@ impl StreamingGroupsWithState {
     fn key_of(&self, key_bytes: &[u8]) -> Result<GroupKey> {
         let parser = self.conv.parser();
         let arrays = self.conv.convert_rows([parser.parse(key_bytes)])?;
-        let values = arrays.iter().map(|a| ScalarValue::try_from_array(a, 0)).collect::<datafusion::error::Result<_>>()?;
+        let values =
+            arrays.iter().map(|a| ScalarValue::try_from_array(a, 0)).collect::<datafusion::error::Result<_>>()?;
         Ok(GroupKey::new(Arc::clone(&self.names), values))
     }
 

@@ -78,8 +78,11 @@ impl StreamingOverWindow {
     /// The operator for `spec`.
     pub fn try_new(spec: OverWindowSpec) -> Result<Self> {
         let n = spec.data_columns();
-        let key_types =
-            spec.partition.iter().map(|e| Ok(SortField::new(e.data_type(&spec.schema)?))).collect::<Result<Vec<_>>>()?;
+        let key_types = spec
+            .partition
+            .iter()
+            .map(|e| Ok(SortField::new(e.data_type(&spec.schema)?)))
+            .collect::<Result<Vec<_>>>()?;
         let order_types = spec
             .order
             .iter()

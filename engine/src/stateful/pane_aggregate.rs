@@ -109,7 +109,10 @@ impl PaneAggregate {
         mode == OutputMode::Append
             && partial_input
             && window_key
-            && parts.aggr.iter().all(|a| a.groups_accumulator_supported() && !a.is_distinct() && a.order_bys().is_empty())
+            && parts
+                .aggr
+                .iter()
+                .all(|a| a.groups_accumulator_supported() && !a.is_distinct() && a.order_bys().is_empty())
     }
 
     /// The operator for `parts` (for which [`Self::applies`] holds).
