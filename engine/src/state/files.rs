@@ -1,9 +1,12 @@
-//! Delta and snapshot files: Arrow IPC streams of `(key BINARY, value BINARY)`,
-//! a null value meaning "removed", framed with a version and checksum.
+//! Delta and snapshot files: Arrow IPC streams of `(key BINARY, value
+//! BINARY, blob BOOLEAN)`, a null value meaning "removed", framed with a
+//! version and checksum. With `blob` true the value is the name of a file
+//! of its own (under the partition's `blobs/`) that holds it. Files written
+//! before blobs existed have no `blob` column.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, BinaryArray};
+use datafusion::arrow::array::{Array, AsArray, BinaryBuilder, BooleanArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
@@ -45,14 +48,54 @@ pub(super) async fn list_versions(dir: &CheckpointDir) -> Result<Vec<VersionFile
 }
 
 fn schema() -> Arc<Schema> {
-    Arc::new(Schema::new(vec![Field::new("key", DataType::Binary, false), Field::new("value", DataType::Binary, true)]))
+    Arc::new(Schema::new(vec![
+        Field::new("key", DataType::Binary, false),
+        Field::new("value", DataType::Binary, true),
+        Field::new("blob", DataType::Boolean, false),
+    ]))
 }
 
-pub(super) fn encode(entries: &[(&[u8], Option<&[u8]>)]) -> Result<Vec<u8>> {
-    let keys = BinaryArray::from_iter_values(entries.iter().map(|(k, _)| *k));
-    let values: BinaryArray = entries.iter().map(|(_, v)| *v).collect();
-    let batch = RecordBatch::try_new(schema(), vec![Arc::new(keys), Arc::new(values)])?;
-    let mut out = vec![];
+/// An entry's value as written.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Entry<'a> {
+    /// The value itself.
+    Value(&'a [u8]),
+    /// The name of the file holding the value.
+    Blob(&'a str),
+    /// The key was removed.
+    Removed,
+}
+
+/// An entry's value as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Decoded {
+    Value(Vec<u8>),
+    Blob(String),
+    Removed,
+}
+
+pub(super) fn encode(entries: &[(&[u8], Entry<'_>)]) -> Result<Vec<u8>> {
+    let bytes = |e: &Entry<'_>| match e {
+        Entry::Value(v) => v.len(),
+        Entry::Blob(n) => n.len(),
+        Entry::Removed => 0,
+    };
+    let value_bytes: usize = entries.iter().map(|(_, e)| bytes(e)).sum();
+    let key_bytes: usize = entries.iter().map(|(k, _)| k.len()).sum();
+    let mut keys = BinaryBuilder::with_capacity(entries.len(), key_bytes);
+    let mut values = BinaryBuilder::with_capacity(entries.len(), value_bytes);
+    for (k, e) in entries {
+        keys.append_value(k);
+        match e {
+            Entry::Value(v) => values.append_value(v),
+            Entry::Blob(n) => values.append_value(n.as_bytes()),
+            Entry::Removed => values.append_null(),
+        }
+    }
+    let blob: BooleanArray = entries.iter().map(|(_, e)| Some(matches!(e, Entry::Blob(_)))).collect();
+    let batch =
+        RecordBatch::try_new(schema(), vec![Arc::new(keys.finish()), Arc::new(values.finish()), Arc::new(blob)])?;
+    let mut out = Vec::with_capacity(key_bytes + value_bytes + entries.len() * 9 + 1024);
     {
         let mut w = StreamWriter::try_new(&mut out, &schema())?;
         w.write(&batch)?;
@@ -61,7 +104,7 @@ pub(super) fn encode(entries: &[(&[u8], Option<&[u8]>)]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-pub(super) async fn decode(dir: &CheckpointDir, name: &str) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>> {
+pub(super) async fn decode(dir: &CheckpointDir, name: &str) -> Result<Vec<(Vec<u8>, Decoded)>> {
     let bytes = dir.read_blob(name).await?.ok_or_else(|| SluiceError::Checkpoint {
         path: format!("{}/{name}", dir.location()),
         reason: "missing; restore it or delete the checkpoint directory to start again".into(),
@@ -74,14 +117,25 @@ pub(super) async fn decode(dir: &CheckpointDir, name: &str) -> Result<Vec<(Vec<u
     let mut out = vec![];
     for batch in reader {
         let batch = batch.map_err(|e| unreadable(e.to_string()))?;
-        if batch.num_columns() != 2 {
-            return Err(unreadable("expected key and value columns".into()));
+        if !(2..=3).contains(&batch.num_columns()) {
+            return Err(unreadable("expected key, value and blob columns".into()));
         }
         let keys = batch.column(0).as_binary_opt::<i32>().ok_or_else(|| unreadable("key is not binary".into()))?;
         let values = batch.column(1).as_binary_opt::<i32>().ok_or_else(|| unreadable("value is not binary".into()))?;
+        let blob = match batch.columns().get(2) {
+            Some(c) => Some(c.as_boolean_opt().ok_or_else(|| unreadable("blob is not boolean".into()))?),
+            None => None,
+        };
         for i in 0..batch.num_rows() {
-            let v = (!values.is_null(i)).then(|| values.value(i).to_vec());
-            out.push((keys.value(i).to_vec(), v));
+            let value = if values.is_null(i) {
+                Decoded::Removed
+            } else if blob.is_some_and(|b| b.value(i)) {
+                let name = std::str::from_utf8(values.value(i)).map_err(|_| unreadable("a blob name is not text".into()))?;
+                Decoded::Blob(name.to_string())
+            } else {
+                Decoded::Value(values.value(i).to_vec())
+            };
+            out.push((keys.value(i).to_vec(), value));
         }
     }
     Ok(out)

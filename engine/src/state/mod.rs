@@ -10,6 +10,7 @@
 //! snapshot at or before it and replays the deltas after it; versions older
 //! than `min_versions_to_retain` are deleted.
 
+mod blobs;
 mod files;
 pub mod partitioner;
 
@@ -58,6 +59,12 @@ struct Partition {
     /// absent if removed).
     delta: HashSet<Vec<u8>>,
     bytes: usize,
+    /// Entries whose value is a file of its own (see [`StateStore::put_blob`]):
+    /// key → file name under the partition's `blobs/`.
+    blobs: HashMap<Vec<u8>, String>,
+    /// Blob entries put since the last commit, written at commit.
+    pending: HashMap<Vec<u8>, Vec<u8>>,
+    pending_bytes: usize,
 }
 
 /// What a commit did.
@@ -316,6 +323,10 @@ impl StateStore {
         let key = key.as_ref();
         let idx = self.partition_of(key);
         let p = &mut self.partitions[idx];
+        if let Some(b) = p.pending.remove(key) {
+            p.pending_bytes -= b.len();
+        }
+        p.blobs.remove(key);
         p.bytes += value.len();
         // One hash lookup for the map and one for the delta.
         match p.map.entry_ref(key) {
@@ -335,6 +346,16 @@ impl StateStore {
     pub fn remove(&mut self, key: &[u8]) -> Option<Vec<u8>> {
         let idx = self.partition_of(key);
         let p = &mut self.partitions[idx];
+        if let Some(bytes) = p.pending.remove(key) {
+            p.pending_bytes -= bytes.len();
+            p.blobs.remove(key);
+            p.delta.insert(key.to_vec());
+            return None;
+        }
+        if p.blobs.remove(key).is_some() {
+            p.delta.insert(key.to_vec());
+            return None;
+        }
         let old = p.map.remove(key)?;
         p.bytes -= key.len() + old.len();
         p.delta.insert(key.to_vec());
@@ -362,9 +383,9 @@ impl StateStore {
         self.partitions.iter().flat_map(|p| p.map.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
     }
 
-    /// Number of keys.
+    /// Number of keys (blob entries included).
     pub fn len(&self) -> usize {
-        self.partitions.iter().map(|p| p.map.len()).sum()
+        self.partitions.iter().map(|p| p.map.len() + p.blobs.len() + p.pending.len()).sum()
     }
 
     /// Whether the store is empty.
@@ -374,7 +395,7 @@ impl StateStore {
 
     /// Approximate memory of keys and values, in bytes.
     pub fn memory_bytes(&self) -> usize {
-        self.partitions.iter().map(|p| p.bytes + p.map.len() * 48).sum()
+        self.partitions.iter().map(|p| p.bytes + p.map.len() * 48 + p.pending_bytes + p.blobs.len() * 64).sum()
     }
 
     /// Account this store's memory in `pool` (DataFusion's memory pool) as
@@ -408,21 +429,26 @@ impl StateStore {
             CommitMetrics { removal_time: std::mem::take(&mut self.removal_time), snapshot, ..Default::default() };
         let mut writes = vec![];
         for (i, p) in self.partitions.iter_mut().enumerate() {
+            let dir = self.dir.child(&(self.first + i).to_string());
+            // Blob files first: a delta never names a file not yet written.
+            Self::write_pending_blobs(p, &dir, version).await?;
             let changed = std::mem::take(&mut p.delta);
-            let delta: Vec<(&[u8], Option<&[u8]>)> =
-                changed.iter().map(|k| (k.as_slice(), p.map.get(k.as_slice()).map(Vec::as_slice))).collect();
-            metrics.rows_updated += delta.iter().filter(|(_, v)| v.is_some()).count() as u64;
-            metrics.rows_removed += delta.iter().filter(|(_, v)| v.is_none()).count() as u64;
+            let delta: Vec<(&[u8], files::Entry<'_>)> = changed.iter().map(|k| (k.as_slice(), p.entry(k))).collect();
+            metrics.rows_updated += delta.iter().filter(|(_, v)| !matches!(v, files::Entry::Removed)).count() as u64;
+            metrics.rows_removed += delta.iter().filter(|(_, v)| matches!(v, files::Entry::Removed)).count() as u64;
             let delta = files::encode(&delta)?;
             let snap = match snapshot {
                 true => {
-                    let all: Vec<(&[u8], Option<&[u8]>)> =
-                        p.map.iter().map(|(k, v)| (k.as_slice(), Some(v.as_slice()))).collect();
+                    let all: Vec<(&[u8], files::Entry<'_>)> = p
+                        .map
+                        .iter()
+                        .map(|(k, v)| (k.as_slice(), files::Entry::Value(v)))
+                        .chain(p.blobs.iter().map(|(k, n)| (k.as_slice(), files::Entry::Blob(n))))
+                        .collect();
                     Some(files::encode(&all)?)
                 }
                 false => None,
             };
-            let dir = self.dir.child(&(self.first + i).to_string());
             writes.push(async move {
                 dir.write_blob(&format!("{version}.delta"), &delta).await?;
                 crate::faults::crash_point("during_state_commit");
@@ -461,6 +487,7 @@ impl StateStore {
             for f in files.iter().filter(|f| f.version < base || (f.version == base && !f.snapshot)) {
                 dir.delete(&f.name()).await?;
             }
+            self.collect_blobs(i, &dir, version).await?;
         }
         Ok(())
     }
@@ -476,9 +503,15 @@ impl StateStore {
             if let Some(base) = base {
                 let name = format!("{base}.snapshot");
                 for (k, v) in files::decode(&dir, &name).await? {
-                    if let Some(v) = v {
-                        p.bytes += k.len() + v.len();
-                        p.map.insert(k, v);
+                    match v {
+                        files::Decoded::Value(v) => {
+                            p.bytes += k.len() + v.len();
+                            p.map.insert(k, v);
+                        }
+                        files::Decoded::Blob(n) => {
+                            p.blobs.insert(k, n);
+                        }
+                        files::Decoded::Removed => {}
                     }
                 }
                 next = base + 1;
@@ -495,18 +528,19 @@ impl StateStore {
                     });
                 }
                 for (key, value) in files::decode(&dir, &name).await? {
+                    if let Some(old) = p.map.remove(&key) {
+                        p.bytes -= key.len() + old.len();
+                    }
+                    p.blobs.remove(&key);
                     match value {
-                        Some(val) => {
+                        files::Decoded::Value(val) => {
                             p.bytes += key.len() + val.len();
-                            if let Some(old) = p.map.insert(key.clone(), val) {
-                                p.bytes -= key.len() + old.len();
-                            }
+                            p.map.insert(key, val);
                         }
-                        None => {
-                            if let Some(old) = p.map.remove(&key) {
-                                p.bytes -= key.len() + old.len();
-                            }
+                        files::Decoded::Blob(n) => {
+                            p.blobs.insert(key, n);
                         }
+                        files::Decoded::Removed => {}
                     }
                 }
             }
@@ -517,3 +551,16 @@ impl StateStore {
 
 #[cfg(test)]
 mod tests;
+
+impl Partition {
+    /// What a delta records for `key`, changed since the last commit.
+    fn entry(&self, key: &[u8]) -> files::Entry<'_> {
+        if let Some(n) = self.blobs.get(key) {
+            files::Entry::Blob(n)
+        } else if let Some(v) = self.map.get(key) {
+            files::Entry::Value(v)
+        } else {
+            files::Entry::Removed
+        }
+    }
+}

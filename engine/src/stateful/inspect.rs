@@ -400,7 +400,7 @@ async fn decode(
             // Chunks of each group's current state (its twin aggregates').
             let parts = super::live_aggregate::merged_parts(&aggregate_parts(schema, desc, aggregate)?)?;
             let stages = AggStages::try_new(parts)?;
-            let states = super::live_aggregate::stored_states(store, &stages.partial_schema, desc.num_keys)?;
+            let states = super::live_aggregate::stored_states(store, &stages.partial_schema, desc.num_keys).await?;
             let out = stages.run(AggregateMode::Final, states, &task).await?;
             let out_schema = out.first().map(|b| b.schema()).unwrap_or(final_schema(&stages)?);
             Ok((out_schema, out))

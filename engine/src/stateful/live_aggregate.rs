@@ -63,7 +63,7 @@ struct DistinctPairs {
     /// Schema of the stored pairs: the keys, then the value.
     schema: SchemaRef,
     /// Stored pair chunks: id and rows, oldest first.
-    chunks: Vec<(u32, usize)>,
+    chunks: Vec<(u32, RecordBatch)>,
 }
 
 /// The interned tables (behind a `Mutex` only to make the operator `Sync`;
@@ -301,8 +301,8 @@ impl LiveAggregate {
                         acc.update_batch(&[values], &owners, None, k)?;
                         let id = self.chunks.take_id()?;
                         let store = self.state.store_mut()?;
-                        store.put(pair_key(d.agg, id), encode(&stored)?);
-                        d.chunks.push((id, stored.num_rows()));
+                        store.put_blob(pair_key(d.agg, id), encode(&stored)?);
+                        d.chunks.push((id, stored));
                         merge_pair_chunks(d, store, &mut self.chunks)?;
                     }
                 }
@@ -410,24 +410,20 @@ fn new_distinct(
 /// Merge the newest pair chunks like a binary counter while they are small.
 fn merge_pair_chunks(d: &mut DistinctPairs, store: &mut StateStore, ids: &mut StateChunks) -> Result<()> {
     while d.chunks.len() >= 2 {
-        let (b, rb) = d.chunks[d.chunks.len() - 1];
-        let (a, ra) = d.chunks[d.chunks.len() - 2];
+        let (b, rb) = &d.chunks[d.chunks.len() - 1];
+        let (a, ra) = &d.chunks[d.chunks.len() - 2];
+        let (ra, rb) = (ra.num_rows(), rb.num_rows());
         if ra >= SMALL_CHUNK_ROWS || rb >= SMALL_CHUNK_ROWS || rb * 2 < ra {
             break;
         }
-        let mut batches = vec![];
-        for id in [a, b] {
-            let bytes =
-                store.get(&pair_key(d.agg, id)).ok_or_else(|| SluiceError::internal("a pair chunk is missing"))?;
-            batches.push(decode(bytes, &d.schema, "distinct-value chunk")?);
-        }
+        let (a, b) = (*a, *b);
+        let batches: Vec<RecordBatch> = d.chunks.drain(d.chunks.len() - 2..).map(|(_, b)| b).collect();
         let merged = concat_batches(&d.schema, &batches)?;
         store.remove(&pair_key(d.agg, a));
         store.remove(&pair_key(d.agg, b));
         let id = ids.take_id()?;
-        store.put(pair_key(d.agg, id), encode(&merged)?);
-        d.chunks.truncate(d.chunks.len() - 2);
-        d.chunks.push((id, merged.num_rows()));
+        store.put_blob(pair_key(d.agg, id), encode(&merged)?);
+        d.chunks.push((id, merged));
     }
     Ok(())
 }
@@ -480,8 +476,14 @@ impl StatefulOperator for LiveAggregate {
              operator; restore the checkpoint from a backup or use a new checkpoint location",
             )
         };
-        for (k, v) in self.state.store()?.iter() {
-            match k {
+        let store = self.state.store()?;
+        if store.iter().next().is_some() {
+            return Err(unknown());
+        }
+        for k in store.blob_keys() {
+            let v = store.read_blob(&k).await?.ok_or_else(unknown)?;
+            let v = v.as_slice();
+            match k.as_slice() {
                 [b'c', id @ ..] => {
                     let id = u32::from_be_bytes(id.try_into().map_err(|_| unknown())?);
                     state_chunks.push((id, decode(v, &self.live_schema, "aggregation state chunk")?));
@@ -526,7 +528,7 @@ impl StatefulOperator for LiveAggregate {
             let pairs = &mut tables.distinct[d];
             let mut ids = vec![];
             pairs.pairs.intern(&[owners, Arc::clone(batch.column(self.num_keys))], &mut ids)?;
-            pairs.chunks.push((id, batch.num_rows()));
+            pairs.chunks.push((id, batch));
             next = next.max(id + 1);
         }
         if tables.groups.len() != self.chunks.locs.len() || self.chunks.locs.contains(&Loc::NONE) {
@@ -569,11 +571,17 @@ impl StatefulOperator for LiveAggregate {
 /// The current stored state of every group in `store` (rows of
 /// `live_schema`: keys, then the merged aggregates' states), for reading
 /// the state without the operator.
-pub(crate) fn stored_states(store: &StateStore, live_schema: &SchemaRef, num_keys: usize) -> Result<Vec<RecordBatch>> {
+pub(crate) async fn stored_states(
+    store: &StateStore,
+    live_schema: &SchemaRef,
+    num_keys: usize,
+) -> Result<Vec<RecordBatch>> {
     use datafusion::arrow::row::{RowConverter, SortField};
     let mut chunks = vec![];
-    for (k, v) in store.iter() {
-        if let [b'c', id @ ..] = k {
+    for k in store.blob_keys() {
+        if let [b'c', id @ ..] = k.as_slice() {
+            let v = store.read_blob(&k).await?.unwrap_or_default();
+            let v = v.as_slice();
             let id: [u8; 4] =
                 id.try_into().map_err(|_| SluiceError::plan("a stored aggregation state key is damaged"))?;
             chunks.push((u32::from_be_bytes(id), decode(v, live_schema, "aggregation state chunk")?));

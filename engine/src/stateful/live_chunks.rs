@@ -1,6 +1,7 @@
 //! [`StateChunks`]: the current partial state of every group of a
 //! [`LiveAggregate`](super::LiveAggregate), as immutable Arrow batches
-//! (chunks), each stored whole as one state-store entry.
+//! (chunks), each stored whole as one state-store blob entry (a file of its
+//! own, so a snapshot of the store names chunks instead of copying them).
 //!
 //! A batch writes the new state of the groups it changed as one new chunk;
 //! a group's current state is its row in the newest chunk holding it (the
@@ -114,7 +115,7 @@ impl StateChunks {
             }
             self.locs[g] = Loc { chunk: id, row: row as u32 };
         }
-        store.put(chunk_key(id), encode(&batch)?);
+        store.put_blob(chunk_key(id), encode(&batch)?);
         let rows = batch.num_rows();
         self.chunks.insert(id, Chunk { batch, groups, live: rows });
         touched.sort_unstable();
@@ -178,7 +179,7 @@ impl StateChunks {
         for (row, g) in groups.iter().enumerate() {
             self.locs[*g as usize] = Loc { chunk: id, row: row as u32 };
         }
-        store.put(chunk_key(id), encode(&batch)?);
+        store.put_blob(chunk_key(id), encode(&batch)?);
         let live = batch.num_rows();
         self.chunks.insert(id, Chunk { batch, groups, live });
         Ok(())
