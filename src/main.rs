@@ -14,16 +14,20 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// `mi_option_purge_delay` in mimalloc.h (the same position in v2 and v3).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Keep freed pages for a second before returning them to the kernel
-/// (mimalloc's default is 10 ms). A micro-batch frees its buffers when it
-/// ends and allocates the same again in the next one; returned pages come
-/// back zeroed by the kernel, which was a fifth of a windowed count's time.
-/// `MIMALLOC_PURGE_DELAY` in the environment still wins.
+/// Keep freed pages for reuse instead of returning them to the kernel
+/// (mimalloc's default returns them after 10 ms). A micro-batch frees its
+/// buffers when it ends and allocates the same again in the next one;
+/// returned pages come back zeroed by the kernel, which was a fifth of a
+/// windowed count's time and half of q15's (1 s of delay still left q15 at
+/// half its speed). The process's resident memory therefore stays at its
+/// peak, as a JVM heap does, rather than shrinking between batches.
+/// `MIMALLOC_PURGE_DELAY` in the environment still wins (e.g. 1000: return
+/// pages after a second).
 fn tune_allocator() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: sets an integer option of the allocator; mimalloc reads
         // options atomically and allows changing this one at any time.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 1000) };
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     }
 }
 

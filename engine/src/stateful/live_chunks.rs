@@ -216,7 +216,8 @@ impl StateChunks {
 
 /// A chunk's stored bytes: its batch as an Arrow IPC stream.
 pub(crate) fn encode(batch: &RecordBatch) -> Result<Vec<u8>> {
-    let mut out = vec![];
+    // Sized up front: growing a large buffer copies it and faults in fresh pages.
+    let mut out = Vec::with_capacity(batch.get_array_memory_size() + 4096);
     let mut w = StreamWriter::try_new(&mut out, &batch.schema())?;
     w.write(batch)?;
     w.finish()?;
