@@ -337,7 +337,13 @@ impl LiveAggregate {
 
     fn memory_bytes(&mut self) -> usize {
         let tables = match self.tables.get_mut() {
-            Ok(t) => t.groups.size() + t.distinct.iter().map(|d| d.pairs.size()).sum::<usize>(),
+            Ok(t) => {
+                t.groups.size()
+                    + t.distinct
+                        .iter()
+                        .map(|d| d.pairs.size() + d.chunks.iter().map(|(_, b)| b.get_array_memory_size()).sum::<usize>())
+                        .sum::<usize>()
+            }
             Err(_) => 0,
         };
         tables + self.chunks.memory_bytes() + self.scratch.len() * 4
