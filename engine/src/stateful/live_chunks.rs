@@ -214,7 +214,8 @@ impl StateChunks {
     }
 }
 
-/// A chunk's stored bytes: its batch as an Arrow IPC stream.
+/// A chunk's (or a window pane's) stored bytes: its batch as an Arrow IPC
+/// stream.
 pub(crate) fn encode(batch: &RecordBatch) -> Result<Vec<u8>> {
     // Sized up front: growing a large buffer copies it and faults in fresh pages.
     let mut out = Vec::with_capacity(batch.get_array_memory_size() + 4096);

@@ -28,7 +28,6 @@ use datafusion::arrow::array::{ArrayRef, UInt32Array};
 use datafusion::arrow::compute::{concat_batches, take_arrays, take_record_batch};
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::ipc::reader::StreamReader;
-use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::execution::memory_pool::MemoryPool;
 use datafusion::execution::TaskContext;
@@ -270,16 +269,6 @@ fn damaged(why: impl std::fmt::Display) -> SluiceError {
     ))
 }
 
-/// A pane's stored bytes: its batch as an Arrow IPC stream.
-fn encode(batch: &RecordBatch) -> Result<Vec<u8>> {
-    let mut out = vec![];
-    let mut w = StreamWriter::try_new(&mut out, &batch.schema())?;
-    w.write(batch)?;
-    w.finish()?;
-    drop(w);
-    Ok(out)
-}
-
 /// The batches of a stored pane, checked against `schema`.
 pub(crate) fn decode_pane(bytes: &[u8], schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
     let reader = StreamReader::try_new(std::io::Cursor::new(bytes), None).map_err(damaged)?;
@@ -365,7 +354,7 @@ impl StatefulOperator for PaneAggregate {
             self.panes.insert(end, pane);
             let snapshot = snapshot?;
             updated += snapshot.num_rows() as u64;
-            self.state.store_mut()?.put(pane_key(end), encode(&snapshot)?);
+            self.state.store_mut()?.put(pane_key(end), super::live_chunks::encode(&snapshot)?);
         }
         let mut progress = self.state.commit(version).await?;
         progress.num_rows_total = self.groups()?;
