@@ -208,7 +208,11 @@ impl LiveAggregate {
         let key_schema = Arc::new(Schema::new(partial_schema.fields()[..num_keys].to_vec()));
         let mut distinct = vec![];
         for (i, a) in parts.aggr.iter().enumerate().filter(|(_, a)| a.is_distinct()) {
-            let arg = a.expressions()[0].data_type(&input)?;
+            let arg = a
+                .expressions()
+                .first()
+                .ok_or_else(|| SluiceError::internal("a DISTINCT aggregate without an argument"))?
+                .data_type(&input)?;
             let pair_schema = Arc::new(Schema::new(vec![
                 Field::new("group", datafusion::arrow::datatypes::DataType::UInt64, false),
                 Field::new("value", arg.clone(), true),
@@ -292,7 +296,10 @@ impl LiveAggregate {
             match tables.distinct.iter_mut().find(|d| d.agg == i) {
                 None => acc.merge_batch(cols, &local, k)?,
                 Some(d) => {
-                    let new = new_distinct(d, &cols[0], &gids, &local, keys)?;
+                    let lists = cols
+                        .first()
+                        .ok_or_else(|| SluiceError::internal("a DISTINCT aggregate's partial state has no column"))?;
+                    let new = new_distinct(d, lists, &gids, &local, keys)?;
                     // An accumulator sizes its state by the groups it was
                     // told of: every changed group, even with no new value.
                     let none = datafusion::arrow::array::new_empty_array(d.pair_schema.field(1).data_type());

@@ -163,7 +163,7 @@ impl StateChunks {
             }
             arrays_of.push(&chunk.batch);
         }
-        let schema = arrays_of[0].schema();
+        let schema = arrays_of.first().ok_or_else(|| SluiceError::internal("no chunk to rewrite"))?.schema();
         let mut columns = vec![];
         for col in 0..schema.fields().len() {
             let arrays: Vec<&dyn datafusion::arrow::array::Array> =
