@@ -8,7 +8,8 @@ use sluice::{execute_sql, Environment, SluiceSession};
 
 /// Run `sql` on the session's context and render the rows as a table.
 async fn rows(session: &SluiceSession, sql: &str) -> String {
-    let batches: Vec<RecordBatch> = session.context().sql(sql).await.unwrap().collect().await.unwrap();
+    let batches: Vec<RecordBatch> =
+        session.context().sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}")).collect().await.unwrap();
     pretty_format_batches(&batches).unwrap().to_string()
 }
 

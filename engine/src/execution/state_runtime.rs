@@ -136,11 +136,11 @@ impl StateRuntime {
                 None => continue,
             };
             // State an earlier Sluice kept in the row store stays there: the
-            // aggregation runs as it did when the checkpoint was written (as
+            // aggregation or join runs as it did when the checkpoint was written (as
             // Spark keeps a checkpoint's state format version).
             if let Some(row_store) = op.spec.row_store_operator() {
                 let stored = dir.read_json::<StateLayout>("_layout").await?;
-                if stored.is_some_and(|s| s.operator == "aggregate" && s.operator != layout.operator) {
+                if stored.is_some_and(|s| row_store.wrote(&s.operator) && s.operator != layout.operator) {
                     for cell in cells.iter() {
                         *cell.lock().await = row_store.create()?;
                     }

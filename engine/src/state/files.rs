@@ -130,7 +130,8 @@ pub(super) async fn decode(dir: &CheckpointDir, name: &str) -> Result<Vec<(Vec<u
             let value = if values.is_null(i) {
                 Decoded::Removed
             } else if blob.is_some_and(|b| b.value(i)) {
-                let name = std::str::from_utf8(values.value(i)).map_err(|_| unreadable("a blob name is not text".into()))?;
+                let name =
+                    std::str::from_utf8(values.value(i)).map_err(|_| unreadable("a blob name is not text".into()))?;
                 Decoded::Blob(name.to_string())
             } else {
                 Decoded::Value(values.value(i).to_vec())

@@ -154,25 +154,28 @@ impl StateStore {
         Ok(store)
     }
 
-    /// Every partition of the store under `dir` as `version`, for reading
-    /// only (`sluice_state`): nothing is written, and keys stay where they
-    /// were placed (their placement does not matter to a reader).
-    pub async fn open_read_only(dir: CheckpointDir, version: u64) -> Result<Self> {
+    /// Each partition of the store under `dir` as of `version`, as a store
+    /// of its own, read-only (an operator instance's entries, whose keys
+    /// only its own partition makes unique).
+    pub async fn open_read_only_partitions(dir: CheckpointDir, version: u64) -> Result<Vec<Self>> {
         let n = Self::stored_partitions(&dir).await?.ok_or_else(|| SluiceError::Checkpoint {
             path: format!("{}/_metadata", dir.location()),
             reason: "missing: no state store was written here (the operator has not committed a batch yet)".into(),
         })?;
-        let config = StateStoreConfig { num_partitions: n, ..StateStoreConfig::default() };
-        let mut store = Self {
-            dir,
-            config,
-            partitions: (0..n).map(|_| Partition::default()).collect(),
-            first: 0,
-            reservation: None,
-            removal_time: Default::default(),
-        };
-        store.restore(version).await?;
-        Ok(store)
+        let mut out = vec![];
+        for p in 0..n {
+            let mut store = Self {
+                dir: dir.clone(),
+                config: StateStoreConfig { num_partitions: n, ..StateStoreConfig::default() },
+                partitions: vec![Partition::default()],
+                first: p,
+                reservation: None,
+                removal_time: Default::default(),
+            };
+            store.restore(version).await?;
+            out.push(store);
+        }
+        Ok(out)
     }
 
     /// The versions the files under `dir` can restore, oldest and newest

@@ -149,7 +149,10 @@ pub(crate) fn describe(spec: &OperatorSpec, layout: &super::StateLayout) -> Resu
             (
                 fields,
                 Descriptor {
-                    operator: "join".into(),
+                    // The kind the state was written as (in chunks, or rows
+                    // in a checkpoint from before chunks).
+                    operator: if super::join::is_row_store_layout(&layout.operator) { "join" } else { JOIN_CHUNKS }
+                        .into(),
                     num_keys: 0,
                     aggregates: vec![],
                     keys: vec![],
@@ -352,8 +355,16 @@ pub async fn read_operator(
             .into(),
     })?;
     let (schema, desc) = read_descriptor(&bytes, &path)?;
-    let store = StateStore::open_read_only(dir, version).await?;
-    let (schema, batches) = decode(&store, &schema, &desc, aggregate, task).await?;
+    // Partition by partition: an operator instance's keys (its chunk ids)
+    // are unique only within its own partition.
+    let stores = StateStore::open_read_only_partitions(dir, version).await?;
+    let (mut out_schema, mut batches) = (None, vec![]);
+    for store in &stores {
+        let (s, b) = decode(store, &schema, &desc, aggregate, Arc::clone(&task)).await?;
+        out_schema = Some(s);
+        batches.extend(b);
+    }
+    let schema = out_schema.ok_or_else(|| SluiceError::internal("a state store of no partitions"))?;
     Ok(OperatorStateRows { operator: info.name.clone(), version, schema, batches })
 }
 
@@ -418,6 +429,7 @@ async fn decode(
             Ok((Arc::clone(&out), vec![RecordBatch::try_new(out, columns)?]))
         }
         "join" => decode_join(store, schema, desc.left_columns, desc.tracks_matches),
+        JOIN_CHUNKS => decode_join_chunks(store, schema, desc.left_columns, desc.tracks_matches).await,
         "topn" | "changelog" | "over_window" => {
             // Each key's rows in order (a Top-N's in rank order), numbered
             // from 1.
@@ -497,6 +509,7 @@ fn expiry(times: impl Iterator<Item = i64>) -> TimestampMicrosecondArray {
 fn reader_kind(kind: &str) -> &str {
     match kind {
         super::PANE_AGGREGATE | super::LIVE_AGGREGATE => "aggregate",
+        JOIN_CHUNKS => "join",
         k => k,
     }
 }
@@ -559,13 +572,12 @@ fn final_schema(stages: &AggStages) -> Result<SchemaRef> {
     Ok(Arc::new(Schema::new(fields)))
 }
 
-fn decode_join(
-    store: &StateStore,
-    schema: &SchemaRef,
-    left_columns: usize,
-    tracks_matches: [bool; 2],
-) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let sides = [&schema.fields()[..left_columns], &schema.fields()[left_columns..]];
+/// The descriptor kind of a join whose state is in chunks.
+const JOIN_CHUNKS: &str = "join_chunks";
+
+/// The output schema of a join's state: `side`, `matched`, `expires_at`,
+/// then `left_<column>`s and `right_<column>`s.
+fn join_state_schema(sides: [&[datafusion::arrow::datatypes::FieldRef]; 2]) -> SchemaRef {
     let mut out_fields = vec![
         Field::new("side", DataType::Utf8, false),
         Field::new("matched", DataType::Boolean, true),
@@ -578,7 +590,70 @@ fn decode_join(
             fields.iter().map(|f| f.as_ref().clone().with_name(format!("{side}_{}", f.name())).with_nullable(true)),
         );
     }
-    let out_schema = Arc::new(Schema::new(out_fields));
+    Arc::new(Schema::new(out_fields))
+}
+
+/// One side's stored rows in the layout of [`join_state_schema`].
+fn join_state_batch(
+    out_schema: &SchemaRef,
+    sides: [&[datafusion::arrow::datatypes::FieldRef]; 2],
+    s: usize,
+    decoded: Vec<ArrayRef>,
+    matched: BooleanArray,
+    expires: TimestampMicrosecondArray,
+) -> Result<RecordBatch> {
+    let n = matched.len();
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec![if s == 0 { "left" } else { "right" }; n])),
+        Arc::new(matched),
+        Arc::new(expires),
+    ];
+    let nulls = |fields: &[datafusion::arrow::datatypes::FieldRef]| -> Vec<ArrayRef> {
+        fields.iter().map(|f| new_null_array(f.data_type(), n)).collect()
+    };
+    if s == 0 {
+        columns.extend(decoded);
+        columns.extend(nulls(sides[1]));
+    } else {
+        columns.extend(nulls(sides[0]));
+        columns.extend(decoded);
+    }
+    Ok(RecordBatch::try_new(Arc::clone(out_schema), columns)?)
+}
+
+/// A join's state kept in chunks, side by side, each side's rows in
+/// eviction-time order within a chunk.
+async fn decode_join_chunks(
+    store: &StateStore,
+    schema: &SchemaRef,
+    left_columns: usize,
+    tracks_matches: [bool; 2],
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let sides = [&schema.fields()[..left_columns], &schema.fields()[left_columns..]];
+    let out_schema = join_state_schema(sides);
+    let mut batches = vec![];
+    for (s, fields) in sides.iter().enumerate() {
+        let side_schema = Arc::new(Schema::new(fields.to_vec()));
+        for (rows, times, matched) in super::join::stored_rows(store, s as u8, &side_schema).await? {
+            if rows.num_rows() == 0 {
+                continue;
+            }
+            let matched: BooleanArray = matched.iter().map(|m| tracks_matches[s].then_some(*m)).collect();
+            let expires = expiry(times.into_iter());
+            batches.push(join_state_batch(&out_schema, sides, s, rows.columns().to_vec(), matched, expires)?);
+        }
+    }
+    Ok((out_schema, batches))
+}
+
+fn decode_join(
+    store: &StateStore,
+    schema: &SchemaRef,
+    left_columns: usize,
+    tracks_matches: [bool; 2],
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let sides = [&schema.fields()[..left_columns], &schema.fields()[left_columns..]];
+    let out_schema = join_state_schema(sides);
     // Rows by side, in key order (the store iterates in no order).
     let mut by_side: [BTreeMap<&[u8], &[u8]>; 2] = [BTreeMap::new(), BTreeMap::new()];
     for (k, v) in store.iter() {
@@ -596,27 +671,9 @@ fn decode_join(
         let conv = RowConverter::new(sides[s].iter().map(|f| SortField::new(f.data_type().clone())).collect())?;
         let parser = conv.parser();
         let decoded = conv.convert_rows(rows.values().map(|v| parser.parse(super::join::value_row(v))))?;
-        let n = rows.len();
-        let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from(vec![if s == 0 { "left" } else { "right" }; n])),
-            Arc::new(
-                rows.values()
-                    .map(|v| tracks_matches[s].then(|| super::join::value_matched(v)))
-                    .collect::<BooleanArray>(),
-            ),
-            Arc::new(expiry(rows.values().map(|v| super::join::value_time(v)))),
-        ];
-        let nulls = |fields: &[datafusion::arrow::datatypes::FieldRef]| -> Vec<ArrayRef> {
-            fields.iter().map(|f| new_null_array(f.data_type(), n)).collect()
-        };
-        if s == 0 {
-            columns.extend(decoded);
-            columns.extend(nulls(sides[1]));
-        } else {
-            columns.extend(nulls(sides[0]));
-            columns.extend(decoded);
-        }
-        batches.push(RecordBatch::try_new(Arc::clone(&out_schema), columns)?);
+        let matched = rows.values().map(|v| tracks_matches[s].then(|| super::join::value_matched(v))).collect();
+        let expires = expiry(rows.values().map(|v| super::join::value_time(v)));
+        batches.push(join_state_batch(&out_schema, sides, s, decoded, matched, expires)?);
     }
     Ok((out_schema, batches))
 }

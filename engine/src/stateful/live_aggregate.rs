@@ -348,7 +348,9 @@ impl LiveAggregate {
                 t.groups.size()
                     + t.distinct
                         .iter()
-                        .map(|d| d.pairs.size() + d.chunks.iter().map(|(_, b)| b.get_array_memory_size()).sum::<usize>())
+                        .map(|d| {
+                            d.pairs.size() + d.chunks.iter().map(|(_, b)| b.get_array_memory_size()).sum::<usize>()
+                        })
                         .sum::<usize>()
             }
             Err(_) => 0,
@@ -593,7 +595,9 @@ pub(crate) async fn stored_states(
     let mut chunks = vec![];
     for k in store.blob_keys() {
         if let [b'c', id @ ..] = k.as_slice() {
-            let v = store.read_blob(&k).await?.unwrap_or_default();
+            let v = store.read_blob(&k).await?.ok_or_else(|| {
+                SluiceError::plan("a stored aggregation state chunk is missing: the state is damaged")
+            })?;
             let v = v.as_slice();
             let id: [u8; 4] =
                 id.try_into().map_err(|_| SluiceError::plan("a stored aggregation state key is damaged"))?;

@@ -37,7 +37,7 @@ pub use live_aggregate::{LiveAggregate, LIVE_AGGREGATE};
 pub use over_window::{OverWindowSpec, StreamingOverWindow};
 pub use pane_aggregate::{PaneAggregate, PANE_AGGREGATE};
 pub use session::{SessionAggregate, SessionColumns};
-pub use spec::{OperatorSpec, RowStoreAggregate};
+pub use spec::{OperatorSpec, RowStoreOperator};
 pub use topn::{RankKind, StreamingTopN, TopNSpec};
 
 use crate::checkpoint::CheckpointDir;

@@ -79,21 +79,46 @@ pub enum OperatorSpec {
     },
 }
 
-/// An aggregation to run over the row store ([`StreamingAggregate`]).
+/// An operator as an earlier Sluice ran it, over the row store: an
+/// aggregation ([`StreamingAggregate`]), or a join whose state is rows.
 #[derive(Debug, Clone)]
-pub struct RowStoreAggregate {
-    parts: AggregateParts,
-    event_time: Option<EventTimeKey>,
-    mode: OutputMode,
-    partial_input: bool,
-    config: StateStoreConfig,
+pub enum RowStoreOperator {
+    /// An aggregation kept as panes or live groups.
+    Aggregate {
+        /// Its aggregation.
+        parts: AggregateParts,
+        /// Its event-time key.
+        event_time: Option<EventTimeKey>,
+        /// Its output mode.
+        mode: OutputMode,
+        /// Whether its input is partial states.
+        partial_input: bool,
+        /// State store settings.
+        config: StateStoreConfig,
+    },
+    /// A stream-stream join kept in chunks.
+    Join(Box<JoinSpec>),
 }
 
-impl RowStoreAggregate {
+impl RowStoreOperator {
+    /// Whether a checkpoint whose stored layout operator is `operator` was
+    /// written by this operator over the row store.
+    pub fn wrote(&self, operator: &str) -> bool {
+        match self {
+            Self::Aggregate { .. } => operator == "aggregate",
+            Self::Join(_) => super::join::is_row_store_layout(operator),
+        }
+    }
+
     /// A new instance (one per state partition), without state.
     pub fn create(&self) -> Result<Box<dyn StatefulOperator>> {
-        let op = StreamingAggregate::try_new(self.parts.clone(), self.event_time.clone(), self.mode, self.config)?;
-        Ok(Box::new(if self.partial_input { op.with_partial_input() } else { op }))
+        match self {
+            Self::Aggregate { parts, event_time, mode, partial_input, config } => {
+                let op = StreamingAggregate::try_new(parts.clone(), event_time.clone(), *mode, *config)?;
+                Ok(Box::new(if *partial_input { op.with_partial_input() } else { op }))
+            }
+            Self::Join(spec) => Ok(Box::new(StreamingJoin::try_new_row_store(spec.as_ref().clone())?)),
+        }
     }
 }
 
@@ -144,15 +169,16 @@ impl OperatorSpec {
             if LiveAggregate::applies(parts, event_time.as_ref(), *mode, *partial_input))
     }
 
-    /// For an aggregation kept as panes or live groups, the same
-    /// aggregation over the row store (the layout `aggregate`), which
-    /// checkpoints written before those existed hold.
-    pub fn row_store_operator(&self) -> Option<RowStoreAggregate> {
+    /// For an aggregation kept as panes or live groups, and a join kept in
+    /// chunks, the same operator over the row store (the layouts
+    /// `aggregate` and `stream-stream join (...)`), which checkpoints
+    /// written before those existed hold.
+    pub fn row_store_operator(&self) -> Option<RowStoreOperator> {
         match self {
             Self::Aggregate { parts, event_time, mode, partial_input, config }
                 if self.uses_panes() || self.uses_live_groups() =>
             {
-                Some(RowStoreAggregate {
+                Some(RowStoreOperator::Aggregate {
                     parts: parts.clone(),
                     event_time: event_time.clone(),
                     mode: *mode,
@@ -160,6 +186,7 @@ impl OperatorSpec {
                     config: *config,
                 })
             }
+            Self::Join(spec) => Some(RowStoreOperator::Join(spec.clone())),
             _ => None,
         }
     }

@@ -11,7 +11,9 @@
 //! 4. State the watermark has passed is evicted; outer joins emit their
 //!    evicted rows that never matched, NULL-padded, exactly once.
 
+mod columns;
 mod side;
+pub(crate) use columns::stored_rows;
 pub(crate) use side::{value_matched, value_row, value_time};
 
 use std::sync::Arc;
@@ -21,7 +23,6 @@ use datafusion::arrow::array::{new_null_array, Array, ArrayRef, AsArray, Boolean
 use datafusion::arrow::compute::{concat_batches, filter_record_batch, take};
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::HashMap;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::JoinType;
 use datafusion::physical_expr::PhysicalExpr;
@@ -30,7 +31,9 @@ use super::event_time::event_time_micros;
 use super::{BatchContext, OperatorState, StateLayout, StatefulOperator};
 use crate::checkpoint::CheckpointDir;
 use crate::error::{Result, SluiceError};
+use crate::progress::StateOperatorProgress;
 use crate::state::StateStoreConfig;
+use columns::ColumnSide;
 use side::SideState;
 
 const LEFT: usize = 0;
@@ -142,11 +145,45 @@ impl JoinSpec {
     }
 }
 
+/// The suffix of the layout operator of a join whose state is in chunks.
+const IN_CHUNKS: &str = " in chunks";
+
+/// Whether a stored layout's operator is that of a join whose state is in
+/// the row store (written before chunks).
+pub fn is_row_store_layout(operator: &str) -> bool {
+    operator.starts_with("stream-stream join (") && !operator.ends_with(IN_CHUNKS)
+}
+
+/// The stored rows of the other side that a probe found.
+#[derive(Debug, Default)]
+pub(super) struct Probe {
+    /// Probe row and found row of each candidate pair.
+    pair_this: Vec<u32>,
+    pair_other: Vec<u32>,
+    /// The found rows.
+    stored: Option<RecordBatch>,
+    /// Whether each found row had matched before.
+    matched: Vec<bool>,
+    /// An id of each found row (equal for the same stored row).
+    ids: Vec<u64>,
+    /// Each found row's store key (row store only).
+    keys: Vec<Vec<u8>>,
+}
+
+/// Both sides' state: in chunks, or (checkpoints from before) in the row
+/// store.
+#[derive(Debug)]
+enum Sides {
+    Columns([ColumnSide; 2]),
+    Rows([SideState; 2]),
+}
+
 /// The stream-stream join of one state partition.
 #[derive(Debug)]
 pub struct StreamingJoin {
     spec: JoinSpec,
-    sides: [SideState; 2],
+    key_convs: [datafusion::arrow::row::RowConverter; 2],
+    sides: Sides,
     state: OperatorState,
     /// Sequence number of the next row stored (batch id << 32, counting up).
     seq: u64,
@@ -162,14 +199,33 @@ struct Input {
 }
 
 impl StreamingJoin {
-    /// The join `spec` describes, without state.
+    /// The join `spec` describes, without state, keeping it in chunks.
     pub fn try_new(spec: JoinSpec) -> Result<Self> {
-        let sides = [
-            SideState::try_new(LEFT as u8, &spec.left.schema, &spec.left.keys)?,
-            SideState::try_new(RIGHT as u8, &spec.right.schema, &spec.right.keys)?,
+        let side = |s: usize| {
+            let (schema, keys) = (&spec.side(s).schema, &spec.side(s).keys);
+            ColumnSide::try_new(s as u8, schema, keys, SideState::key_converter(schema, keys)?, spec.tracks_matches(s))
+        };
+        let sides = Sides::Columns([side(LEFT)?, side(RIGHT)?]);
+        Self::with_sides(spec, sides)
+    }
+
+    /// The join `spec` describes, without state, keeping it in the row
+    /// store (as Sluice did before chunks: a checkpoint written then).
+    pub fn try_new_row_store(spec: JoinSpec) -> Result<Self> {
+        let sides = Sides::Rows([
+            SideState::try_new(LEFT as u8, &spec.left.schema)?,
+            SideState::try_new(RIGHT as u8, &spec.right.schema)?,
+        ]);
+        Self::with_sides(spec, sides)
+    }
+
+    fn with_sides(spec: JoinSpec, sides: Sides) -> Result<Self> {
+        let key_convs = [
+            SideState::key_converter(&spec.left.schema, &spec.left.keys)?,
+            SideState::key_converter(&spec.right.schema, &spec.right.keys)?,
         ];
         let state = OperatorState::new("symmetricHashJoin", spec.config);
-        Ok(Self { spec, sides, state, seq: 0 })
+        Ok(Self { spec, key_convs, sides, state, seq: 0 })
     }
 
     /// `batches` of `side` without the rows late for it, which are counted
@@ -204,7 +260,7 @@ impl StreamingJoin {
             .iter()
             .map(|k| k.evaluate(&batch)?.into_array(n))
             .collect::<datafusion::error::Result<Vec<_>>>()?;
-        let keys = self.sides[side].key_conv.convert_columns(&key_arrays)?;
+        let keys = self.key_convs[side].convert_columns(&key_arrays)?;
         let passes = match &spec.filter {
             Some(f) => Some(f.evaluate(&batch)?.into_array(n)?),
             None => None,
@@ -265,30 +321,19 @@ impl StreamingJoin {
             let rows = datafusion::arrow::compute::take_record_batch(&input.batch, &UInt32Array::from(never))?;
             self.emit_unmatched(this, &rows, out)?;
         }
-        // Probe the other side's state, once per distinct key.
-        let (pair_this, pair_other, stored, stored_keys, stored_matched) = {
+        // Probe the other side's state.
+        let probe = {
             let store = self.state.store()?;
-            let mut found: Vec<(Vec<u8>, &[u8])> = vec![];
-            let mut ranges: HashMap<&[u8], (usize, usize)> = HashMap::default();
-            let (mut pair_this, mut pair_other) = (vec![], vec![]);
-            for i in (0..n).filter(|i| input.joinable[*i]) {
-                let key = input.keys.row(i);
-                let key = key.data();
-                let (start, end) = *ranges.entry(key).or_insert_with(|| {
-                    let start = found.len();
-                    self.sides[other].lookup(store, key, &mut found);
-                    (start, found.len())
-                });
-                for j in start..end {
-                    pair_this.push(i as u32);
-                    pair_other.push(j as u32);
-                }
+            let rows: Vec<usize> = (0..n).filter(|i| input.joinable[*i]).collect();
+            match &self.sides {
+                Sides::Columns(s) => s[other].probe(&input.keys, &rows)?,
+                Sides::Rows(s) => s[other].probe(store, &input.keys, &rows)?,
             }
-            let stored = self.sides[other].decode(found.iter().map(|(_, v)| *v))?;
-            let matched: Vec<bool> = found.iter().map(|(_, v)| side::value_matched(v)).collect();
-            let keys: Vec<Vec<u8>> = found.into_iter().map(|(k, _)| k).collect();
-            (pair_this, pair_other, stored, keys, matched)
         };
+        let stored =
+            probe.stored.clone().ok_or_else(|| SluiceError::internal("a join probe returned no stored rows"))?;
+        let stored_matched = &probe.matched;
+        let (pair_this, pair_other) = (probe.pair_this.clone(), probe.pair_other.clone());
         // The pairs that satisfy the rest of the condition.
         let (pair_this, pair_other) = (UInt32Array::from(pair_this), UInt32Array::from(pair_other));
         let (l_rows, l_idx, r_rows, r_idx) = if this == LEFT {
@@ -323,8 +368,12 @@ impl StreamingJoin {
             self.emit(rows.columns().to_vec(), out)?;
         } else if semi {
             // Stored left rows matched for the first time, each once.
+            let mut seen = datafusion::common::HashSet::new();
             let first: Vec<u32> = (0..stored.num_rows() as u32)
-                .filter(|j| other_hit[*j as usize] && !stored_matched[*j as usize])
+                .filter(|j| {
+                    let j = *j as usize;
+                    other_hit[j] && !stored_matched[j] && seen.insert(probe.ids[j])
+                })
                 .collect();
             let rows = datafusion::arrow::compute::take_record_batch(&stored, &UInt32Array::from(first))?;
             self.emit(rows.columns().to_vec(), out)?;
@@ -334,9 +383,13 @@ impl StreamingJoin {
         }
         let store = self.state.store_mut()?;
         if self.spec.tracks_matches(other) {
-            for (j, key) in stored_keys.iter().enumerate() {
-                if other_hit[j] && !stored_matched[j] {
-                    SideState::set_matched(store, key);
+            let hits = (0..stored.num_rows()).filter(|j| other_hit[*j] && !stored_matched[*j]);
+            match &mut self.sides {
+                Sides::Columns(s) => s[other].mark_matched(store, hits.map(|j| probe.ids[j])),
+                Sides::Rows(_) => {
+                    for j in hits {
+                        SideState::set_matched(store, &probe.keys[j]);
+                    }
                 }
             }
         }
@@ -346,33 +399,37 @@ impl StreamingJoin {
             (Some(e), Some(wm)) => Some(wm.saturating_add(e.offset_us)),
             _ => None,
         };
-        let rows = self.sides[this].encode(&input.batch)?;
         let store = self.state.store_mut()?;
         // A row with a NULL key never matches; a kept side stores it all
         // the same, to be emitted unmatched at eviction (as Spark does).
         let kept = self.spec.preserves(this);
-        let stored = |i: usize| input.joinable[i] || (input.passes[i] && kept);
-        for i in (0..n).filter(|i| stored(*i)) {
-            if semi && this == LEFT && this_matched[i] {
-                continue;
-            }
+        let keep_row = |i: usize| {
             // A right row the watermark evicts at once is not kept (the left
             // rows of this batch have all met it), unless it is still to be
             // emitted unmatched.
             let evicted_now = bound.is_some_and(|b| times[i] <= b);
-            if this == RIGHT && evicted_now && !(self.spec.preserves(RIGHT) && !this_matched[i]) {
-                continue;
+            (input.joinable[i] || (input.passes[i] && kept))
+                && !(semi && this == LEFT && this_matched[i])
+                && !(this == RIGHT && evicted_now && !(self.spec.preserves(RIGHT) && !this_matched[i]))
+        };
+        let rows: Vec<u32> = (0..n).filter(|i| keep_row(*i)).map(|i| i as u32).collect();
+        match &mut self.sides {
+            Sides::Columns(s) => s[this].insert(store, &input.batch, rows, &times, &this_matched)?,
+            Sides::Rows(s) => {
+                let encoded = s[this].encode(&input.batch)?;
+                for i in rows.into_iter().map(|i| i as usize) {
+                    let seq = self.seq;
+                    self.seq += 1;
+                    s[this].insert(
+                        store,
+                        input.keys.row(i).data(),
+                        seq,
+                        times[i],
+                        this_matched[i],
+                        encoded.row(i).data(),
+                    );
+                }
             }
-            let seq = self.seq;
-            self.seq += 1;
-            self.sides[this].insert(
-                store,
-                input.keys.row(i).data(),
-                seq,
-                times[i],
-                this_matched[i],
-                rows.row(i).data(),
-            );
         }
         Ok(())
     }
@@ -395,10 +452,20 @@ impl StreamingJoin {
             let Some(e) = &self.spec.side(side).evict else { continue };
             let bound = wm.saturating_add(e.offset_us);
             let store = self.state.store_mut()?;
-            let removed = self.sides[side].evict(store, bound);
-            if self.spec.preserves(side) {
-                let unmatched = removed.iter().filter(|v| !side::value_matched(v)).map(Vec::as_slice);
-                let rows = self.sides[side].decode(unmatched)?;
+            let preserves = self.spec.preserves(side);
+            let unmatched = match &mut self.sides {
+                Sides::Columns(s) => s[side].evict(store, bound, preserves)?,
+                Sides::Rows(s) => {
+                    let removed = s[side].evict(store, bound);
+                    let unmatched = removed.iter().filter(|v| !side::value_matched(v)).map(Vec::as_slice);
+                    if preserves {
+                        vec![s[side].decode(unmatched)?]
+                    } else {
+                        vec![]
+                    }
+                }
+            };
+            for rows in unmatched {
                 self.emit_unmatched(side, &rows, out)?;
             }
         }
@@ -460,8 +527,9 @@ impl StatefulOperator for StreamingJoin {
                 format!("{l} = {r}: {t}")
             })
             .collect();
+        let chunks = if matches!(self.sides, Sides::Columns(_)) { IN_CHUNKS } else { "" };
         StateLayout {
-            operator: format!("stream-stream join ({})", self.spec.join_type),
+            operator: format!("stream-stream join ({}){chunks}", self.spec.join_type),
             keys,
             values: vec![format!("left {}", fields(&self.spec.left)), format!("right {}", fields(&self.spec.right))],
         }
@@ -477,9 +545,29 @@ impl StatefulOperator for StreamingJoin {
     ) -> Result<()> {
         self.state.restore(dir, version, pool, partition, reset).await?;
         let store = self.state.store()?;
-        for side in &mut self.sides {
-            side.rebuild(store)?;
+        match &mut self.sides {
+            Sides::Columns(sides) => {
+                for side in sides {
+                    side.restore(store).await?;
+                }
+            }
+            Sides::Rows(sides) => {
+                for side in sides {
+                    side.rebuild(store)?;
+                }
+            }
         }
         Ok(())
+    }
+
+    async fn commit(&mut self, version: u64) -> Result<StateOperatorProgress> {
+        let mut progress = self.state.commit(version).await?;
+        if let Sides::Columns(sides) = &mut self.sides {
+            progress.num_rows_total = sides.iter().map(|s| s.num_rows() as u64).sum();
+            progress.num_rows_updated = sides.iter_mut().map(|s| std::mem::take(&mut s.updated)).sum();
+            progress.num_rows_removed = sides.iter_mut().map(|s| std::mem::take(&mut s.removed)).sum();
+            progress.memory_used_bytes += sides.iter().map(|s| s.memory_bytes() as u64).sum::<u64>();
+        }
+        Ok(progress)
     }
 }

@@ -1,4 +1,5 @@
-//! One side's join state: its rows in the operator's state store, keyed by
+//! One side's join state in the row store (checkpoints written before
+//! [`ColumnSide`](super::columns::ColumnSide)): its rows in the operator's state store, keyed by
 //! join key and a sequence number, with an in-memory index from join key to
 //! the rows stored under it (Spark's `KeyToNumValues` and
 //! `KeyWithIndexToValue` stores, in one).
@@ -16,6 +17,7 @@ use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::HashMap;
 use datafusion::physical_expr::PhysicalExpr;
 
+use super::Probe;
 use crate::error::{Result, SluiceError};
 use crate::state::StateStore;
 
@@ -41,7 +43,6 @@ pub(crate) fn value_row(v: &[u8]) -> &[u8] {
 #[derive(Debug)]
 pub(super) struct SideState {
     tag: u8,
-    pub(super) key_conv: RowConverter,
     row_conv: RowConverter,
     schema: SchemaRef,
     /// Join key -> sequence numbers of the rows stored under it.
@@ -54,11 +55,7 @@ pub(super) struct SideState {
 impl SideState {
     /// State of side `tag` (0 left, 1 right) for rows of `schema` keyed by
     /// `keys`.
-    pub(super) fn try_new(tag: u8, schema: &SchemaRef, keys: &[Arc<dyn PhysicalExpr>]) -> Result<Self> {
-        let key_fields = keys.iter().map(|k| Ok(SortField::new(k.data_type(schema)?))).collect::<Result<Vec<_>>>()?;
-        let key_conv = RowConverter::new(key_fields).map_err(|e| {
-            SluiceError::unsupported(format!("a stream-stream join key cannot be hashed into join state: {e}"))
-        })?;
+    pub(super) fn try_new(tag: u8, schema: &SchemaRef) -> Result<Self> {
         let row_fields = schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect();
         let row_conv = RowConverter::new(row_fields).map_err(|e| {
             SluiceError::unsupported(format!(
@@ -67,13 +64,15 @@ impl SideState {
                 if tag == 0 { "left" } else { "right" }
             ))
         })?;
-        Ok(Self {
-            tag,
-            key_conv,
-            row_conv,
-            schema: Arc::clone(schema),
-            index: HashMap::default(),
-            by_time: BTreeMap::new(),
+        Ok(Self { tag, row_conv, schema: Arc::clone(schema), index: HashMap::default(), by_time: BTreeMap::new() })
+    }
+
+    /// The row converter of join keys `keys` over `schema` (both sides'
+    /// keys convert to the same bytes: the planner gives them one type).
+    pub(super) fn key_converter(schema: &SchemaRef, keys: &[Arc<dyn PhysicalExpr>]) -> Result<RowConverter> {
+        let key_fields = keys.iter().map(|k| Ok(SortField::new(k.data_type(schema)?))).collect::<Result<Vec<_>>>()?;
+        RowConverter::new(key_fields).map_err(|e| {
+            SluiceError::unsupported(format!("a stream-stream join key cannot be hashed into join state: {e}"))
         })
     }
 
@@ -135,8 +134,34 @@ impl SideState {
         self.index.entry_ref(key).or_default().push(seq);
     }
 
+    /// The stored rows whose key is that of `rows` of `keys` (each found
+    /// once: a key is looked up once).
+    pub(super) fn probe(&self, store: &StateStore, keys: &Rows, rows: &[usize]) -> Result<Probe> {
+        let mut found: Vec<(Vec<u8>, &[u8])> = vec![];
+        let mut ranges: HashMap<&[u8], (usize, usize)> = HashMap::default();
+        let mut probe = Probe::default();
+        for &i in rows {
+            let key = keys.row(i);
+            let key = key.data();
+            let (start, end) = *ranges.entry(key).or_insert_with(|| {
+                let start = found.len();
+                self.lookup(store, key, &mut found);
+                (start, found.len())
+            });
+            for j in start..end {
+                probe.pair_this.push(i as u32);
+                probe.pair_other.push(j as u32);
+            }
+        }
+        probe.stored = Some(self.decode(found.iter().map(|(_, v)| *v))?);
+        probe.matched = found.iter().map(|(_, v)| value_matched(v)).collect();
+        probe.ids = (0..found.len() as u64).collect();
+        probe.keys = found.into_iter().map(|(k, _)| k).collect();
+        Ok(probe)
+    }
+
     /// The store keys, and values, of the rows stored under `key`.
-    pub(super) fn lookup<'s>(&self, store: &'s StateStore, key: &[u8], out: &mut Vec<(Vec<u8>, &'s [u8])>) {
+    fn lookup<'s>(&self, store: &'s StateStore, key: &[u8], out: &mut Vec<(Vec<u8>, &'s [u8])>) {
         let Some(seqs) = self.index.get(key) else { return };
         for seq in seqs {
             let k = self.store_key(key, *seq);

@@ -1,0 +1,449 @@
+//! [`ColumnSide`]: one side's join state as immutable Arrow batches
+//! (chunks), each stored whole as one state-store blob, with a hash index
+//! per chunk (Arroyo and Flink keep join state the same way: in batches,
+//! evicted by time, never row by row).
+//!
+//! A batch's stored rows of a side become one chunk, sorted by eviction
+//! time, so the watermark evicts a prefix of every chunk: eviction moves a
+//! chunk's start offset, drops a chunk whose rows are all gone, and
+//! rewrites one that is mostly gone. Small chunks merge like a binary
+//! counter (up to [`MERGE_ROWS`]), so a side kept for ever holds few chunks.
+//! A commit writes the new chunks, and the start offsets and matched flags
+//! that changed: its cost follows what the batch changed, not the state.
+//!
+//! Store keys, after the side's tag byte: `c{id}` the chunk (Arrow IPC: the
+//! side's columns, then the eviction time), `o{id}` its start offset (u32
+//! LE; absent: 0), `m{id}` its rows' matched flags (one byte a row; absent:
+//! none matched).
+
+use std::collections::BTreeMap;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, Int64Array, UInt32Array};
+use datafusion::arrow::compute::{concat_batches, interleave, take_record_batch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::{RowConverter, Rows};
+use datafusion::common::HashMap;
+use datafusion::physical_expr::PhysicalExpr;
+
+use super::Probe;
+use crate::error::{Result, SluiceError};
+use crate::state::StateStore;
+use crate::stateful::live_chunks::{decode, encode};
+
+/// Chunks with fewer live rows than this merge with their neighbours.
+const MERGE_ROWS: usize = 1 << 20;
+const NONE: u32 = u32::MAX;
+
+/// The name of the eviction-time column of a stored chunk.
+pub(crate) const EXPIRES: &str = "__sluice_expires_at";
+
+/// One chunk of stored rows.
+#[derive(Debug)]
+struct SideChunk {
+    /// The rows, by eviction time.
+    batch: RecordBatch,
+    times: Vec<i64>,
+    keys: Rows,
+    hashes: Vec<u64>,
+    /// Key hash -> first row with it; `next` chains the rest.
+    heads: HashMap<u64, u32>,
+    next: Vec<u32>,
+    /// Rows before `start` are evicted.
+    start: usize,
+    matched: Vec<bool>,
+}
+
+impl SideChunk {
+    fn live(&self) -> usize {
+        self.times.len() - self.start
+    }
+}
+
+/// One side's stored rows, for one state partition.
+#[derive(Debug)]
+pub(super) struct ColumnSide {
+    tag: u8,
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    key_conv: RowConverter,
+    schema: SchemaRef,
+    stored_schema: SchemaRef,
+    tracks: bool,
+    hasher: datafusion::common::hash_utils::RandomState,
+    chunks: BTreeMap<u32, SideChunk>,
+    next_id: u32,
+    /// Rows stored, and evicted, since the last commit.
+    pub(super) updated: u64,
+    pub(super) removed: u64,
+}
+
+/// A stored side's live rows: (rows, eviction times, matched flags), per chunk.
+pub(crate) type StoredRows = Vec<(RecordBatch, Vec<i64>, Vec<bool>)>;
+
+impl ColumnSide {
+    /// State of side `tag` (0 left, 1 right) for rows of `schema` keyed by
+    /// `keys`; `tracks`: whether its rows' matched flags are kept.
+    pub(super) fn try_new(
+        tag: u8,
+        schema: &SchemaRef,
+        keys: &[Arc<dyn PhysicalExpr>],
+        key_conv: RowConverter,
+        tracks: bool,
+    ) -> Result<Self> {
+        Ok(Self {
+            tag,
+            keys: keys.to_vec(),
+            key_conv,
+            schema: Arc::clone(schema),
+            stored_schema: stored_schema(schema),
+            tracks,
+            hasher: Default::default(),
+            chunks: BTreeMap::new(),
+            next_id: 0,
+            updated: 0,
+            removed: 0,
+        })
+    }
+
+    fn key(&self, kind: u8, id: u32) -> [u8; 6] {
+        entry_key(self.tag, kind, id)
+    }
+
+    /// Hashes of key rows.
+    fn hashes(&self, keys: &Rows) -> Vec<u64> {
+        keys.iter().map(|r| self.hasher.hash_one(r.data())).collect()
+    }
+
+    /// The stored rows whose key is that of `rows` of `keys`.
+    pub(super) fn probe(&self, keys: &Rows, rows: &[usize]) -> Result<Probe> {
+        let hashes = self.hashes(keys);
+        let mut probe = Probe::default();
+        let ids: Vec<u32> = self.chunks.keys().copied().collect();
+        let mut found: Vec<(usize, usize)> = vec![];
+        for &i in rows {
+            let key = keys.row(i);
+            for (pos, chunk) in self.chunks.values().enumerate() {
+                let Some(head) = chunk.heads.get(&hashes[i]) else { continue };
+                let mut r = *head;
+                while r != NONE {
+                    let row = r as usize;
+                    if row >= chunk.start && chunk.hashes[row] == hashes[i] && chunk.keys.row(row) == key {
+                        probe.pair_this.push(i as u32);
+                        probe.pair_other.push(found.len() as u32);
+                        probe.matched.push(chunk.matched[row]);
+                        probe.ids.push(((ids[pos] as u64) << 32) | r as u64);
+                        found.push((pos, row));
+                    }
+                    r = chunk.next[row];
+                }
+            }
+        }
+        let columns = (0..self.schema.fields().len())
+            .map(|c| {
+                let arrays: Vec<&dyn Array> = self.chunks.values().map(|ch| ch.batch.column(c).as_ref()).collect();
+                if arrays.is_empty() {
+                    return Ok(datafusion::arrow::array::new_empty_array(self.schema.field(c).data_type()));
+                }
+                Ok(interleave(&arrays, &found)?)
+            })
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        probe.stored = Some(RecordBatch::try_new_with_options(
+            Arc::clone(&self.schema),
+            columns,
+            &datafusion::arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(found.len())),
+        )?);
+        Ok(probe)
+    }
+
+    /// Mark the stored rows `ids` (of a [`Probe`]) as matched.
+    pub(super) fn mark_matched(&mut self, store: &mut StateStore, ids: impl IntoIterator<Item = u64>) {
+        let mut dirty = vec![];
+        for id in ids {
+            let (chunk, row) = ((id >> 32) as u32, (id & 0xffff_ffff) as usize);
+            if let Some(c) = self.chunks.get_mut(&chunk) {
+                if let Some(m) = c.matched.get_mut(row) {
+                    if !*m {
+                        *m = true;
+                        dirty.push(chunk);
+                    }
+                }
+            }
+        }
+        dirty.sort_unstable();
+        dirty.dedup();
+        for id in dirty {
+            if let Some(c) = self.chunks.get(&id) {
+                store.put(self.key(b'm', id), c.matched.iter().map(|m| *m as u8).collect());
+            }
+        }
+    }
+
+    /// Store `rows` of `batch`, with their eviction times and matched flags
+    /// (per row of `batch`), as a new chunk.
+    pub(super) fn insert(
+        &mut self,
+        store: &mut StateStore,
+        batch: &RecordBatch,
+        rows: Vec<u32>,
+        times: &[i64],
+        matched: &[bool],
+    ) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.updated += rows.len() as u64;
+        let mut rows = rows;
+        rows.sort_by_key(|r| times[*r as usize]);
+        let taken = take_record_batch(batch, &UInt32Array::from(rows.clone()))?;
+        let t: Vec<i64> = rows.iter().map(|r| times[*r as usize]).collect();
+        let m: Vec<bool> = rows.iter().map(|r| matched[*r as usize]).collect();
+        let id = self.take_id()?;
+        self.add(store, id, taken, t, m)?;
+        self.merge_small(store)
+    }
+
+    fn take_id(&mut self) -> Result<u32> {
+        let id = self.next_id;
+        self.next_id = id.checked_add(1).ok_or_else(|| {
+            SluiceError::internal("a join side wrote 4 billion state chunks; restart it from a new checkpoint")
+        })?;
+        Ok(id)
+    }
+
+    /// Build chunk `id` of `batch` (by time) and write it to `store`.
+    fn add(
+        &mut self,
+        store: &mut StateStore,
+        id: u32,
+        batch: RecordBatch,
+        times: Vec<i64>,
+        m: Vec<bool>,
+    ) -> Result<()> {
+        let mut columns = batch.columns().to_vec();
+        columns.push(Arc::new(Int64Array::from(times.clone())));
+        store.put_blob(self.key(b'c', id), encode(&RecordBatch::try_new(Arc::clone(&self.stored_schema), columns)?)?);
+        if self.tracks && m.iter().any(|m| *m) {
+            store.put(self.key(b'm', id), m.iter().map(|m| *m as u8).collect());
+        }
+        let chunk = self.build(batch, times, m, 0)?;
+        self.chunks.insert(id, chunk);
+        Ok(())
+    }
+
+    fn build(&self, batch: RecordBatch, times: Vec<i64>, matched: Vec<bool>, start: usize) -> Result<SideChunk> {
+        let n = batch.num_rows();
+        let key_arrays = self
+            .keys
+            .iter()
+            .map(|k| k.evaluate(&batch)?.into_array(n))
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let keys = self.key_conv.convert_columns(&key_arrays)?;
+        let hashes = self.hashes(&keys);
+        let mut heads: HashMap<u64, u32> = HashMap::with_capacity(n);
+        let mut next = vec![NONE; n];
+        for (r, h) in hashes.iter().enumerate().rev() {
+            let head = heads.entry(*h).or_insert(NONE);
+            next[r] = *head;
+            *head = r as u32;
+        }
+        Ok(SideChunk { batch, times, keys, hashes, heads, next, start, matched })
+    }
+
+    /// Merge the two newest chunks while they are small and alike in size.
+    fn merge_small(&mut self, store: &mut StateStore) -> Result<()> {
+        loop {
+            let mut newest = self.chunks.iter().rev();
+            let (Some((b, cb)), Some((a, ca))) = (newest.next(), newest.next()) else { return Ok(()) };
+            if cb.live() >= MERGE_ROWS || ca.live() >= MERGE_ROWS || cb.live() * 2 < ca.live() {
+                return Ok(());
+            }
+            let pair = [*a, *b];
+            self.rewrite(store, &pair)?;
+        }
+    }
+
+    /// Replace chunks `ids` by one chunk of their live rows.
+    fn rewrite(&mut self, store: &mut StateStore, ids: &[u32]) -> Result<()> {
+        let (mut batches, mut times, mut matched) = (vec![], vec![], vec![]);
+        for id in ids {
+            let c =
+                self.chunks.remove(id).ok_or_else(|| SluiceError::internal("a join chunk to rewrite is missing"))?;
+            batches.push(c.batch.slice(c.start, c.live()));
+            times.extend_from_slice(&c.times[c.start..]);
+            matched.extend_from_slice(&c.matched[c.start..]);
+            self.forget(store, *id);
+        }
+        let all = concat_batches(&self.schema, &batches)?;
+        let mut order: Vec<u32> = (0..times.len() as u32).collect();
+        order.sort_by_key(|r| times[*r as usize]);
+        let all = take_record_batch(&all, &UInt32Array::from(order.clone()))?;
+        let t = order.iter().map(|r| times[*r as usize]).collect();
+        let m = order.iter().map(|r| matched[*r as usize]).collect();
+        let id = self.take_id()?;
+        self.add(store, id, all, t, m)
+    }
+
+    fn forget(&self, store: &mut StateStore, id: u32) {
+        for kind in [b'c', b'o', b'm'] {
+            store.remove(&self.key(kind, id));
+        }
+    }
+
+    /// Evict the rows whose eviction time <= `bound`; with `unmatched`,
+    /// return those of them that never matched.
+    pub(super) fn evict(&mut self, store: &mut StateStore, bound: i64, unmatched: bool) -> Result<Vec<RecordBatch>> {
+        let mut out = vec![];
+        let mut rewrite = vec![];
+        let mut gone = vec![];
+        let tag = self.tag;
+        for (id, c) in self.chunks.iter_mut() {
+            if c.live() == 0 || c.times[c.start] > bound {
+                continue;
+            }
+            let end = c.times.partition_point(|t| *t <= bound);
+            if unmatched {
+                let rows: Vec<u32> = (c.start..end).filter(|r| !c.matched[*r]).map(|r| r as u32).collect();
+                if !rows.is_empty() {
+                    out.push(take_record_batch(&c.batch, &UInt32Array::from(rows))?);
+                }
+            }
+            self.removed += (end - c.start) as u64;
+            c.start = end;
+            if c.live() == 0 {
+                gone.push(*id);
+            } else if c.live() * 2 < c.times.len() {
+                rewrite.push(*id);
+            } else {
+                store.put(entry_key(tag, b'o', *id), (c.start as u32).to_le_bytes().to_vec());
+            }
+        }
+        let changed = !gone.is_empty() || !rewrite.is_empty();
+        for id in gone {
+            self.chunks.remove(&id);
+            self.forget(store, id);
+        }
+        for id in rewrite {
+            self.rewrite(store, &[id])?;
+        }
+        if changed {
+            self.merge_small(store)?;
+        }
+        Ok(out)
+    }
+
+    /// Rebuild the chunks from `store` (after a restore).
+    pub(super) async fn restore(&mut self, store: &StateStore) -> Result<()> {
+        self.chunks.clear();
+        self.next_id = 0;
+        for (id, batch, times, matched, start) in read_side(store, self.tag, &self.schema).await? {
+            self.next_id = self.next_id.max(id + 1);
+            let chunk = self.build(batch, times, matched, start)?;
+            self.chunks.insert(id, chunk);
+        }
+        Ok(())
+    }
+
+    /// Rows kept.
+    pub(super) fn num_rows(&self) -> usize {
+        self.chunks.values().map(SideChunk::live).sum()
+    }
+
+    /// Bytes held.
+    pub(super) fn memory_bytes(&self) -> usize {
+        self.chunks
+            .values()
+            .map(|c| c.batch.get_array_memory_size() + c.keys.size() + c.times.len() * 25 + c.heads.capacity() * 16)
+            .sum()
+    }
+}
+
+/// The store key of entry `kind` of chunk `id` of side `tag`.
+fn entry_key(tag: u8, kind: u8, id: u32) -> [u8; 6] {
+    let b = id.to_be_bytes();
+    [tag, kind, b[0], b[1], b[2], b[3]]
+}
+
+/// The schema of a stored chunk: the side's columns, then the eviction time.
+fn stored_schema(schema: &Schema) -> SchemaRef {
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(EXPIRES, DataType::Int64, false));
+    Arc::new(Schema::new(fields))
+}
+
+fn damaged(what: &str) -> SluiceError {
+    SluiceError::plan(format!(
+        "a stored join state entry {what}: the state is damaged, or was written by another operator; restore the \
+         checkpoint from a backup or use a new checkpoint location"
+    ))
+}
+
+/// Every chunk of side `tag` in `store`: (id, rows, eviction times, matched
+/// flags, start offset).
+async fn read_side(
+    store: &StateStore,
+    tag: u8,
+    schema: &SchemaRef,
+) -> Result<Vec<(u32, RecordBatch, Vec<i64>, Vec<bool>, usize)>> {
+    let id_of = |k: &[u8]| -> Result<u32> {
+        let b: [u8; 4] = k.get(2..).and_then(|b| b.try_into().ok()).ok_or_else(|| damaged("has a malformed key"))?;
+        Ok(u32::from_be_bytes(b))
+    };
+    let (mut starts, mut flags) = (HashMap::<u32, usize>::default(), HashMap::<u32, Vec<bool>>::default());
+    for (k, v) in store.iter() {
+        match k {
+            [t, b'o', ..] if *t == tag => {
+                let b: [u8; 4] = v.try_into().map_err(|_| damaged("has a malformed start offset"))?;
+                starts.insert(id_of(k)?, u32::from_le_bytes(b) as usize);
+            }
+            [t, b'm', ..] if *t == tag => {
+                flags.insert(id_of(k)?, v.iter().map(|m| *m != 0).collect());
+            }
+            [0 | 1, b'o' | b'm', ..] => {}
+            _ => return Err(damaged("has an unknown key")),
+        }
+    }
+    let stored = stored_schema(schema);
+    let mut out = vec![];
+    for k in store.blob_keys() {
+        match k.as_slice() {
+            [t, b'c', ..] if *t == tag => {}
+            [0 | 1, b'c', ..] => continue,
+            _ => return Err(damaged("has an unknown key")),
+        }
+        let id = id_of(&k)?;
+        let bytes = store.read_blob(&k).await?.ok_or_else(|| damaged("is missing"))?;
+        let batch = decode(&bytes, &stored, "join state chunk")?;
+        let n = batch.num_rows();
+        let last = batch.num_columns() - 1;
+        let times: Vec<i64> = batch
+            .column(last)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(|| damaged("has no eviction times"))?
+            .values()
+            .to_vec();
+        let rows = RecordBatch::try_new(Arc::clone(schema), batch.columns()[..last].to_vec())?;
+        let matched = flags.remove(&id).unwrap_or_else(|| vec![false; n]);
+        let start = starts.remove(&id).unwrap_or(0);
+        if matched.len() != n || start > n || times.windows(2).any(|w| w[0] > w[1]) {
+            return Err(damaged("disagrees with its chunk"));
+        }
+        out.push((id, rows, times, matched, start));
+    }
+    out.sort_by_key(|c| c.0);
+    Ok(out)
+}
+
+/// The live rows of side `tag` of a columnar join state in `store`, for
+/// `sluice_state`: per chunk, its rows, their eviction times and matched
+/// flags.
+pub(crate) async fn stored_rows(store: &StateStore, tag: u8, schema: &SchemaRef) -> Result<StoredRows> {
+    let mut out = vec![];
+    for (_, batch, times, matched, start) in read_side(store, tag, schema).await? {
+        let n = batch.num_rows() - start;
+        out.push((batch.slice(start, n), times[start..].to_vec(), matched[start..].to_vec()));
+    }
+    Ok(out)
+}
