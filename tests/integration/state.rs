@@ -4,6 +4,7 @@
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
+use sluice::stt::render_batches;
 use sluice::{execute_sql, Environment, SluiceSession};
 
 /// Run `sql` on the session's context and render the rows as a table.
@@ -449,4 +450,51 @@ async fn complete_mode_aggregation_over_live_groups_emits_every_group_after_a_re
         }
         session.stop_query("totals").await.unwrap();
     }
+}
+
+/// A stream-stream join stores only the columns its output, keys,
+/// conditions and watermarks read (the optimizer prunes the rest below the
+/// join), and its chunked state joins rows across a restart.
+#[tokio::test]
+async fn join_state_keeps_only_the_columns_the_query_reads_across_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = tmp.path().join("ck").display().to_string();
+    let ddl = format!(
+        "CREATE SOURCE bids (ts TIMESTAMP, item VARCHAR, price BIGINT, note VARCHAR, \
+           WATERMARK FOR ts AS ts - INTERVAL '1' MINUTE) WITH (connector = 'memory');
+         CREATE SOURCE asks (ts TIMESTAMP, item VARCHAR, floor BIGINT, memo VARCHAR, \
+           WATERMARK FOR ts AS ts - INTERVAL '1' MINUTE) WITH (connector = 'memory');
+         CREATE SINK trades WITH (connector = 'memory', output_mode = 'append', checkpoint = '{ck}') AS \
+           SELECT b.item, b.price, a.floor FROM bids b JOIN asks a \
+           ON b.item = a.item AND a.ts BETWEEN b.ts - INTERVAL '5' MINUTE AND b.ts + INTERVAL '5' MINUTE \
+           WHERE b.price >= a.floor"
+    );
+    let env = Environment::default();
+    {
+        let session = crate::manual_session(&env, tmp.path());
+        execute_sql(&session, &ddl).await.unwrap();
+        env.streams
+            .get("bids")
+            .unwrap()
+            .push_rows(&["2026-01-01T12:00:00,x,10,wide", "2026-01-01T12:01:00,y,3,wide"])
+            .unwrap();
+        session.query("trades").unwrap().process_all_available().await.unwrap();
+        let stored = rows(&session, "SELECT * FROM sluice_state('trades', 'join') ORDER BY left_item").await;
+        let header = stored.lines().nth(1).unwrap_or_default().to_string();
+        for column in ["left_ts", "left_item", "left_price", "right_ts", "right_item", "right_floor"] {
+            assert!(header.contains(column), "{column} missing from the join state: {stored}");
+        }
+        for pruned in ["left_note", "right_memo"] {
+            assert!(!header.contains(pruned), "{pruned} is stored though no part of the query reads it: {stored}");
+        }
+        assert!(stored.contains("| x ") && stored.contains("| y "), "{stored}");
+        session.stop_all().await.unwrap();
+    }
+    // After a restart the stored bids meet the asks.
+    let session = crate::manual_session(&env, tmp.path());
+    execute_sql(&session, &ddl).await.unwrap();
+    env.streams.get("asks").unwrap().push_rows(&["2026-01-01T12:02:00,x,7,m", "2026-01-01T12:02:00,y,5,m"]).unwrap();
+    session.query("trades").unwrap().process_all_available().await.unwrap();
+    let out = render_batches(&env.sinks.get("trades").unwrap().table_rows()).unwrap();
+    assert_eq!(out, vec!["x,10,7".to_string()], "y's bid of 3 is below its floor of 5");
 }

@@ -3,10 +3,11 @@
 
 use std::cmp::Ordering;
 use std::fmt;
+use std::sync::Arc;
 
 use datafusion::common::DFSchemaRef;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, UserDefinedLogicalNodeCore};
+use datafusion::logical_expr::{build_join_schema, Expr, JoinType, LogicalPlan, UserDefinedLogicalNodeCore};
 
 /// When the watermark evicts a row of one side's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd)]
@@ -110,6 +111,67 @@ impl UserDefinedLogicalNodeCore for StreamingJoinNode {
         let left_filter = next(self.left_filter.is_some());
         let right_filter = next(self.right_filter.is_some());
         let pair_filter = next(self.pair_filter.is_some());
-        Ok(Self { left, right, on, left_filter, right_filter, pair_filter, ..self.clone() })
+        // The optimizer may have pruned the inputs' columns (see
+        // `necessary_children_exprs`): the watermarked columns move.
+        let mut node = Self { on, left_filter, right_filter, pair_filter, ..self.clone() };
+        if left.schema() != self.left.schema() || right.schema() != self.right.schema() {
+            node.left_time = moved(self.left_time, &self.left, &left)?;
+            node.right_time = moved(self.right_time, &self.right, &right)?;
+            node.left_evict = moved_rule(self.left_evict, &self.left, &left)?;
+            node.right_evict = moved_rule(self.right_evict, &self.right, &right)?;
+            node.schema = Arc::new(build_join_schema(left.schema(), right.schema(), &self.join_type)?);
+        }
+        node.left = left;
+        node.right = right;
+        Ok(node)
     }
+
+    /// The input columns the output columns need, and those the join
+    /// itself reads (its watermarked columns; the columns of its keys and
+    /// conditions the optimizer adds itself). The join's state keeps only
+    /// these: a query that selects few columns of a wide stream stores few.
+    fn necessary_children_exprs(&self, output_columns: &[usize]) -> Option<Vec<Vec<usize>>> {
+        let n_left = self.left.schema().fields().len();
+        let (mut left, mut right) = (vec![], vec![]);
+        for &i in output_columns {
+            match self.join_type {
+                JoinType::LeftSemi => left.push(i),
+                _ if i < n_left => left.push(i),
+                _ => right.push(i - n_left),
+            }
+        }
+        left.extend(self.left_time);
+        right.extend(self.right_time);
+        if let Some(EvictRule::Value { column, .. }) = self.left_evict {
+            left.push(column);
+        }
+        if let Some(EvictRule::Value { column, .. }) = self.right_evict {
+            right.push(column);
+        }
+        for v in [&mut left, &mut right] {
+            v.sort_unstable();
+            v.dedup();
+        }
+        Some(vec![left, right])
+    }
+}
+
+/// Where column `index` of `old` is in `new` (by qualified name).
+fn moved(index: Option<usize>, old: &LogicalPlan, new: &LogicalPlan) -> Result<Option<usize>> {
+    let Some(i) = index else { return Ok(None) };
+    let (qualifier, field) = old.schema().qualified_field(i);
+    new.schema().index_of_column_by_name(qualifier, field.name()).map(Some).ok_or_else(|| {
+        DataFusionError::Internal(format!("a stream-stream join's watermarked column {} was pruned", field.name()))
+    })
+}
+
+fn moved_rule(rule: Option<EvictRule>, old: &LogicalPlan, new: &LogicalPlan) -> Result<Option<EvictRule>> {
+    Ok(match rule {
+        Some(EvictRule::Value { column, offset_us }) => {
+            let column = moved(Some(column), old, new)?
+                .ok_or_else(|| DataFusionError::Internal("a join's eviction column vanished".into()))?;
+            Some(EvictRule::Value { column, offset_us })
+        }
+        r => r,
+    })
 }
