@@ -217,9 +217,21 @@ impl StateChunks {
 /// A chunk's (or a window pane's) stored bytes: its batch as an Arrow IPC
 /// stream.
 pub(crate) fn encode(batch: &RecordBatch) -> Result<Vec<u8>> {
+    encode_with(batch, false)
+}
+
+/// [`encode`], with each buffer LZ4-compressed when `lz4` (for rows that
+/// are mostly strings, such as a join's stored rows, whose writing costs
+/// more than compressing them). A reader needs nothing to know it.
+pub(crate) fn encode_with(batch: &RecordBatch, lz4: bool) -> Result<Vec<u8>> {
+    use datafusion::arrow::ipc::writer::IpcWriteOptions;
     // Sized up front: growing a large buffer copies it and faults in fresh pages.
     let mut out = Vec::with_capacity(batch.get_array_memory_size() + 4096);
-    let mut w = StreamWriter::try_new(&mut out, &batch.schema())?;
+    let mut options = IpcWriteOptions::default();
+    if lz4 {
+        options = options.try_with_compression(Some(datafusion::arrow::ipc::CompressionType::LZ4_FRAME))?;
+    }
+    let mut w = StreamWriter::try_new_with_options(&mut out, &batch.schema(), options)?;
     w.write(batch)?;
     w.finish()?;
     drop(w);

@@ -11,7 +11,7 @@
 //! A commit writes the new chunks, and the start offsets and matched flags
 //! that changed: its cost follows what the batch changed, not the state.
 //!
-//! Store keys, after the side's tag byte: `c{id}` the chunk (Arrow IPC: the
+//! Store keys, after the side's tag byte: `c{id}` the chunk (Arrow IPC, LZ4 frames: the
 //! side's columns, then the eviction time), `o{id}` its start offset (u32
 //! LE; absent: 0), `m{id}` its rows' matched flags (one byte a row; absent:
 //! none matched).
@@ -31,7 +31,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use super::Probe;
 use crate::error::{Result, SluiceError};
 use crate::state::StateStore;
-use crate::stateful::live_chunks::{decode, encode};
+use crate::stateful::live_chunks::{decode, encode_with};
 
 /// Chunks with fewer live rows than this merge with their neighbours.
 const MERGE_ROWS: usize = 1 << 20;
@@ -223,7 +223,7 @@ impl ColumnSide {
     ) -> Result<()> {
         let mut columns = batch.columns().to_vec();
         columns.push(Arc::new(Int64Array::from(times.clone())));
-        store.put_blob(self.key(b'c', id), encode(&RecordBatch::try_new(Arc::clone(&self.stored_schema), columns)?)?);
+        store.put_blob(self.key(b'c', id), encode_with(&RecordBatch::try_new(Arc::clone(&self.stored_schema), columns)?, true)?);
         if self.tracks && m.iter().any(|m| *m) {
             store.put(self.key(b'm', id), m.iter().map(|m| *m as u8).collect());
         }
