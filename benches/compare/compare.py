@@ -739,7 +739,7 @@ def main() -> int:
             f"Java: {java}",
             "events/s = N / wall time of one available-now run over all N events (each engine reads only "
             f"the tables its query uses). Spark: start() to awaitTermination(), after a discarded warm-up run, "
-            f"{runs_note}; session start not counted. DataFusion batch: after a warm-up run.",
+            f"{runs_note}; session start not counted. Sluice: after a discarded warm-up run. DataFusion batch: after a warm-up run.",
         ]
         widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
         print()

@@ -276,7 +276,8 @@ pub struct Comparison {
 }
 
 /// Run `query` over the `events` in `data` as a stream (checkpoint under
-/// `work`) and, with `baseline`, with DataFusion batch.
+/// `work`), after a discarded warm-up run, and, with `baseline`, with
+/// DataFusion batch (also after a warm-up run).
 pub async fn compare(
     data: &Path,
     work: &Path,
@@ -284,6 +285,13 @@ pub async fn compare(
     events: u64,
     baseline: bool,
 ) -> BenchResult<Comparison> {
+    // A discarded warm-up run first, as the DataFusion baseline (below) and
+    // the Spark runs of benches/compare get: the measured run then starts
+    // with the files in the page cache and the allocator's pages in place,
+    // like the batch run it is compared with, not with a fresh process.
+    let warm_up = work.join(format!("ck-{}-warm-up", query.name));
+    let _ = run_stream(data, query, &warm_up, None, false).await?;
+    let _ = std::fs::remove_dir_all(&warm_up);
     reset_peak_memory();
     let (stream, _) = run_stream(data, query, &work.join(format!("ck-{}", query.name)), None, false).await?;
     let peak_mib = peak_memory_mib();
