@@ -14,7 +14,7 @@ use std::time::Instant;
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::compute::kernels::aggregate::{max, min};
-use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
+use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType};
 use datafusion::arrow::record_batch::RecordBatch;
 use tracing::{debug, info, Instrument};
 
@@ -593,11 +593,28 @@ fn event_time_stats(batches: &[RecordBatch], column: &str) -> Result<Option<Even
             return Err(SluiceError::plan(format!("watermark column '{column}' is not in the source's rows")));
         };
         let col = b.column(idx);
-        let ms = cast(col, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
-        let arr = ms.as_primitive::<TimestampMillisecondType>();
-        let (Some(lo), Some(hi)) = (min(arr), max(arr)) else { continue };
-        let sum: i128 = arr.iter().flatten().map(i128::from).sum();
-        let count = (arr.len() - arr.null_count()) as u64;
+        let stats = match col.data_type() {
+            // The common units without nulls, in one pass and no copy
+            // (the same truncating division as the cast below).
+            DataType::Timestamp(TimeUnit::Microsecond, _) if col.null_count() == 0 => {
+                millis_stats(col.as_primitive::<TimestampMicrosecondType>().values(), |v| v / 1000)
+            }
+            DataType::Timestamp(TimeUnit::Millisecond, _) if col.null_count() == 0 => {
+                millis_stats(col.as_primitive::<TimestampMillisecondType>().values(), |v| v)
+            }
+            _ => {
+                let ms = cast(col, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
+                let arr = ms.as_primitive::<TimestampMillisecondType>();
+                match (min(arr), max(arr)) {
+                    (Some(lo), Some(hi)) => {
+                        let sum: i128 = arr.iter().flatten().map(i128::from).sum();
+                        Some((lo, hi, sum, (arr.len() - arr.null_count()) as u64))
+                    }
+                    _ => None,
+                }
+            }
+        };
+        let Some((lo, hi, sum, count)) = stats else { continue };
         out = Some(match out {
             None => EventTimeStats { min_ms: lo, max_ms: hi, sum_ms: sum, count },
             Some(o) => EventTimeStats {
@@ -609,6 +626,19 @@ fn event_time_stats(batches: &[RecordBatch], column: &str) -> Result<Option<Even
         });
     }
     Ok(out)
+}
+
+/// (min, max, sum, count) of `values` in milliseconds (`ms` converts one);
+/// `None` when empty.
+fn millis_stats(values: &[i64], ms: impl Fn(i64) -> i64) -> Option<(i64, i64, i128, u64)> {
+    let (mut lo, mut hi, mut sum) = (i64::MAX, i64::MIN, 0i128);
+    for v in values {
+        let v = ms(*v);
+        lo = lo.min(v);
+        hi = hi.max(v);
+        sum += i128::from(v);
+    }
+    (!values.is_empty()).then_some((lo, hi, sum, values.len() as u64))
 }
 
 /// The columns to read from each source: those the plan's scans use plus

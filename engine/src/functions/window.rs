@@ -14,8 +14,8 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, AsArray, Int64Builder, ListArray, StructArray, TimestampMicrosecondArray};
-use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, ListArray, StructArray, TimestampMicrosecondArray};
+use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Fields, TimeUnit, TimestampMicrosecondType};
 use datafusion::common::{exec_err, plan_err, Result, ScalarValue};
@@ -93,11 +93,18 @@ fn int_arg(v: &ColumnarValue, what: &str) -> Result<i64> {
     }
 }
 
-fn struct_of(start: Vec<Option<i64>>, size: impl Fn(i64) -> i64) -> StructArray {
-    let end: TimestampMicrosecondArray = start.iter().map(|s| s.map(&size)).collect();
-    let nulls = NullBuffer::from(start.iter().map(Option::is_some).collect::<Vec<_>>());
-    let start: TimestampMicrosecondArray = start.into_iter().collect();
-    StructArray::new(window_fields(), vec![Arc::new(start) as ArrayRef, Arc::new(end)], Some(nulls))
+/// The windows `[start, start + size)`, null where `start` is.
+fn struct_of(start: TimestampMicrosecondArray, size: i64) -> StructArray {
+    // `unary` keeps the null buffer (and maps the values under it too, so
+    // the arithmetic wraps rather than overflows on them).
+    let end: TimestampMicrosecondArray = start.unary(|s: i64| s.wrapping_add(size));
+    let nulls = start.nulls().cloned();
+    StructArray::new(window_fields(), vec![Arc::new(start) as ArrayRef, Arc::new(end)], nulls)
+}
+
+/// The start of the window of `size` (aligned to `offset`) containing `t`.
+fn window_start(t: i64, size: i64, offset: i64) -> i64 {
+    t.wrapping_sub(t.wrapping_sub(offset).rem_euclid(size))
 }
 
 impl ScalarUDFImpl for WindowFunction {
@@ -157,15 +164,14 @@ impl ScalarUDFImpl for WindowFunction {
                 if size <= 0 {
                     return exec_err!("window size must be positive");
                 }
-                let starts = ts.iter().map(|t| t.map(|t| t - (t - offset).rem_euclid(size))).collect();
-                Arc::new(struct_of(starts, |s| s + size))
+                Arc::new(struct_of(ts.unary(|t: i64| window_start(t, size, offset)), size))
             }
             Kind::Session => {
                 let gap = int_arg(&args.args[1], "gap")?;
                 if gap <= 0 {
                     return exec_err!("session gap must be positive");
                 }
-                Arc::new(struct_of(ts.iter().collect(), |s| s + gap))
+                Arc::new(struct_of(ts.clone(), gap))
             }
             Kind::WindowTime => return exec_err!("unreachable: window_time handled above"),
             Kind::Windows => {
@@ -177,34 +183,115 @@ impl ScalarUDFImpl for WindowFunction {
                 if size <= 0 || slide <= 0 {
                     return exec_err!("window size and slide must be positive");
                 }
-                let mut starts = Int64Builder::new();
-                let mut offsets = vec![0i32];
-                let mut valid = Vec::with_capacity(n);
-                for t in ts.iter() {
-                    if let Some(t) = t {
-                        let last = t - (t - offset).rem_euclid(slide);
-                        let count = (size + slide - 1) / slide;
-                        let mut these: Vec<i64> =
-                            (0..count).map(|i| last - i * slide).filter(|s| *s <= t && t < s + size).collect();
-                        these.reverse();
-                        for s in &these {
-                            starts.append_value(*s);
+                // Each time is in at most ceil(size / slide) windows: those
+                // starting at the latest slide boundary at or before it, and
+                // every slide before that whose window still holds it. They
+                // are written earliest first.
+                let count = (size + slide - 1) / slide;
+                let mut starts: Vec<i64> = Vec::with_capacity(n * count.clamp(1, 64) as usize);
+                let mut offsets: Vec<i32> = Vec::with_capacity(n + 1);
+                offsets.push(0);
+                for (i, t) in ts.values().iter().enumerate() {
+                    if ts.is_valid(i) {
+                        let last = window_start(*t, slide, offset);
+                        for k in (0..count).rev() {
+                            let s = last.wrapping_sub(k.wrapping_mul(slide));
+                            if *t < s.wrapping_add(size) {
+                                starts.push(s);
+                            }
                         }
-                        offsets.push(offsets.last().copied().unwrap_or(0) + these.len() as i32);
-                    } else {
-                        offsets.push(offsets.last().copied().unwrap_or(0));
                     }
-                    valid.push(t.is_some());
+                    let len = i32::try_from(starts.len()).map_err(|_| {
+                        datafusion::common::DataFusionError::Execution(
+                            "a batch assigns more than 2^31 sliding windows; use smaller batches".into(),
+                        )
+                    })?;
+                    offsets.push(len);
                 }
-                let values = struct_of(starts.finish().iter().collect(), |s| s + size);
+                let values = struct_of(TimestampMicrosecondArray::from(starts), size);
                 Arc::new(ListArray::new(
                     Arc::new(Field::new_list_field(window_type(), true)),
                     OffsetBuffer::new(offsets.into()),
                     Arc::new(values),
-                    Some(NullBuffer::from(valid)),
+                    ts.nulls().cloned(),
                 ))
             }
         };
         Ok(ColumnarValue::Array(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::ListArray;
+    use datafusion::config::ConfigOptions;
+    use proptest::prelude::*;
+
+    /// Call window function `kind` on `ts` with the integer arguments `ints`.
+    fn call(kind: Kind, ts: Vec<Option<i64>>, ints: &[i64]) -> ArrayRef {
+        let f = WindowFunction::new(kind);
+        let n = ts.len();
+        let ts_type = DataType::Timestamp(TimeUnit::Microsecond, None);
+        let mut args = vec![ColumnarValue::Array(Arc::new(TimestampMicrosecondArray::from(ts)))];
+        args.extend(ints.iter().map(|i| ColumnarValue::Scalar(ScalarValue::Int64(Some(*i)))));
+        let mut types = vec![ts_type];
+        types.extend(ints.iter().map(|_| DataType::Int64));
+        let arg_fields = types.iter().map(|t| Arc::new(Field::new("a", t.clone(), true))).collect();
+        let ret = f.return_type(&types).expect("return type");
+        let args = ScalarFunctionArgs {
+            args,
+            arg_fields,
+            number_rows: n,
+            return_field: Arc::new(Field::new("w", ret, true)),
+            config_options: Arc::new(ConfigOptions::default()),
+        };
+        f.invoke_with_args(args).expect("invoke").into_array(n).expect("array")
+    }
+
+    /// (start, end) per window, `None` for a null window.
+    fn windows(a: &StructArray) -> Vec<Option<(i64, i64)>> {
+        let s = a.column(0).as_primitive::<TimestampMicrosecondType>();
+        let e = a.column(1).as_primitive::<TimestampMicrosecondType>();
+        (0..a.len()).map(|i| a.is_valid(i).then(|| (s.value(i), e.value(i)))).collect()
+    }
+
+    proptest! {
+        /// Tumbling and sliding windows agree with a by-definition reference:
+        /// every aligned `[start, start + size)` holding the time, earliest
+        /// first; null times give null windows.
+        #[test]
+        fn windows_hold_exactly_their_times(
+            ts in proptest::collection::vec(proptest::option::weighted(0.9, -10_000i64..10_000), 0..40),
+            size in 1i64..50,
+            slide in 1i64..50,
+            offset in 0i64..20,
+        ) {
+            let tumble = call(Kind::Tumble, ts.clone(), &[size, offset]);
+            let got = windows(tumble.as_struct());
+            for (t, w) in ts.iter().zip(&got) {
+                let want = t.map(|t| {
+                    let s = (t - offset).div_euclid(size) * size + offset;
+                    (s, s + size)
+                });
+                prop_assert_eq!(*w, want);
+            }
+            let hop = call(Kind::Windows, ts.clone(), &[size, slide, offset]);
+            let hop: &ListArray = hop.as_list();
+            for (i, t) in ts.iter().enumerate() {
+                let Some(t) = t else {
+                    prop_assert!(hop.is_null(i));
+                    continue;
+                };
+                let got = windows(hop.value(i).as_struct());
+                let first = (t - offset).div_euclid(slide) * slide + offset - (size / slide + 2) * slide;
+                let want: Vec<Option<(i64, i64)>> = (0..(size / slide + 3))
+                    .map(|k| first + k * slide)
+                    .filter(|s| *s <= *t && *t < s + size)
+                    .map(|s| Some((s, s + size)))
+                    .collect();
+                prop_assert_eq!(got, want);
+            }
+        }
     }
 }

@@ -223,7 +223,10 @@ impl ColumnSide {
     ) -> Result<()> {
         let mut columns = batch.columns().to_vec();
         columns.push(Arc::new(Int64Array::from(times.clone())));
-        store.put_blob(self.key(b'c', id), encode_with(&RecordBatch::try_new(Arc::clone(&self.stored_schema), columns)?, true)?);
+        store.put_blob(
+            self.key(b'c', id),
+            encode_with(&RecordBatch::try_new(Arc::clone(&self.stored_schema), columns)?, true)?,
+        );
         if self.tracks && m.iter().any(|m| *m) {
             store.put(self.key(b'm', id), m.iter().map(|m| *m as u8).collect());
         }
