@@ -187,7 +187,11 @@ impl ScalarUDFImpl for WindowFunction {
                 // starting at the latest slide boundary at or before it, and
                 // every slide before that whose window still holds it. They
                 // are written earliest first.
-                let count = (size + slide - 1) / slide;
+                let Some(count) = size.checked_add(slide - 1).map(|s| s / slide) else {
+                    return exec_err!(
+                        "window size {size} µs and slide {slide} µs are too large; use shorter intervals"
+                    );
+                };
                 let mut starts: Vec<i64> = Vec::with_capacity(n * count.clamp(1, 64) as usize);
                 let mut offsets: Vec<i32> = Vec::with_capacity(n + 1);
                 offsets.push(0);
