@@ -100,7 +100,7 @@ async fn stream(dir: &Path, ck: &Path) -> (Duration, u64, u64, u64, usize) {
         .expect("source");
     }
     let df = session.context().sql(QUERY).await.expect("plan");
-    let run = sluice::bench::run_available_now(df, OutputMode::Append, ck, false).await.expect("run");
+    let run = sluice::bench::run_available_now(df, OutputMode::Append, ck, false, &[]).await.expect("run");
     let progress = run.query.recent_progress();
     if std::env::var("SLUICE_BENCH_VERBOSE").is_ok() {
         for p in &progress {

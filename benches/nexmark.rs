@@ -22,7 +22,7 @@ fn main() {
     rt.block_on(async {
         for name in query_names(&dir).expect("queries") {
             let q = load_query(&dir, &name).expect("query");
-            let c = compare(&data, tmp.path(), &q, events, true).await.expect("run");
+            let c = compare(&data, tmp.path(), &q, events, true, 1).await.expect("run");
             match c.batch_events_per_s {
                 Some(df) => println!("{name:<14} {:>14.0} {df:>14.0} {:>7.2}", c.events_per_s, c.events_per_s / df),
                 None => println!("{name:<14} {:>14.0} {:>14} {:>7}", c.events_per_s, "n/a", "n/a"),

@@ -117,8 +117,9 @@ async fn stream(dir: &str, ck: &str, sql: &str) -> (Duration, u64, u64, u64, usi
     };
     sluice::sql::windows::rewrite_windows(&mut sink.query).expect("rewrite");
     let df = session.context().sql(&sink.query.to_string()).await.expect("plan");
-    let run =
-        sluice::bench::run_available_now(df, OutputMode::Append, std::path::Path::new(ck), false).await.expect("run");
+    let run = sluice::bench::run_available_now(df, OutputMode::Append, std::path::Path::new(ck), false, &[])
+        .await
+        .expect("run");
     let progress = run.query.recent_progress();
     let peak = sluice::bench::peak_state(&progress);
     (run.elapsed, run.rows_out, peak.0, peak.1, progress.len())
@@ -183,8 +184,9 @@ async fn count_per_key(dir: &str, ck: &str, with_state: bool) -> (Duration, u64)
     } else {
         session.context().sql("SELECT k, count(*) AS n FROM t GROUP BY k").await.expect("plan")
     };
-    let run =
-        sluice::bench::run_available_now(df, OutputMode::Update, std::path::Path::new(ck), false).await.expect("run");
+    let run = sluice::bench::run_available_now(df, OutputMode::Update, std::path::Path::new(ck), false, &[])
+        .await
+        .expect("run");
     (run.elapsed, run.rows_out)
 }
 
@@ -248,8 +250,9 @@ fn main() {
 async fn distinct_keys(dir: &str, ck: &str, files: usize, rows: usize) {
     let session = source_with(dir, files).await;
     let df = session.context().sql("SELECT k, count(*) AS n FROM t GROUP BY k").await.expect("plan");
-    let run =
-        sluice::bench::run_available_now(df, OutputMode::Update, std::path::Path::new(ck), false).await.expect("run");
+    let run = sluice::bench::run_available_now(df, OutputMode::Update, std::path::Path::new(ck), false, &[])
+        .await
+        .expect("run");
     let progress = run.query.recent_progress();
     let (mem, keys) = sluice::bench::peak_state(&progress);
     let commit = |p: &sluice::StreamingQueryProgress| p.duration_ms.get("commit").copied().unwrap_or(0);

@@ -81,7 +81,7 @@ async fn sluice_stream(dir: &str, ck: &str) -> (Duration, u64, usize) {
     .await
     .expect("source");
     let df = session.context().sql(&QUERY_BODY.replace("{T}", "t")).await.expect("plan");
-    let run = sluice::bench::run_available_now(df, sluice::OutputMode::Append, std::path::Path::new(ck), false)
+    let run = sluice::bench::run_available_now(df, sluice::OutputMode::Append, std::path::Path::new(ck), false, &[])
         .await
         .expect("run");
     (run.elapsed, run.rows_out, run.query.recent_progress().len())

@@ -167,6 +167,17 @@ impl DataStreamWriter {
                     })
                 }
             }
+        } else if key.eq_ignore_ascii_case("state_checkpoint_interval") {
+            match value.trim().parse() {
+                Ok(n) => self.spec.state_checkpoint_interval = Some(n),
+                Err(_) => {
+                    self.invalid = Some(SluiceError::InvalidOption {
+                        option: "state_checkpoint_interval".into(),
+                        value,
+                        reason: "expected a positive number of batches".into(),
+                    })
+                }
+            }
         } else if key.eq_ignore_ascii_case("min_batches_to_retain") {
             match value.trim().parse() {
                 Ok(n) => self.spec.min_batches_to_retain = Some(n),

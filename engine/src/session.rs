@@ -81,6 +81,16 @@ pub struct QuerySpec {
     /// How many recent batches stay recoverable (offset and commit logs,
     /// state versions); Spark's `minBatchesToRetain`. Default 100.
     pub min_batches_to_retain: Option<u64>,
+    /// Checkpoint the stateful operators' state every this many batches
+    /// instead of every batch (default 1). The offset and commit logs are
+    /// still written every batch, so the sink stays exactly-once; a restart
+    /// restores the last state checkpoint and replays the batches since
+    /// from the sources (at most this many minus one) without sending them
+    /// to the sink again. State that a batch creates and evicts between two
+    /// checkpoints is never written. Needs replayable sources and
+    /// operators that replay rebuilds (aggregations on live groups or
+    /// panes, stream-stream joins).
+    pub state_checkpoint_interval: Option<u64>,
     /// On restart, start stateful operators whose state layout changed with
     /// empty state (with a warning naming them) instead of failing; the
     /// unchanged ones keep their state.
@@ -297,6 +307,17 @@ impl SluiceSession {
             return Err(SluiceError::DuplicateQuery(name));
         }
         let (state, logical) = df.into_parts();
+        if let Some(k) = spec.state_checkpoint_interval {
+            if k == 0 || (k > 1 && matches!(spec.trigger, Trigger::Continuous(_))) {
+                return Err(SluiceError::InvalidOption {
+                    option: "state_checkpoint_interval".into(),
+                    value: k.to_string(),
+                    reason: "expected a number of batches, at least 1, and only with a micro-batch trigger (the \
+                             continuous trigger checkpoints every epoch)"
+                        .into(),
+                });
+            }
+        }
         let retain = spec.min_batches_to_retain.unwrap_or(DEFAULT_MIN_BATCHES_TO_RETAIN).max(1);
         // A checkpoint that holds state keeps the number of state
         // partitions it was written with.
@@ -427,6 +448,7 @@ impl SluiceSession {
                 clock: Arc::clone(&self.inner.clock),
                 policy: spec.watermark_policy,
                 min_batches_to_retain: retain,
+                state_checkpoint_interval: spec.state_checkpoint_interval.unwrap_or(1),
                 reset_changed_state: spec.reset_changed_state,
                 max_batch_bytes: self.inner.config.max_batch_bytes,
                 lock: Some(lock),
@@ -436,6 +458,7 @@ impl SluiceSession {
         if matches!(spec.trigger, Trigger::Continuous(_)) {
             exec.check_continuous()?;
         }
+        exec.check_state_checkpoint_interval().await?;
         exec.recover().await?;
         if spec.trigger == Trigger::AvailableNow {
             // Fix what "available now" means at creation, so a source with

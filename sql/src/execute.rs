@@ -38,6 +38,7 @@ const SINK_ENGINE_OPTIONS: &[&str] = &[
     "watermark_policy",
     "late_rows",
     "min_batches_to_retain",
+    "state_checkpoint_interval",
     "reset_changed_state",
 ];
 
@@ -255,6 +256,7 @@ fn sink_spec(s: &CreateSink) -> Result<QuerySpec> {
         late_rows: all.get("late_rows").map(str::to_string),
         min_batches_to_retain: all.parse::<u64>("min_batches_to_retain", "a positive number of batches")?,
         reset_changed_state: all.bool("reset_changed_state", false)?,
+        state_checkpoint_interval: all.parse::<u64>("state_checkpoint_interval", "a positive number of batches")?,
     })
 }
 

@@ -3,6 +3,7 @@
 //! engine goes (`available_now`), next to DataFusion's batch execution of the
 //! same query on the same files.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -120,6 +121,10 @@ pub struct StreamReport {
     pub rows_out: u64,
     /// Final watermark (ms).
     pub watermark_ms: Option<i64>,
+    /// Milliseconds spent in each phase of a batch (`latest_offset`,
+    /// `read`, `plan`, `execute`, `sink`, `commit`, `wal_commit`), summed
+    /// over the batches in the progress history (the last 100).
+    pub phase_ms: BTreeMap<String, u64>,
 }
 
 /// Peak resident memory of this process, in MiB (Linux), if known.
@@ -138,14 +143,24 @@ pub fn reset_peak_memory() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-/// Run `query` as a stream over the files in `data`; with `keep`, return the
-/// rows the sink received (in `mode`, default the query's own).
+/// How a streaming run of [`run_stream`] is set up.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StreamSetup {
+    /// Output mode (default: the query's own).
+    pub mode: Option<OutputMode>,
+    /// Keep the rows the sink received.
+    pub keep: bool,
+    /// The query option `state_checkpoint_interval` (`None`: the default).
+    pub state_checkpoint_interval: Option<u64>,
+}
+
+/// Run `query` as a stream over the files in `data`, set up by `setup`;
+/// with `setup.keep`, return the rows the sink received.
 pub async fn run_stream(
     data: &Path,
     query: &NexmarkQuery,
     checkpoint: &Path,
-    mode: Option<OutputMode>,
-    keep: bool,
+    setup: StreamSetup,
 ) -> BenchResult<(StreamReport, Vec<Vec<RecordBatch>>)> {
     let env = Environment::default();
     let session = env.default_session();
@@ -168,11 +183,21 @@ pub async fn run_stream(
     session.context().register_table("side_input", side_input_table()?)?;
     let sql = sluice_sql::windows::rewrite_windows_sql(&query.sql)?;
     let df = session.context().sql(&sql).await?;
-    let run = run_available_now(df, mode.unwrap_or(query.mode), checkpoint, keep).await?;
+    let mut options = vec![];
+    if let Some(k) = setup.state_checkpoint_interval {
+        options.push(("state_checkpoint_interval", k.to_string()));
+    }
+    let run = run_available_now(df, setup.mode.unwrap_or(query.mode), checkpoint, setup.keep, &options).await?;
     let (q, elapsed) = (&run.query, run.elapsed);
     let mut durations: Vec<u64> =
         q.recent_progress().iter().map(|p| p.duration_ms.get("total").copied().unwrap_or(0)).collect();
     durations.sort_unstable();
+    let mut phase_ms = BTreeMap::new();
+    for p in q.recent_progress() {
+        for (phase, ms) in p.duration_ms.iter().filter(|(k, _)| k.as_str() != "total") {
+            *phase_ms.entry(phase.clone()).or_insert(0) += ms;
+        }
+    }
     let pct = |p: f64| durations.get(((durations.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0);
     let report = StreamReport {
         elapsed,
@@ -181,6 +206,7 @@ pub async fn run_stream(
         p99_ms: pct(0.99),
         rows_out: run.rows_out,
         watermark_ms: q.watermark_ms(),
+        phase_ms,
     };
     Ok((report, run.kept))
 }
@@ -217,13 +243,17 @@ pub async fn run_available_now(
     mode: OutputMode,
     checkpoint: &Path,
     keep: bool,
+    options: &[(&str, String)],
 ) -> BenchResult<AvailableNowRun> {
     let batches: Arc<Mutex<Vec<Vec<RecordBatch>>>> = Arc::default();
     let rows = Arc::new(AtomicU64::new(0));
     let (sink, counter) = (Arc::clone(&batches), Arc::clone(&rows));
     let started = Instant::now();
-    let query = df
-        .write_stream()
+    let mut writer = df.write_stream();
+    for (k, v) in options {
+        writer = writer.option(k, v.clone());
+    }
+    let query = writer
         .output_mode(mode)
         .trigger(Trigger::AvailableNow)
         .option("checkpoint", checkpoint.display().to_string())
@@ -284,16 +314,18 @@ pub async fn compare(
     query: &NexmarkQuery,
     events: u64,
     baseline: bool,
+    state_checkpoint_interval: u64,
 ) -> BenchResult<Comparison> {
+    let setup = StreamSetup { state_checkpoint_interval: Some(state_checkpoint_interval), ..Default::default() };
     // A discarded warm-up run first, as the DataFusion baseline (below) and
     // the Spark runs of benches/compare get: the measured run then starts
     // with the files in the page cache and the allocator's pages in place,
     // like the batch run it is compared with, not with a fresh process.
     let warm_up = work.join(format!("ck-{}-warm-up", query.name));
-    let _ = run_stream(data, query, &warm_up, None, false).await?;
+    let _ = run_stream(data, query, &warm_up, setup).await?;
     let _ = std::fs::remove_dir_all(&warm_up);
     reset_peak_memory();
-    let (stream, _) = run_stream(data, query, &work.join(format!("ck-{}", query.name)), None, false).await?;
+    let (stream, _) = run_stream(data, query, &work.join(format!("ck-{}", query.name)), setup).await?;
     let peak_mib = peak_memory_mib();
     let events_per_s = events as f64 / stream.elapsed.as_secs_f64();
     let batch_events_per_s = if baseline && query.no_batch_equivalent.is_none() {

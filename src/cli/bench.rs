@@ -12,6 +12,7 @@ pub async fn nexmark(
     baseline: Option<&str>,
     data: Option<&Path>,
     queries_dir: &Path,
+    state_checkpoint_interval: u64,
 ) -> Result<ExitCode, String> {
     if let Some(other) = baseline.filter(|b| *b != "datafusion") {
         return Err(format!("unknown baseline '{other}'; the baseline is 'datafusion'"));
@@ -35,7 +36,8 @@ pub async fn nexmark(
     );
     for name in names {
         let q = load_query(queries_dir, &name).map_err(err)?;
-        let c = compare(&data, tmp.path(), &q, events, baseline.is_some()).await.map_err(err)?;
+        let c =
+            compare(&data, tmp.path(), &q, events, baseline.is_some(), state_checkpoint_interval).await.map_err(err)?;
         let (df, ratio) = match (baseline, c.batch_events_per_s) {
             (None, _) => ("-".to_string(), "-".to_string()),
             (Some(_), None) => ("n/a".to_string(), "n/a".to_string()),
@@ -53,6 +55,8 @@ pub async fn nexmark(
             df,
             ratio
         );
+        let phases: Vec<String> = c.stream.phase_ms.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        eprintln!("  {name} ms per phase over {} batches: {}", c.stream.batches, phases.join(", "));
     }
     Ok(ExitCode::SUCCESS)
 }

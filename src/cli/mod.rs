@@ -129,6 +129,10 @@ enum BenchCommand {
         /// Where the query files are.
         #[arg(long, default_value = "benches/nexmark")]
         queries_dir: PathBuf,
+        /// Checkpoint the stateful operators' state every this many batches
+        /// (the query option `state_checkpoint_interval`; 1: every batch).
+        #[arg(long, default_value_t = 1)]
+        state_checkpoint_interval: u64,
     },
 }
 
@@ -179,8 +183,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
         Some(Command::Bench { bench: BenchCommand::Latency { trigger, interval, rate, seconds, warmup, query } }) => {
             bench::latency(&trigger, interval.as_deref(), rate, seconds, warmup, &query).await
         }
-        Some(Command::Bench { bench: BenchCommand::Nexmark { queries, events, baseline, data, queries_dir } }) => {
-            bench::nexmark(&queries, events, baseline.as_deref(), data.as_deref(), &queries_dir).await
+        Some(Command::Bench {
+            bench: BenchCommand::Nexmark { queries, events, baseline, data, queries_dir, state_checkpoint_interval },
+        }) => {
+            let state = state_checkpoint_interval;
+            bench::nexmark(&queries, events, baseline.as_deref(), data.as_deref(), &queries_dir, state).await
         }
         Some(Command::Nexmark { command: NexmarkCommand::Generate { events, out, format } }) => {
             bench::generate_files(events, &out, &format)

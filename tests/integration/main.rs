@@ -21,6 +21,7 @@ mod progress;
 mod properties;
 mod query_change;
 mod reliability;
+mod replay;
 mod s3;
 mod shell;
 mod state;

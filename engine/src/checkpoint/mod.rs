@@ -56,6 +56,13 @@ pub struct CommitEntry {
     pub batch_id: u64,
     /// Watermark after the batch (ms since the epoch).
     pub next_watermark_ms: Option<i64>,
+    /// The first batch whose state changes are not yet in the state
+    /// checkpoint (`state_checkpoint_interval`): a restart restores the
+    /// operators' state as of the batch before it and replays the batches
+    /// from it through this one. Absent when this batch's state is
+    /// checkpointed (always, in checkpoints written before the option).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_from: Option<u64>,
 }
 
 /// Read/write access to a query's checkpoint.

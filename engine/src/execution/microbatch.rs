@@ -72,6 +72,11 @@ pub struct MicroBatchExecution {
     pub(super) clock: ClockRef,
     pub(super) policy: WatermarkPolicy,
     pub(super) min_batches_to_retain: u64,
+    /// Checkpoint the operators' state every this many batches (1: every
+    /// batch); see [`ExecutionParts::state_checkpoint_interval`].
+    pub(super) state_checkpoint_interval: u64,
+    /// The first batch whose state changes are not checkpointed yet.
+    pub(super) replay_from: Option<u64>,
     pub(super) reset_changed_state: bool,
     pub(super) max_batch_bytes: usize,
     pub(super) lock: Option<CheckpointLock>,
@@ -138,6 +143,13 @@ pub struct ExecutionParts {
     pub policy: WatermarkPolicy,
     /// Batches kept recoverable in the offset and commit logs.
     pub min_batches_to_retain: u64,
+    /// Checkpoint the operators' state every this many batches, not every
+    /// batch (the offset and commit logs are still written every batch). A
+    /// restart restores the last state checkpoint and replays the batches
+    /// since from the sources, without sending them to the sink again.
+    /// More than 1 needs replayable sources and operators whose state
+    /// replay rebuilds (see [`MicroBatchExecution::check_state_checkpoint_interval`]).
+    pub state_checkpoint_interval: u64,
     /// Start changed stateful operators afresh instead of failing.
     pub reset_changed_state: bool,
     /// The most bytes one source may deliver in one batch.
@@ -166,6 +178,8 @@ impl MicroBatchExecution {
             clock: parts.clock,
             policy: parts.policy,
             min_batches_to_retain: parts.min_batches_to_retain,
+            state_checkpoint_interval: parts.state_checkpoint_interval.max(1),
+            replay_from: None,
             reset_changed_state: parts.reset_changed_state,
             max_batch_bytes: parts.max_batch_bytes,
             lock: parts.lock,
@@ -252,13 +266,18 @@ impl MicroBatchExecution {
         self.checkpoint.check_commit_log().await?;
         let commit = self.checkpoint.latest_commit().await?;
         let committed_id = commit.as_ref().map(|c| c.batch_id);
+        // The operators' state is checkpointed as of the batch before
+        // `replay_from`; the batches from there on are replayed.
+        let replay_from = commit.as_ref().and_then(|c| c.replay_from);
         if committed_id == Some(latest.batch_id) {
             info!(query = %self.name, batch = latest.batch_id, "resuming after the last committed batch");
             self.committed = latest.offsets.clone();
             self.next_batch_id = latest.batch_id + 1;
             self.last_batch_watermark_ms = latest.watermark_ms;
             self.watermark_ms = commit.and_then(|c| c.next_watermark_ms).or(latest.watermark_ms);
-            self.runtime.restore(&root, Some(latest.batch_id), self.reset_changed_state).await?;
+            let state_version = replay_from.map_or(Some(latest.batch_id), |f| f.checked_sub(1));
+            self.runtime.restore(&root, state_version, self.reset_changed_state).await?;
+            self.replay(replay_from, latest.batch_id).await?;
             return Ok(());
         }
         if latest.batch_id > 0 && committed_id != Some(latest.batch_id - 1) {
@@ -285,7 +304,14 @@ impl MicroBatchExecution {
         self.last_batch_watermark_ms = start.watermark_ms;
         self.next_batch_id = latest.batch_id;
         self.watermark_ms = latest.watermark_ms;
-        self.runtime.restore(&root, latest.batch_id.checked_sub(1), self.reset_changed_state).await?;
+        let state_version = match replay_from {
+            Some(f) => f.checked_sub(1),
+            None => latest.batch_id.checked_sub(1),
+        };
+        self.runtime.restore(&root, state_version, self.reset_changed_state).await?;
+        if let Some(last) = latest.batch_id.checked_sub(1) {
+            self.replay(replay_from, last).await?;
+        }
         self.pending_rerun = Some(latest);
         Ok(())
     }
@@ -465,15 +491,31 @@ impl MicroBatchExecution {
     /// retention and the sources' commits; then move on to the next batch.
     pub(super) async fn commit_batch(&mut self, entry: &OffsetEntry) -> Result<Vec<StateOperatorProgress>> {
         let batch_id = entry.batch_id;
-        let state_operators = self.runtime.commit(batch_id).await?;
+        // The state is checkpointed once `state_checkpoint_interval` batches
+        // have run since the last checkpoint.
+        let uncheckpointed = self.replay_from.map_or(1, |f| batch_id.saturating_sub(f) + 1);
+        let checkpoint = uncheckpointed >= self.state_checkpoint_interval;
+        let state_operators = self.runtime.commit(batch_id, checkpoint).await?;
+        let replay_from = match checkpoint {
+            true => None,
+            false => Some(self.replay_from.unwrap_or(batch_id)),
+        };
         let next_watermark = self.next_watermark(entry.watermark_ms);
         crate::faults::crash_point("before_commit_log");
-        self.checkpoint.write_commit(&CommitEntry { batch_id, next_watermark_ms: next_watermark }).await?;
-        // Retention: every few batches, forget log entries no longer needed.
+        self.checkpoint.write_commit(&CommitEntry { batch_id, next_watermark_ms: next_watermark, replay_from }).await?;
+        self.replay_from = replay_from;
+        // Retention: every few batches, forget log entries no longer needed
+        // (a replay reads the offsets from the batch before `replay_from`).
         if batch_id % 10 == 0 && batch_id >= self.min_batches_to_retain {
-            self.checkpoint.purge_before(batch_id + 1 - self.min_batches_to_retain).await?;
+            let mut before = batch_id + 1 - self.min_batches_to_retain;
+            if let Some(f) = replay_from {
+                before = before.min(f.saturating_sub(1));
+            }
+            self.checkpoint.purge_before(before).await?;
         }
-        for s in &self.sources {
+        // Sources may drop what a batch read (clean_source) once a replay no
+        // longer needs it.
+        for s in self.sources.iter().filter(|_| checkpoint) {
             if let Some(Some(end)) = entry.offsets.get(&s.name) {
                 s.source.commit(end).await?;
             }

@@ -3,6 +3,7 @@
 
 mod continuous;
 mod microbatch;
+mod replay;
 mod state_runtime;
 
 pub use microbatch::{ExecutionParts, MicroBatchExecution, QuerySource, WatermarkPolicy};

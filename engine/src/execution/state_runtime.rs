@@ -181,14 +181,40 @@ impl StateRuntime {
         Ok(())
     }
 
-    /// Make the state changes of batch `version` durable; one progress
-    /// entry per operator (its partitions summed).
-    pub async fn commit(&self, version: u64) -> Result<Vec<StateOperatorProgress>> {
+    /// Whether the query has stateful operators.
+    pub fn has_state(&self) -> bool {
+        !self.operators.is_empty()
+    }
+
+    /// The first operator (its kind) whose state cannot be rebuilt by
+    /// replaying batches from the sources (see
+    /// [`crate::stateful::StatefulOperator::rebuilt_by_replay`]), if any.
+    pub async fn not_rebuilt_by_replay(&self) -> Option<String> {
+        for cells in self.instances.iter() {
+            if let Some(cell) = cells.first() {
+                let op = cell.lock().await;
+                if !op.rebuilt_by_replay() {
+                    return Some(op.state_layout().operator);
+                }
+            }
+        }
+        None
+    }
+
+    /// End batch `version`: with `checkpoint`, make the operators' state
+    /// changes (since their last checkpoint) durable as `version`; without,
+    /// keep them in memory for a later checkpoint (the operators are
+    /// rebuilt by replay). One progress entry per operator (its partitions
+    /// summed).
+    pub async fn commit(&self, version: u64, checkpoint: bool) -> Result<Vec<StateOperatorProgress>> {
         let mut out = vec![];
         for (cells, late) in self.instances.iter().zip(self.late.iter()) {
             let parts = futures::future::try_join_all(cells.iter().map(|c| async move {
                 let mut op = c.lock().await;
-                op.commit(version).await
+                match checkpoint {
+                    true => op.commit(version).await,
+                    false => op.end_uncommitted().await,
+                }
             }))
             .await?;
             let mut total: Option<StateOperatorProgress> = None;

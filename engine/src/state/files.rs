@@ -15,36 +15,76 @@ use datafusion::arrow::record_batch::RecordBatch;
 use crate::checkpoint::CheckpointDir;
 use crate::error::{Result, SluiceError};
 
-/// A state file name, parsed.
+/// A state file name, parsed: `{v}.snapshot`, or a delta holding the
+/// changes of version `v` since the version it follows: `{v}.delta` (since
+/// `v - 1`, or since nothing for version 0), `{v}.after-{p}.delta` (since
+/// `p`, when the versions between were never committed, see
+/// `state_checkpoint_interval`) or `{v}.base.delta` (since an empty store).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct VersionFile {
     pub version: u64,
     pub snapshot: bool,
+    /// For a delta, the version whose state it applies to (`None`: empty).
+    pub follows: Option<u64>,
 }
 
 impl VersionFile {
+    /// The delta of `version` applying to the state of `follows`.
+    pub fn delta(version: u64, follows: Option<u64>) -> Self {
+        Self { version, snapshot: false, follows }
+    }
+
     pub fn name(&self) -> String {
-        format!("{}.{}", self.version, if self.snapshot { "snapshot" } else { "delta" })
+        let v = self.version;
+        match (self.snapshot, self.follows) {
+            (true, _) => format!("{v}.snapshot"),
+            (false, f) if f == v.checked_sub(1) => format!("{v}.delta"),
+            (false, None) => format!("{v}.base.delta"),
+            (false, Some(p)) => format!("{v}.after-{p}.delta"),
+        }
+    }
+
+    fn parse(name: &str) -> Option<Self> {
+        let (v, kind) = name.split_once('.')?;
+        let version: u64 = v.parse().ok()?;
+        let file = match kind {
+            "snapshot" => Self { version, snapshot: true, follows: None },
+            "delta" => Self::delta(version, version.checked_sub(1)),
+            "base.delta" => Self::delta(version, None),
+            _ => {
+                let p: u64 = kind.strip_prefix("after-")?.strip_suffix(".delta")?.parse().ok()?;
+                Self::delta(version, Some(Some(p).filter(|p| *p < version)?))
+            }
+        };
+        Some(file)
     }
 }
 
 pub(super) async fn list_versions(dir: &CheckpointDir) -> Result<Vec<VersionFile>> {
-    let mut out: Vec<VersionFile> = dir
-        .list_names()
-        .await?
-        .iter()
-        .filter_map(|n| {
-            let (v, kind) = n.split_once('.')?;
-            let version = v.parse().ok()?;
-            match kind {
-                "delta" => Some(VersionFile { version, snapshot: false }),
-                "snapshot" => Some(VersionFile { version, snapshot: true }),
-                _ => None,
-            }
-        })
-        .collect();
+    let mut out: Vec<VersionFile> = dir.list_names().await?.iter().filter_map(|n| VersionFile::parse(n)).collect();
     out.sort_by_key(|f| (f.version, f.snapshot));
     Ok(out)
+}
+
+/// The files that restore `version`: the snapshot it starts from (if any)
+/// and the deltas after it, oldest first, found by following each delta
+/// back to the version it applies to. Files of versions off that chain
+/// (a commit a crash cut short, under another checkpoint interval) are
+/// ignored. `Err(v)`: version `v` of the chain has no file.
+pub(super) fn chain(files: &[VersionFile], version: u64) -> std::result::Result<(Option<u64>, Vec<VersionFile>), u64> {
+    let mut deltas = vec![];
+    let mut at = Some(version);
+    while let Some(v) = at {
+        if files.iter().any(|f| f.snapshot && f.version == v) {
+            deltas.reverse();
+            return Ok((Some(v), deltas));
+        }
+        let delta = files.iter().find(|f| !f.snapshot && f.version == v).ok_or(v)?;
+        deltas.push(*delta);
+        at = delta.follows;
+    }
+    deltas.reverse();
+    Ok((None, deltas))
 }
 
 fn schema() -> Arc<Schema> {

@@ -94,6 +94,11 @@ pub struct StateStore {
     reservation: Option<MemoryReservation>,
     /// Time spent in [`Self::evict`] since the last commit.
     removal_time: std::time::Duration,
+    /// The version the in-memory state was last committed or restored as
+    /// (the version the next delta applies to); `None` for an empty store.
+    last_version: Option<u64>,
+    /// Deltas written (or restored) since the last snapshot.
+    deltas_since_snapshot: u64,
 }
 
 impl StateStore {
@@ -109,6 +114,8 @@ impl StateStore {
             first: 0,
             reservation: None,
             removal_time: Default::default(),
+            last_version: None,
+            deltas_since_snapshot: 0,
         };
         if let Some(v) = version {
             store.restore(v).await?;
@@ -143,10 +150,13 @@ impl StateStore {
             first: partition,
             reservation: None,
             removal_time: Default::default(),
+            last_version: None,
+            deltas_since_snapshot: 0,
         };
         match (version, reset) {
             (Some(v), true) => {
                 store.partition_dir(0).write_blob(&format!("{v}.snapshot"), &files::encode(&[])?).await?;
+                store.last_version = Some(v);
             }
             (Some(v), false) => store.restore(v).await?,
             (None, _) => {}
@@ -171,6 +181,8 @@ impl StateStore {
                 first: p,
                 reservation: None,
                 removal_time: Default::default(),
+                last_version: None,
+                deltas_since_snapshot: 0,
             };
             store.restore(version).await?;
             out.push(store);
@@ -186,8 +198,8 @@ impl StateStore {
         for p in 0..n {
             let files = files::list_versions(&dir.child(&p.to_string())).await?;
             let Some(newest) = files.iter().map(|f| f.version).max() else { continue };
-            // The oldest base: a snapshot, or the history from version 0.
-            let starts = files.iter().filter(|f| f.snapshot || f.version == 0).map(|f| f.version).min();
+            // The oldest base: a snapshot, or a delta applying to an empty store.
+            let starts = files.iter().filter(|f| f.snapshot || f.follows.is_none()).map(|f| f.version).min();
             let Some(oldest) = starts else { continue };
             range = Some(match range {
                 None => (oldest, newest),
@@ -307,11 +319,12 @@ impl StateStore {
     /// find a complete history.
     pub async fn reset(dir: CheckpointDir, config: StateStoreConfig, version: Option<u64>) -> Result<Self> {
         Self::clear(&dir).await?;
-        let store = Self::open(dir, config, None).await?;
+        let mut store = Self::open(dir, config, None).await?;
         if let Some(v) = version {
             for i in 0..store.partitions.len() {
                 store.partition_dir(i).write_blob(&format!("{v}.snapshot"), &files::encode(&[])?).await?;
             }
+            store.last_version = Some(v);
         }
         Ok(store)
     }
@@ -424,10 +437,22 @@ impl StateStore {
         self.partitions.len()
     }
 
-    /// Make the changes since the last commit durable as `version`.
+    /// Time spent evicting since the last call (or commit); for a batch that
+    /// ends without a commit.
+    pub fn take_removal_time(&mut self) -> std::time::Duration {
+        std::mem::take(&mut self.removal_time)
+    }
+
+    /// Make the changes since the last commit durable as `version` (the
+    /// versions between the last commit and `version`, if any, are never
+    /// restorable: their changes are in this version's delta).
     pub async fn commit(&mut self, version: u64) -> Result<CommitMetrics> {
         let started = Instant::now();
-        let snapshot = version > 0 && version % self.config.snapshot_interval.max(1) == 0;
+        let interval = self.config.snapshot_interval.max(1);
+        // Every `interval` versions, or after more than `interval` deltas
+        // when commits skip versions.
+        let snapshot = version > 0 && (version % interval == 0 || self.deltas_since_snapshot >= interval);
+        let delta_file = files::VersionFile::delta(version, self.last_version).name();
         let mut metrics =
             CommitMetrics { removal_time: std::mem::take(&mut self.removal_time), snapshot, ..Default::default() };
         let mut writes = vec![];
@@ -452,8 +477,9 @@ impl StateStore {
                 }
                 false => None,
             };
+            let delta_file = &delta_file;
             writes.push(async move {
-                dir.write_blob(&format!("{version}.delta"), &delta).await?;
+                dir.write_blob(delta_file, &delta).await?;
                 crate::faults::crash_point("during_state_commit");
                 if let Some(snap) = snap {
                     crate::faults::crash_point("during_snapshot");
@@ -463,6 +489,8 @@ impl StateStore {
             });
         }
         futures::future::try_join_all(writes).await?;
+        self.last_version = Some(version);
+        self.deltas_since_snapshot = if snapshot { 0 } else { self.deltas_since_snapshot + 1 };
         if snapshot {
             self.purge(version).await?;
         }
@@ -497,12 +525,20 @@ impl StateStore {
 
     /// Replace the in-memory state by `version` read from the checkpoint.
     pub async fn restore(&mut self, version: u64) -> Result<()> {
+        let mut deltas_since_snapshot = 0;
         for (i, p) in self.partitions.iter_mut().enumerate() {
             let dir = self.dir.child(&(self.first + i).to_string());
             *p = Partition::default();
             let files = files::list_versions(&dir).await?;
-            let base = files.iter().filter(|f| f.snapshot && f.version <= version).map(|f| f.version).max();
-            let mut next = 0;
+            let (base, deltas) = files::chain(&files, version).map_err(|v| SluiceError::Checkpoint {
+                path: format!("{}/{}", dir.location(), files::VersionFile::delta(v, v.checked_sub(1)).name()),
+                reason: format!(
+                    "missing: state version {version} cannot be restored without version {v} (a batch whose state \
+                     was not checkpointed, under state_checkpoint_interval, has none); restore the file, or delete \
+                     the checkpoint directory to start the query from scratch"
+                ),
+            })?;
+            deltas_since_snapshot = deltas_since_snapshot.max(deltas.len() as u64);
             if let Some(base) = base {
                 let name = format!("{base}.snapshot");
                 for (k, v) in files::decode(&dir, &name).await? {
@@ -517,20 +553,9 @@ impl StateStore {
                         files::Decoded::Removed => {}
                     }
                 }
-                next = base + 1;
             }
-            for v in next..=version {
-                let name = format!("{v}.delta");
-                if !files.iter().any(|f| f.version == v && !f.snapshot) {
-                    return Err(SluiceError::Checkpoint {
-                        path: format!("{}/{name}", dir.location()),
-                        reason: format!(
-                            "missing: state version {version} cannot be restored without it; restore the file, or \
-                             delete the checkpoint directory to start the query from scratch"
-                        ),
-                    });
-                }
-                for (key, value) in files::decode(&dir, &name).await? {
+            for delta in deltas {
+                for (key, value) in files::decode(&dir, &delta.name()).await? {
                     if let Some(old) = p.map.remove(&key) {
                         p.bytes -= key.len() + old.len();
                     }
@@ -548,6 +573,8 @@ impl StateStore {
                 }
             }
         }
+        self.last_version = Some(version);
+        self.deltas_since_snapshot = deltas_since_snapshot;
         Ok(())
     }
 }

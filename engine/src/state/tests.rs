@@ -43,7 +43,7 @@ async fn compaction_and_retention_delete_old_files() {
         files::list_versions(&CheckpointDir::open(tmp.path().to_str().unwrap()).unwrap().child("0")).await.unwrap();
     // Snapshots at 4, 8, 12; retention 2 keeps base snapshot 8 and what follows.
     assert!(names.iter().all(|f| f.version >= 8), "{names:?}");
-    assert!(names.contains(&VersionFile { version: 8, snapshot: true }));
+    assert!(names.contains(&VersionFile { version: 8, snapshot: true, follows: None }));
     let r = open(tmp.path(), Some(12)).await.unwrap();
     assert_eq!(r.get(b"k"), Some(12u64.to_le_bytes().as_slice()));
     // An old version is gone, and the error names the missing file.
@@ -260,4 +260,44 @@ async fn blob_entries_restore_by_version_and_their_files_are_collected() {
         }
     }
     assert!(total >= 3, "the live blobs' files remain: {total}");
+}
+
+#[tokio::test]
+async fn commits_that_skip_versions_restore_through_their_chain() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = open(tmp.path(), None).await.unwrap();
+    // Versions 0..=30, committed only at 2, 5, 8, ... (every third batch):
+    // each delta holds the changes of the batches since the last commit.
+    let mut committed = vec![];
+    for v in 0..=30u64 {
+        s.put(format!("k{v}").into_bytes(), v.to_le_bytes().to_vec());
+        if v >= 2 {
+            s.remove(format!("k{}", v - 2).as_bytes());
+        }
+        if v % 3 == 2 {
+            s.commit(v).await.unwrap();
+            committed.push(v);
+        }
+    }
+    let dir = CheckpointDir::open(tmp.path().to_str().unwrap()).unwrap();
+    let names: Vec<String> = files::list_versions(&dir.child("0")).await.unwrap().iter().map(|f| f.name()).collect();
+    assert!(names.contains(&"29.after-26.delta".to_string()), "{names:?}");
+    // More deltas than the snapshot interval since the last one: a snapshot.
+    assert!(names.iter().any(|n| n.ends_with(".snapshot")), "{names:?}");
+    for v in committed.iter().rev().take(3) {
+        let r = open(tmp.path(), Some(*v)).await.unwrap();
+        let mut keys: Vec<Vec<u8>> = r.iter().map(|(k, _)| k.to_vec()).collect();
+        keys.sort();
+        assert_eq!(keys, vec![format!("k{}", v - 1).into_bytes(), format!("k{v}").into_bytes()], "version {v}");
+    }
+    // A version that was never committed cannot be restored, and says why.
+    let e = open(tmp.path(), Some(28)).await.unwrap_err().to_string();
+    assert!(e.contains("missing") && e.contains("state_checkpoint_interval"), "{e}");
+    // A delta off the chain (a commit a crash cut short) is not read.
+    let stray = VersionFile::delta(27, Some(26)).name();
+    assert_eq!(stray, "27.delta");
+    std::fs::write(tmp.path().join("0").join(&stray), b"not a state file").unwrap();
+    let r = open(tmp.path(), Some(29)).await.unwrap();
+    assert_eq!(r.len(), 2);
+    assert!(open(tmp.path(), Some(27)).await.is_err());
 }

@@ -330,10 +330,22 @@ pub async fn read_operator(
         }
     };
     let committed = crate::checkpoint::QueryCheckpoint::open_dir(root.clone()).latest_commit().await?;
-    let committed = committed.map(|c| c.batch_id).ok_or_else(|| {
+    let committed = committed.ok_or_else(|| {
         SluiceError::plan(format!("the checkpoint at {} has no committed batch yet: no state to read", root.location()))
     })?;
-    let version = version.unwrap_or(committed);
+    // Under state_checkpoint_interval the newest state checkpointed may be
+    // older than the last committed batch.
+    let checkpointed = match committed.replay_from {
+        None => Some(committed.batch_id),
+        Some(f) => f.checked_sub(1),
+    };
+    let committed = committed.batch_id;
+    let version = version.or(checkpointed).ok_or_else(|| {
+        SluiceError::plan(format!(
+            "the checkpoint at {} has no state checkpointed yet (state_checkpoint_interval): no state to read",
+            root.location()
+        ))
+    })?;
     let retained = info.versions.map(|(o, n)| (o, n.min(committed)));
     if !retained.is_some_and(|(oldest, newest)| (oldest..=newest).contains(&version)) {
         return Err(SluiceError::plan(format!(

@@ -567,6 +567,21 @@ impl StatefulOperator for LiveAggregate {
         Ok(progress)
     }
 
+    fn rebuilt_by_replay(&self) -> bool {
+        true
+    }
+
+    async fn end_uncommitted(&mut self) -> Result<StateOperatorProgress> {
+        // New chunks stay pending in the store until the next commit; one
+        // superseded before then is never written.
+        let mut progress = self.state.uncommitted()?;
+        progress.num_rows_total = self.chunks.locs.len() as u64;
+        progress.num_rows_updated = std::mem::take(&mut self.updated);
+        progress.num_rows_removed = 0;
+        progress.memory_used_bytes += self.memory_bytes() as u64;
+        Ok(progress)
+    }
+
     fn watermark_driven(&self) -> bool {
         false
     }

@@ -103,6 +103,23 @@ pub trait StatefulOperator: Send + Sync + std::fmt::Debug {
     async fn commit(&mut self, version: u64) -> Result<StateOperatorProgress> {
         self.state().commit(version).await
     }
+    /// Whether the operator's state after a batch follows from its state
+    /// before, the batch's input and its [`BatchContext`] alone (no clock,
+    /// no user code), so that replaying batches from the source rebuilds
+    /// it. Only such operators may skip checkpoints
+    /// (`state_checkpoint_interval`, see [`Self::end_uncommitted`]).
+    fn rebuilt_by_replay(&self) -> bool {
+        false
+    }
+    /// End a batch whose state changes are not checkpointed (the operator
+    /// is [`Self::rebuilt_by_replay`]): keep the changes for the next
+    /// [`Self::commit`], which writes them all, and report the batch.
+    async fn end_uncommitted(&mut self) -> Result<StateOperatorProgress> {
+        Err(SluiceError::internal(format!(
+            "stateful operator {:?} cannot skip a checkpoint",
+            self.state_layout().operator
+        )))
+    }
     /// Keep the input rows dropped as late, for [`Self::take_late_rows`].
     fn collect_late_rows(&mut self, on: bool) {
         self.state().late.on = on;
@@ -190,11 +207,23 @@ impl OperatorState {
     }
 
     async fn commit(&mut self, version: u64) -> Result<StateOperatorProgress> {
+        let m = self.store_mut()?.commit(version).await?;
+        self.progress(m)
+    }
+
+    /// The progress of a batch whose changes stay in memory until the next
+    /// [`Self::commit`] (see [`StatefulOperator::end_uncommitted`]): no
+    /// rows written, no commit time.
+    fn uncommitted(&mut self) -> Result<StateOperatorProgress> {
+        let removal_time = self.store_mut()?.take_removal_time();
+        self.progress(crate::state::CommitMetrics { removal_time, ..Default::default() })
+    }
+
+    fn progress(&mut self, m: crate::state::CommitMetrics) -> Result<StateOperatorProgress> {
         let dropped = std::mem::take(&mut self.dropped);
         let update_time = std::mem::take(&mut self.update_time);
         let name = self.name;
-        let store = self.store_mut()?;
-        let m = store.commit(version).await?;
+        let store = self.store()?;
         let removal_ms = m.removal_time.as_millis() as u64;
         let memory = store.memory_bytes() as u64;
         Ok(StateOperatorProgress {

@@ -363,6 +363,18 @@ impl StatefulOperator for PaneAggregate {
         Ok(progress)
     }
 
+    fn rebuilt_by_replay(&self) -> bool {
+        true
+    }
+
+    async fn end_uncommitted(&mut self) -> Result<StateOperatorProgress> {
+        // The changed panes stay marked: the next commit writes each once.
+        let mut progress = self.state.uncommitted()?;
+        progress.num_rows_total = self.groups()?;
+        progress.num_rows_removed = std::mem::take(&mut self.removed_groups);
+        Ok(progress)
+    }
+
     fn watermark_driven(&self) -> bool {
         true
     }

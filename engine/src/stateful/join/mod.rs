@@ -561,13 +561,32 @@ impl StatefulOperator for StreamingJoin {
     }
 
     async fn commit(&mut self, version: u64) -> Result<StateOperatorProgress> {
-        let mut progress = self.state.commit(version).await?;
+        let progress = self.state.commit(version).await?;
+        Ok(self.side_progress(progress))
+    }
+
+    fn rebuilt_by_replay(&self) -> bool {
+        // The chunked sides keep their rows as blobs put at each batch; the
+        // row store (checkpoints from before chunks) keeps its per-batch
+        // commits.
+        matches!(self.sides, Sides::Columns(_))
+    }
+
+    async fn end_uncommitted(&mut self) -> Result<StateOperatorProgress> {
+        let progress = self.state.uncommitted()?;
+        Ok(self.side_progress(progress))
+    }
+}
+
+impl StreamingJoin {
+    /// `progress` with the chunked sides' row counts and memory.
+    fn side_progress(&mut self, mut progress: StateOperatorProgress) -> StateOperatorProgress {
         if let Sides::Columns(sides) = &mut self.sides {
             progress.num_rows_total = sides.iter().map(|s| s.num_rows() as u64).sum();
             progress.num_rows_updated = sides.iter_mut().map(|s| std::mem::take(&mut s.updated)).sum();
             progress.num_rows_removed = sides.iter_mut().map(|s| std::mem::take(&mut s.removed)).sum();
             progress.memory_used_bytes += sides.iter().map(|s| s.memory_bytes() as u64).sum::<u64>();
         }
-        Ok(progress)
+        progress
     }
 }
