@@ -369,9 +369,9 @@ def num(tok: str) -> float | None:
 
 
 def sluice_bench_once(sluice: Path, data: Path, events: int, queries: list[str], queries_dir: Path,
-                      rows: dict[str, SluiceRow]) -> int:
+                      rows: dict[str, SluiceRow], extra: list[str]) -> int:
     cmd = [str(sluice), "bench", "nexmark", "--events", str(events), "--data", str(data),
-           "--baseline", "datafusion", "--queries-dir", str(queries_dir)]
+           "--baseline", "datafusion", "--queries-dir", str(queries_dir)] + extra
     for q in queries:
         cmd += ["--query", q]
     print("+ " + " ".join(cmd), flush=True)
@@ -389,7 +389,7 @@ def sluice_bench_once(sluice: Path, data: Path, events: int, queries: list[str],
 
 
 def run_sluice_bench(sluice: Path, data: Path, events: int, queries: list[str], queries_dir: Path,
-                     failed: dict[str, str]) -> dict[str, SluiceRow]:
+                     failed: dict[str, str], extra: list[str]) -> dict[str, SluiceRow]:
     """All queries in one `sluice bench nexmark` process, as the bench is
     normally run. The bench runs them in order and stops at the first that
     fails: that one goes into `failed` and the rest run again in a new
@@ -399,7 +399,7 @@ def run_sluice_bench(sluice: Path, data: Path, events: int, queries: list[str], 
         todo = [q for q in queries if q not in rows and q not in failed]
         if not todo:
             return rows
-        code = sluice_bench_once(sluice, data, events, todo, queries_dir, rows)
+        code = sluice_bench_once(sluice, data, events, todo, queries_dir, rows, extra)
         left = [q for q in todo if q not in rows]
         if not left:
             return rows
@@ -628,6 +628,9 @@ def main() -> int:
     ap.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE",
                     help="extra Spark setting (repeatable)")
     ap.add_argument("--work", type=Path, default=None, help="scratch dir for checkpoints (default: a temp dir)")
+    ap.add_argument("--sluice-arg", action="append", default=[], metavar="ARG",
+                    help="extra argument of `sluice bench nexmark` (repeatable), e.g. "
+                         "--sluice-arg=--state-checkpoint-interval=10")
     args = ap.parse_args()
 
     args.data = args.data.resolve()
@@ -658,7 +661,8 @@ def main() -> int:
         if not args.skip_sluice:
             print(f"\n== Sluice: sluice bench nexmark over {args.events} events", flush=True)
             sluice_failed: dict[str, str] = {}
-            sluice_rows = run_sluice_bench(args.sluice, args.data, args.events, names, queries_dir, sluice_failed)
+            sluice_rows = run_sluice_bench(args.sluice, args.data, args.events, names, queries_dir, sluice_failed,
+                                           args.sluice_arg)
             for q, why in sluice_failed.items():
                 failed.setdefault(q, []).append(why)
 
@@ -739,7 +743,8 @@ def main() -> int:
             f"Java: {java}",
             "events/s = N / wall time of one available-now run over all N events (each engine reads only "
             f"the tables its query uses). Spark: start() to awaitTermination(), after a discarded warm-up run, "
-            f"{runs_note}; session start not counted. Sluice: after a discarded warm-up run. DataFusion batch: after a warm-up run.",
+            f"{runs_note}; session start not counted. Sluice: after a discarded warm-up run"
+            + (f", with {' '.join(args.sluice_arg)}" if args.sluice_arg else "") + ". DataFusion batch: after a warm-up run.",
         ]
         widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
         print()

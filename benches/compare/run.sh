@@ -15,6 +15,8 @@
 #   --out FILE       Markdown results (default target/compare/results.md)
 #   --spark-runs K   measured Spark runs per query, median reported (default 1)
 #   --driver-memory M, --spark-conf KEY=VALUE (repeatable): Spark settings
+#   --sluice-arg=ARG extra argument of `sluice bench nexmark` (repeatable), e.g.
+#                    --sluice-arg=--state-checkpoint-interval=10
 # Environment:
 #   SLUICE_BIN             use this sluice binary instead of `cargo build --release`
 #   SLUICE_COMPARE_VENV    virtualenv (default ~/.cache/sluice-compare-venv)

@@ -8,7 +8,10 @@
 //! `blobs/{v}-{n}`. A blob file is deleted at a snapshot's purge once no
 //! retained version names it.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
+
+use datafusion::arrow::record_batch::RecordBatch;
 
 use super::{files, Partition, StateStore};
 use crate::checkpoint::CheckpointDir;
@@ -16,20 +19,66 @@ use crate::error::{Result, SluiceError};
 
 const BLOBS: &str = "blobs";
 
+/// A blob entry put since the last commit: its bytes, or an Arrow batch
+/// encoded only when written (a blob removed before the next commit, as a
+/// join chunk the watermark evicts between state checkpoints, is then
+/// never encoded).
+#[derive(Debug)]
+pub(super) enum PendingBlob {
+    /// The value.
+    Bytes(Vec<u8>),
+    /// A batch and how to encode it.
+    Batch(RecordBatch, fn(&RecordBatch) -> Result<Vec<u8>>),
+}
+
+impl PendingBlob {
+    /// The value's bytes.
+    fn bytes(&self) -> Result<Cow<'_, [u8]>> {
+        match self {
+            Self::Bytes(b) => Ok(Cow::Borrowed(b)),
+            Self::Batch(batch, encode) => Ok(Cow::Owned(encode(batch)?)),
+        }
+    }
+
+    /// Memory the store holds for it: a batch's arrays are shared with the
+    /// operator that put it, and counted there.
+    pub(super) fn memory_bytes(&self) -> usize {
+        match self {
+            Self::Bytes(b) => b.len(),
+            Self::Batch(..) => 0,
+        }
+    }
+}
+
 impl StateStore {
     /// Set `key` to `value`, kept in a file of its own from the next
     /// commit (read it back with [`Self::read_blob`]).
     pub fn put_blob(&mut self, key: impl AsRef<[u8]>, value: Vec<u8>) {
-        let key = key.as_ref();
+        self.put_pending(key.as_ref(), PendingBlob::Bytes(value));
+    }
+
+    /// [`Self::put_blob`] of `batch` as `encode` gives it, called only
+    /// when the value is written (at the next commit, if the entry is still
+    /// there) or read.
+    pub fn put_batch_blob(
+        &mut self,
+        key: impl AsRef<[u8]>,
+        batch: RecordBatch,
+        encode: fn(&RecordBatch) -> Result<Vec<u8>>,
+    ) {
+        self.put_pending(key.as_ref(), PendingBlob::Batch(batch, encode));
+    }
+
+    fn put_pending(&mut self, key: &[u8], value: PendingBlob) {
         let idx = self.partition_of(key);
         let p = &mut self.partitions[idx];
         if let Some(old) = p.map.remove(key) {
             p.bytes -= key.len() + old.len();
         }
         p.blobs.remove(key);
-        p.pending_bytes += value.len();
+        p.pending_bytes += value.memory_bytes();
         if let Some(old) = p.pending.insert(key.to_vec(), value) {
-            p.pending_bytes -= old.len();
+            p.pending_bytes -= old.memory_bytes();
         }
         p.delta.insert(key.to_vec());
     }
@@ -44,7 +93,7 @@ impl StateStore {
         let idx = self.partition_of(key);
         let p = &self.partitions[idx];
         if let Some(v) = p.pending.get(key) {
-            return Ok(Some(v.clone()));
+            return Ok(Some(v.bytes()?.into_owned()));
         }
         let Some(name) = p.blobs.get(key) else { return Ok(None) };
         let dir = self.partition_dir(idx).child(BLOBS);
@@ -65,10 +114,11 @@ impl StateStore {
         let pending = std::mem::take(&mut p.pending);
         p.pending_bytes = 0;
         let mut writes = vec![];
-        for (n, (key, bytes)) in pending.into_iter().enumerate() {
+        for (n, (key, value)) in pending.into_iter().enumerate() {
             let name = format!("{version}-{n}");
             let dir = dir.clone();
             p.blobs.insert(key, name.clone());
+            let bytes = value.bytes()?.into_owned();
             writes.push(async move { dir.write_blob(&name, &bytes).await });
         }
         futures::future::try_join_all(writes).await?;

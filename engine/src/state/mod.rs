@@ -63,7 +63,7 @@ struct Partition {
     /// key → file name under the partition's `blobs/`.
     blobs: HashMap<Vec<u8>, String>,
     /// Blob entries put since the last commit, written at commit.
-    pending: HashMap<Vec<u8>, Vec<u8>>,
+    pending: HashMap<Vec<u8>, blobs::PendingBlob>,
     pending_bytes: usize,
 }
 
@@ -340,7 +340,7 @@ impl StateStore {
         let idx = self.partition_of(key);
         let p = &mut self.partitions[idx];
         if let Some(b) = p.pending.remove(key) {
-            p.pending_bytes -= b.len();
+            p.pending_bytes -= b.memory_bytes();
         }
         p.blobs.remove(key);
         p.bytes += value.len();
@@ -362,8 +362,8 @@ impl StateStore {
     pub fn remove(&mut self, key: &[u8]) -> Option<Vec<u8>> {
         let idx = self.partition_of(key);
         let p = &mut self.partitions[idx];
-        if let Some(bytes) = p.pending.remove(key) {
-            p.pending_bytes -= bytes.len();
+        if let Some(pending) = p.pending.remove(key) {
+            p.pending_bytes -= pending.memory_bytes();
             p.blobs.remove(key);
             p.delta.insert(key.to_vec());
             return None;

@@ -308,7 +308,7 @@ impl LiveAggregate {
                         acc.update_batch(&[values], &owners, None, k)?;
                         let id = self.chunks.take_id()?;
                         let store = self.state.store_mut()?;
-                        store.put_blob(pair_key(d.agg, id), encode(&stored)?);
+                        store.put_batch_blob(pair_key(d.agg, id), stored.clone(), encode);
                         d.chunks.push((id, stored));
                         merge_pair_chunks(d, store, &mut self.chunks)?;
                     }
@@ -437,7 +437,7 @@ fn merge_pair_chunks(d: &mut DistinctPairs, store: &mut StateStore, ids: &mut St
         store.remove(&pair_key(d.agg, a));
         store.remove(&pair_key(d.agg, b));
         let id = ids.take_id()?;
-        store.put_blob(pair_key(d.agg, id), encode(&merged)?);
+        store.put_batch_blob(pair_key(d.agg, id), merged.clone(), encode);
         d.chunks.push((id, merged));
     }
     Ok(())

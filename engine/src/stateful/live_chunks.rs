@@ -115,7 +115,7 @@ impl StateChunks {
             }
             self.locs[g] = Loc { chunk: id, row: row as u32 };
         }
-        store.put_blob(chunk_key(id), encode(&batch)?);
+        store.put_batch_blob(chunk_key(id), batch.clone(), encode);
         let rows = batch.num_rows();
         self.chunks.insert(id, Chunk { batch, groups, live: rows });
         touched.sort_unstable();
@@ -179,7 +179,7 @@ impl StateChunks {
         for (row, g) in groups.iter().enumerate() {
             self.locs[*g as usize] = Loc { chunk: id, row: row as u32 };
         }
-        store.put_blob(chunk_key(id), encode(&batch)?);
+        store.put_batch_blob(chunk_key(id), batch.clone(), encode);
         let live = batch.num_rows();
         self.chunks.insert(id, Chunk { batch, groups, live });
         Ok(())

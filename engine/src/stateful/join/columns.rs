@@ -223,10 +223,9 @@ impl ColumnSide {
     ) -> Result<()> {
         let mut columns = batch.columns().to_vec();
         columns.push(Arc::new(Int64Array::from(times.clone())));
-        store.put_blob(
-            self.key(b'c', id),
-            encode_with(&RecordBatch::try_new(Arc::clone(&self.stored_schema), columns)?, true)?,
-        );
+        // Encoded (LZ4) only if still stored at the next commit.
+        let stored = RecordBatch::try_new(Arc::clone(&self.stored_schema), columns)?;
+        store.put_batch_blob(self.key(b'c', id), stored, |b| encode_with(b, true));
         if self.tracks && m.iter().any(|m| *m) {
             store.put(self.key(b'm', id), m.iter().map(|m| *m as u8).collect());
         }
