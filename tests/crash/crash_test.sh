@@ -9,6 +9,10 @@
 # an uninterrupted run of the same queries over the same files.
 #
 #   tests/crash/crash_test.sh [--cycles N] [--files F] [--rows R] [--seed S] [--bin PATH] [--keep DIR]
+#                             [--state-every K]
+#
+# --state-every K checkpoints the stateful queries' state every K batches
+# (state_checkpoint_interval): a restart then replays up to K - 1 batches.
 #
 # The last line is `cycles=N kills=N rows_in=N rows_out=N lost=N duplicated=N`;
 # the exit code is 0 only with nothing lost and nothing duplicated.

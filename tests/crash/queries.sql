@@ -1,5 +1,6 @@
 -- Queries of the crash-restart harness (tests/crash/crash_test.sh).
--- $IN, $OUT, $CK and $TRIGGER come from the environment.
+-- $IN, $OUT, $CK, $TRIGGER and $STATE_EVERY (the stateful queries'
+-- state_checkpoint_interval) come from the environment.
 CREATE SOURCE ev (
   id BIGINT,
   ts TIMESTAMP,
@@ -28,7 +29,8 @@ SELECT id, k, v * 2 AS v2 FROM ev WHERE v % 10 <> 0;
 -- Windowed aggregation in append mode, files sink.
 CREATE SINK win WITH (
   connector = 'files', path = '$OUT/win', format = 'csv',
-  trigger = '$TRIGGER', checkpoint = '$CK/win'
+  trigger = '$TRIGGER', checkpoint = '$CK/win',
+  state_checkpoint_interval = '$STATE_EVERY'
 ) AS
 SELECT window_start, window_end, k, count(*) AS n, sum(v) AS s
 FROM TUMBLE(ev, ts, INTERVAL '10' SECOND)
@@ -38,7 +40,8 @@ GROUP BY window_start, window_end, k;
 -- applies each printed batch id once and checks replays are identical.
 CREATE SINK totals WITH (
   connector = 'console', output_mode = 'update',
-  trigger = '$TRIGGER', checkpoint = '$CK/totals'
+  trigger = '$TRIGGER', checkpoint = '$CK/totals',
+  state_checkpoint_interval = '$STATE_EVERY'
 ) AS
 SELECT k, count(*) AS n, sum(v) AS s FROM ev GROUP BY k;
 
@@ -46,7 +49,8 @@ SELECT k, count(*) AS n, sum(v) AS s FROM ev GROUP BY k;
 -- watermark), files sink: every pair once.
 CREATE SINK pairs WITH (
   connector = 'files', path = '$OUT/pairs', format = 'csv',
-  trigger = '$TRIGGER', checkpoint = '$CK/pairs'
+  trigger = '$TRIGGER', checkpoint = '$CK/pairs',
+  state_checkpoint_interval = '$STATE_EVERY'
 ) AS
 SELECT a.id AS a_id, b.id AS b_id, a.k
 FROM ev a JOIN ev2 b ON a.k = b.k AND b.ts BETWEEN a.ts AND a.ts + INTERVAL '3' SECOND;

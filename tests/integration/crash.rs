@@ -36,6 +36,20 @@ fn kill_and_restart_loses_and_duplicates_nothing() {
     assert_eq!((field(&line, "lost"), field(&line, "duplicated")), (0, 0), "{line}");
 }
 
+/// The same with the state checkpointed every third batch: restarts
+/// replay the batches since the last state checkpoint, killed at random
+/// moments and at every crash point too.
+#[test]
+fn kill_and_restart_with_state_checkpoints_every_third_batch_loses_and_duplicates_nothing() {
+    let (ok, line) =
+        harness(&["--cycles", "21", "--files", "24", "--rows", "20", "--seed", "11", "--state-every", "3"]);
+    assert!(ok, "harness failed: {line}");
+    assert!(field(&line, "kills") >= 14, "the process must really be killed: {line}");
+    assert_eq!(field(&line, "rows_in"), 480);
+    assert!(field(&line, "rows_out") > 400, "{line}");
+    assert_eq!((field(&line, "lost"), field(&line, "duplicated")), (0, 0), "{line}");
+}
+
 #[test]
 fn the_checker_sees_a_lost_batch() {
     let dir = tempfile::tempdir().unwrap();

@@ -209,14 +209,23 @@ impl StateRuntime {
     pub async fn commit(&self, version: u64, checkpoint: bool) -> Result<Vec<StateOperatorProgress>> {
         let mut out = vec![];
         for (cells, late) in self.instances.iter().zip(self.late.iter()) {
-            let parts = futures::future::try_join_all(cells.iter().map(|c| async move {
-                let mut op = c.lock().await;
-                match checkpoint {
-                    true => op.commit(version).await,
-                    false => op.end_uncommitted().await,
-                }
-            }))
-            .await?;
+            // One task per partition: a commit encodes the partition's new
+            // state chunks, and partitions encode on every core at once.
+            let tasks = cells.iter().map(|c| {
+                let cell = Arc::clone(c);
+                tokio::spawn(async move {
+                    let mut op = cell.lock().await;
+                    match checkpoint {
+                        true => op.commit(version).await,
+                        false => op.end_uncommitted().await,
+                    }
+                })
+            });
+            let parts = futures::future::try_join_all(tasks)
+                .await
+                .map_err(|e| SluiceError::internal(format!("a state partition's commit stopped: {e}")))?
+                .into_iter()
+                .collect::<Result<Vec<_>>>()?;
             let mut total: Option<StateOperatorProgress> = None;
             for p in parts {
                 total = Some(match total {
