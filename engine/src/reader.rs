@@ -157,42 +157,31 @@ impl DataStreamWriter {
         } else if key.eq_ignore_ascii_case("late_rows") {
             self.spec.late_rows = Some(value);
         } else if key.eq_ignore_ascii_case("reset_changed_state") {
-            match value.trim().parse() {
-                Ok(b) => self.spec.reset_changed_state = b,
-                Err(_) => {
-                    self.invalid = Some(SluiceError::InvalidOption {
-                        option: "reset_changed_state".into(),
-                        value,
-                        reason: "expected true or false".into(),
-                    })
-                }
+            if let Some(reset) = self.typed("reset_changed_state", value, "true or false") {
+                self.spec.reset_changed_state = reset;
             }
         } else if key.eq_ignore_ascii_case("state_checkpoint_interval") {
-            match value.trim().parse() {
-                Ok(n) => self.spec.state_checkpoint_interval = Some(n),
-                Err(_) => {
-                    self.invalid = Some(SluiceError::InvalidOption {
-                        option: "state_checkpoint_interval".into(),
-                        value,
-                        reason: "expected a positive number of batches".into(),
-                    })
-                }
-            }
+            self.spec.state_checkpoint_interval =
+                self.typed("state_checkpoint_interval", value, "a positive number of batches");
         } else if key.eq_ignore_ascii_case("min_batches_to_retain") {
-            match value.trim().parse() {
-                Ok(n) => self.spec.min_batches_to_retain = Some(n),
-                Err(_) => {
-                    self.invalid = Some(SluiceError::InvalidOption {
-                        option: "min_batches_to_retain".into(),
-                        value,
-                        reason: "expected a positive number of batches".into(),
-                    })
-                }
-            }
+            self.spec.min_batches_to_retain =
+                self.typed("min_batches_to_retain", value, "a positive number of batches");
         } else {
             self.spec.options.insert(key, value);
         }
         self
+    }
+    /// `value` of engine option `option` as a `T`; one that does not read
+    /// as `expected` is kept as the error [`Self::start`] returns.
+    fn typed<T: std::str::FromStr>(&mut self, option: &str, value: String, expected: &str) -> Option<T> {
+        match value.trim().parse() {
+            Ok(v) => Some(v),
+            Err(_) => {
+                let reason = format!("expected {expected}");
+                self.invalid = Some(SluiceError::InvalidOption { option: option.into(), value, reason });
+                None
+            }
+        }
     }
     /// Watermark policy across several sources.
     pub fn watermark_policy(mut self, policy: WatermarkPolicy) -> Self {

@@ -139,24 +139,17 @@ async fn state_checkpointed_every_few_batches_is_rebuilt_by_replay() {
     execute_sql(&session, &ddl(&ck)).await.unwrap();
     run_rounds(&env, &session, 5..9).await;
     assert_agree(&env, &mut marks, "after a restart that replays two batches");
-    let rows: Vec<datafusion::arrow::record_batch::RecordBatch> = session
-        .context()
-        .sql("SELECT * FROM sluice_state('totals', 'aggregate') ORDER BY k")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    let oracle: Vec<datafusion::arrow::record_batch::RecordBatch> = session
-        .context()
-        .sql("SELECT * FROM sluice_state('totals_oracle', 'aggregate') ORDER BY k")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let state = |query: &'static str| {
+        let session = session.clone();
+        async move {
+            let sql = format!("SELECT * FROM sluice_state('{query}', 'aggregate') ORDER BY k");
+            let batches = session.context().sql(&sql).await.unwrap().collect().await.unwrap();
+            sluice::stt::render_batches(&batches).unwrap()
+        }
+    };
+    let (rows, oracle) = (state("totals").await, state("totals_oracle").await);
     assert!(!rows.is_empty());
-    assert_eq!(sluice::stt::render_batches(&rows).unwrap(), sluice::stt::render_batches(&oracle).unwrap());
+    assert_eq!(rows, oracle);
     stop_all(&session).await;
 
     // A batch cut short after its offset log entry: the commit of the last
