@@ -65,6 +65,17 @@ pub struct CommitEntry {
     pub replay_from: Option<u64>,
 }
 
+impl CommitEntry {
+    /// The batch as of which the operators' state is checkpointed: this
+    /// one, or the one before `replay_from` (`None`: no state yet).
+    pub fn state_version(&self) -> Option<u64> {
+        match self.replay_from {
+            None => Some(self.batch_id),
+            Some(first) => first.checked_sub(1),
+        }
+    }
+}
+
 /// Read/write access to a query's checkpoint.
 #[derive(Debug, Clone)]
 pub struct QueryCheckpoint {

@@ -266,16 +266,16 @@ impl MicroBatchExecution {
         self.checkpoint.check_commit_log().await?;
         let commit = self.checkpoint.latest_commit().await?;
         let committed_id = commit.as_ref().map(|c| c.batch_id);
-        // The operators' state is checkpointed as of the batch before
-        // `replay_from`; the batches from there on are replayed.
+        // The operators' state is checkpointed as of `state_version`; the
+        // batches from `replay_from` on are replayed.
         let replay_from = commit.as_ref().and_then(|c| c.replay_from);
+        let state_version = commit.as_ref().and_then(CommitEntry::state_version);
         if committed_id == Some(latest.batch_id) {
             info!(query = %self.name, batch = latest.batch_id, "resuming after the last committed batch");
             self.committed = latest.offsets.clone();
             self.next_batch_id = latest.batch_id + 1;
             self.last_batch_watermark_ms = latest.watermark_ms;
             self.watermark_ms = commit.and_then(|c| c.next_watermark_ms).or(latest.watermark_ms);
-            let state_version = replay_from.map_or(Some(latest.batch_id), |f| f.checked_sub(1));
             self.runtime.restore(&root, state_version, self.reset_changed_state).await?;
             self.replay(replay_from, latest.batch_id).await?;
             return Ok(());
@@ -304,10 +304,6 @@ impl MicroBatchExecution {
         self.last_batch_watermark_ms = start.watermark_ms;
         self.next_batch_id = latest.batch_id;
         self.watermark_ms = latest.watermark_ms;
-        let state_version = match replay_from {
-            Some(f) => f.checked_sub(1),
-            None => latest.batch_id.checked_sub(1),
-        };
         self.runtime.restore(&root, state_version, self.reset_changed_state).await?;
         if let Some(last) = latest.batch_id.checked_sub(1) {
             self.replay(replay_from, last).await?;

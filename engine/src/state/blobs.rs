@@ -40,6 +40,14 @@ impl PendingBlob {
         }
     }
 
+    /// The value's bytes, taking them.
+    fn into_bytes(self) -> Result<Vec<u8>> {
+        match self {
+            Self::Bytes(b) => Ok(b),
+            Self::Batch(batch, encode) => encode(&batch),
+        }
+    }
+
     /// Memory the store holds for it: a batch's arrays are shared with the
     /// operator that put it, and counted there.
     pub(super) fn memory_bytes(&self) -> usize {
@@ -118,7 +126,7 @@ impl StateStore {
             let name = format!("{version}-{n}");
             let dir = dir.clone();
             p.blobs.insert(key, name.clone());
-            let bytes = value.bytes()?.into_owned();
+            let bytes = value.into_bytes()?;
             writes.push(async move { dir.write_blob(&name, &bytes).await });
         }
         futures::future::try_join_all(writes).await?;

@@ -335,10 +335,7 @@ pub async fn read_operator(
     })?;
     // Under state_checkpoint_interval the newest state checkpointed may be
     // older than the last committed batch.
-    let checkpointed = match committed.replay_from {
-        None => Some(committed.batch_id),
-        Some(f) => f.checked_sub(1),
-    };
+    let checkpointed = committed.state_version();
     let committed = committed.batch_id;
     let version = version.or(checkpointed).ok_or_else(|| {
         SluiceError::plan(format!(
