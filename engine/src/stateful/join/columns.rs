@@ -1,13 +1,15 @@
 //! [`ColumnSide`]: one side's join state as immutable Arrow batches
-//! (chunks), each stored whole as one state-store blob, with a hash index
-//! per chunk (Arroyo and Flink keep join state the same way: in batches,
-//! evicted by time, never row by row).
+//! ([`SideChunk`]s), each stored whole as one state-store blob, hash-indexed
+//! when probes pay for it (Arroyo and Flink keep join state the same way: in
+//! batches, evicted by time, never row by row).
 //!
 //! A batch's stored rows of a side become one chunk, sorted by eviction
 //! time, so the watermark evicts a prefix of every chunk: eviction moves a
 //! chunk's start offset, drops a chunk whose rows are all gone, and
-//! rewrites one that is mostly gone. Small chunks merge like a binary
-//! counter (up to [`MERGE_ROWS`]), so a side kept for ever holds few chunks.
+//! rewrites one that is mostly gone. Once a side holds more than
+//! [`MERGE_FANOUT`] chunks, small ones merge like a binary counter (up to
+//! [`MERGE_ROWS`]), so a side kept for ever holds few chunks, and one the
+//! watermark evicts within a few batches is never rewritten.
 //! A commit writes the new chunks, and the start offsets and matched flags
 //! that changed: its cost follows what the batch changed, not the state.
 //!
@@ -17,61 +19,37 @@
 //! none matched).
 
 use std::collections::BTreeMap;
-use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, Int64Array, UInt32Array};
 use datafusion::arrow::compute::{concat_batches, interleave, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::row::{RowConverter, Rows};
 use datafusion::common::HashMap;
 use datafusion::physical_expr::PhysicalExpr;
 
+use super::chunk::{probe_chunks, KeyHashes, SideChunk};
 use super::Probe;
 use crate::error::{Result, SluiceError};
 use crate::state::StateStore;
 use crate::stateful::live_chunks::{decode, encode_with};
 
-/// Chunks with fewer live rows than this merge with their neighbours.
+/// Chunks with fewer live rows than this merge with their neighbours...
 const MERGE_ROWS: usize = 1 << 20;
-const NONE: u32 = u32::MAX;
+/// ...once the side holds more chunks than this.
+const MERGE_FANOUT: usize = 8;
 
 /// The name of the eviction-time column of a stored chunk.
 pub(crate) const EXPIRES: &str = "__sluice_expires_at";
-
-/// One chunk of stored rows.
-#[derive(Debug)]
-struct SideChunk {
-    /// The rows, by eviction time.
-    batch: RecordBatch,
-    times: Vec<i64>,
-    keys: Rows,
-    hashes: Vec<u64>,
-    /// Key hash -> first row with it; `next` chains the rest.
-    heads: HashMap<u64, u32>,
-    next: Vec<u32>,
-    /// Rows before `start` are evicted.
-    start: usize,
-    matched: Vec<bool>,
-}
-
-impl SideChunk {
-    fn live(&self) -> usize {
-        self.times.len() - self.start
-    }
-}
 
 /// One side's stored rows, for one state partition.
 #[derive(Debug)]
 pub(super) struct ColumnSide {
     tag: u8,
     keys: Vec<Arc<dyn PhysicalExpr>>,
-    key_conv: RowConverter,
     schema: SchemaRef,
     stored_schema: SchemaRef,
     tracks: bool,
-    hasher: datafusion::common::hash_utils::RandomState,
     chunks: BTreeMap<u32, SideChunk>,
     next_id: u32,
     /// Rows stored, and evicted, since the last commit.
@@ -85,21 +63,13 @@ pub(crate) type StoredRows = Vec<(RecordBatch, Vec<i64>, Vec<bool>)>;
 impl ColumnSide {
     /// State of side `tag` (0 left, 1 right) for rows of `schema` keyed by
     /// `keys`; `tracks`: whether its rows' matched flags are kept.
-    pub(super) fn try_new(
-        tag: u8,
-        schema: &SchemaRef,
-        keys: &[Arc<dyn PhysicalExpr>],
-        key_conv: RowConverter,
-        tracks: bool,
-    ) -> Result<Self> {
+    pub(super) fn try_new(tag: u8, schema: &SchemaRef, keys: &[Arc<dyn PhysicalExpr>], tracks: bool) -> Result<Self> {
         Ok(Self {
             tag,
             keys: keys.to_vec(),
-            key_conv,
             schema: Arc::clone(schema),
             stored_schema: stored_schema(schema),
             tracks,
-            hasher: Default::default(),
             chunks: BTreeMap::new(),
             next_id: 0,
             updated: 0,
@@ -111,34 +81,21 @@ impl ColumnSide {
         entry_key(self.tag, kind, id)
     }
 
-    /// Hashes of key rows.
-    fn hashes(&self, keys: &Rows) -> Vec<u64> {
-        keys.iter().map(|r| self.hasher.hash_one(r.data())).collect()
-    }
-
     /// The stored rows whose key is that of `rows` of `keys`.
-    pub(super) fn probe(&self, keys: &Rows, rows: &[usize]) -> Result<Probe> {
-        let hashes = self.hashes(keys);
-        let mut probe = Probe::default();
+    pub(super) fn probe(&mut self, keys: &KeyHashes, rows: &[usize]) -> Result<Probe> {
         let ids: Vec<u32> = self.chunks.keys().copied().collect();
+        let mut probe = Probe::default();
         let mut found: Vec<(usize, usize)> = vec![];
-        for &i in rows {
-            let key = keys.row(i);
-            for (pos, chunk) in self.chunks.values().enumerate() {
-                let Some(head) = chunk.heads.get(&hashes[i]) else { continue };
-                let mut r = *head;
-                while r != NONE {
-                    let row = r as usize;
-                    if row >= chunk.start && chunk.hashes[row] == hashes[i] && chunk.keys.row(row) == key {
-                        probe.pair_this.push(i as u32);
-                        probe.pair_other.push(found.len() as u32);
-                        probe.matched.push(chunk.matched[row]);
-                        probe.ids.push(((ids[pos] as u64) << 32) | r as u64);
-                        found.push((pos, row));
-                    }
-                    r = chunk.next[row];
-                }
-            }
+        for (i, pos, row) in probe_chunks(self.chunks.values_mut(), keys, rows)? {
+            let chunk = self
+                .chunks
+                .get(&ids[pos as usize])
+                .ok_or_else(|| SluiceError::internal("a probed join chunk is missing"))?;
+            probe.pair_this.push(i);
+            probe.pair_other.push(found.len() as u32);
+            probe.matched.push(chunk.matched[row as usize]);
+            probe.ids.push(((ids[pos as usize] as u64) << 32) | row as u64);
+            found.push((pos as usize, row as usize));
         }
         let columns = (0..self.schema.fields().len())
             .map(|c| {
@@ -194,11 +151,21 @@ impl ColumnSide {
             return Ok(());
         }
         self.updated += rows.len() as u64;
-        let mut rows = rows;
-        rows.sort_by_key(|r| times[*r as usize]);
-        let taken = take_record_batch(batch, &UInt32Array::from(rows.clone()))?;
-        let t: Vec<i64> = rows.iter().map(|r| times[*r as usize]).collect();
-        let m: Vec<bool> = rows.iter().map(|r| matched[*r as usize]).collect();
+        // By eviction time, then row (sorting the pairs is faster than
+        // sorting rows by a looked-up key).
+        let mut order: Vec<(i64, u32)> = rows.iter().map(|r| (times[*r as usize], *r)).collect();
+        if !order.is_sorted() {
+            order.sort_unstable();
+        }
+        let t: Vec<i64> = order.iter().map(|(t, _)| *t).collect();
+        let m: Vec<bool> = order.iter().map(|(_, r)| matched[*r as usize]).collect();
+        // Rows most often come in time order, all kept: then the chunk is
+        // the batch itself.
+        let taken = if order.len() == batch.num_rows() && order.iter().enumerate().all(|(i, (_, r))| *r as usize == i) {
+            batch.clone()
+        } else {
+            take_record_batch(batch, &UInt32Array::from_iter_values(order.iter().map(|(_, r)| *r)))?
+        };
         let id = self.take_id()?;
         self.add(store, id, taken, t, m)?;
         self.merge_small(store)
@@ -229,33 +196,18 @@ impl ColumnSide {
         if self.tracks && m.iter().any(|m| *m) {
             store.put(self.key(b'm', id), m.iter().map(|m| *m as u8).collect());
         }
-        let chunk = self.build(batch, times, m, 0)?;
+        let chunk = SideChunk::try_new(&self.keys, batch, times, m, 0)?;
         self.chunks.insert(id, chunk);
         Ok(())
     }
 
-    fn build(&self, batch: RecordBatch, times: Vec<i64>, matched: Vec<bool>, start: usize) -> Result<SideChunk> {
-        let n = batch.num_rows();
-        let key_arrays = self
-            .keys
-            .iter()
-            .map(|k| k.evaluate(&batch)?.into_array(n))
-            .collect::<datafusion::error::Result<Vec<_>>>()?;
-        let keys = self.key_conv.convert_columns(&key_arrays)?;
-        let hashes = self.hashes(&keys);
-        let mut heads: HashMap<u64, u32> = HashMap::with_capacity(n);
-        let mut next = vec![NONE; n];
-        for (r, h) in hashes.iter().enumerate().rev() {
-            let head = heads.entry(*h).or_insert(NONE);
-            next[r] = *head;
-            *head = r as u32;
-        }
-        Ok(SideChunk { batch, times, keys, hashes, heads, next, start, matched })
-    }
-
-    /// Merge the two newest chunks while they are small and alike in size.
+    /// Merge the two newest chunks while the side holds more than
+    /// [`MERGE_FANOUT`] chunks and they are small and alike in size.
     fn merge_small(&mut self, store: &mut StateStore) -> Result<()> {
         loop {
+            if self.chunks.len() <= MERGE_FANOUT {
+                return Ok(());
+            }
             let mut newest = self.chunks.iter().rev();
             let (Some((b, cb)), Some((a, ca))) = (newest.next(), newest.next()) else { return Ok(()) };
             if cb.live() >= MERGE_ROWS || ca.live() >= MERGE_ROWS || cb.live() * 2 < ca.live() {
@@ -278,12 +230,15 @@ impl ColumnSide {
             self.forget(store, *id);
         }
         let all = concat_batches(&self.schema, &batches)?;
-        let mut order: Vec<u32> = (0..times.len() as u32).collect();
-        order.sort_by_key(|r| times[*r as usize]);
-        let all = take_record_batch(&all, &UInt32Array::from(order.clone()))?;
-        let t = order.iter().map(|r| times[*r as usize]).collect();
-        let m = order.iter().map(|r| matched[*r as usize]).collect();
         let id = self.take_id()?;
+        if times.is_sorted() {
+            return self.add(store, id, all, times, matched);
+        }
+        let mut order: Vec<(i64, u32)> = times.iter().enumerate().map(|(r, t)| (*t, r as u32)).collect();
+        order.sort_unstable();
+        let all = take_record_batch(&all, &UInt32Array::from_iter_values(order.iter().map(|(_, r)| *r)))?;
+        let t = order.iter().map(|(t, _)| *t).collect();
+        let m = order.iter().map(|(_, r)| matched[*r as usize]).collect();
         self.add(store, id, all, t, m)
     }
 
@@ -341,7 +296,7 @@ impl ColumnSide {
         self.next_id = 0;
         for (id, batch, times, matched, start) in read_side(store, self.tag, &self.schema).await? {
             self.next_id = self.next_id.max(id + 1);
-            let chunk = self.build(batch, times, matched, start)?;
+            let chunk = SideChunk::try_new(&self.keys, batch, times, matched, start)?;
             self.chunks.insert(id, chunk);
         }
         Ok(())
@@ -354,10 +309,7 @@ impl ColumnSide {
 
     /// Bytes held.
     pub(super) fn memory_bytes(&self) -> usize {
-        self.chunks
-            .values()
-            .map(|c| c.batch.get_array_memory_size() + c.keys.size() + c.times.len() * 25 + c.heads.capacity() * 16)
-            .sum()
+        self.chunks.values().map(SideChunk::memory_bytes).sum()
     }
 }
 

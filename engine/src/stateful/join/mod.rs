@@ -11,6 +11,7 @@
 //! 4. State the watermark has passed is evicted; outer joins emit their
 //!    evicted rows that never matched, NULL-padded, exactly once.
 
+mod chunk;
 mod columns;
 mod side;
 pub(crate) use columns::stored_rows;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{new_null_array, Array, ArrayRef, AsArray, BooleanArray, UInt32Array};
+use datafusion::arrow::buffer::BooleanBuffer;
 use datafusion::arrow::compute::{concat_batches, filter_record_batch, take};
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -33,6 +35,7 @@ use crate::checkpoint::CheckpointDir;
 use crate::error::{Result, SluiceError};
 use crate::progress::StateOperatorProgress;
 use crate::state::StateStoreConfig;
+use chunk::KeyHashes;
 use columns::ColumnSide;
 use side::SideState;
 
@@ -193,7 +196,9 @@ pub struct StreamingJoin {
 /// those have no NULL key (can match).
 struct Input {
     batch: RecordBatch,
-    keys: datafusion::arrow::row::Rows,
+    keys: KeyHashes,
+    /// The keys in row format (the row store's keys only).
+    rows: Option<datafusion::arrow::row::Rows>,
     passes: Vec<bool>,
     joinable: Vec<bool>,
 }
@@ -203,7 +208,7 @@ impl StreamingJoin {
     pub fn try_new(spec: JoinSpec) -> Result<Self> {
         let side = |s: usize| {
             let (schema, keys) = (&spec.side(s).schema, &spec.side(s).keys);
-            ColumnSide::try_new(s as u8, schema, keys, SideState::key_converter(schema, keys)?, spec.tracks_matches(s))
+            ColumnSide::try_new(s as u8, schema, keys, spec.tracks_matches(s))
         };
         let sides = Sides::Columns([side(LEFT)?, side(RIGHT)?]);
         Self::with_sides(spec, sides)
@@ -232,13 +237,25 @@ impl StreamingJoin {
     /// and kept (NULL-padded) for `late_rows`.
     fn on_time(&mut self, side: usize, batches: Vec<RecordBatch>, late: Option<i64>) -> Result<RecordBatch> {
         let spec = self.spec.side(side);
-        let batch = concat_batches(&spec.schema, &batches)?;
+        let batch = match <[RecordBatch; 1]>::try_from(batches) {
+            Ok([one]) => one,
+            Err(batches) => concat_batches(&spec.schema, &batches)?,
+        };
         let (Some(column), Some(wm)) = (spec.event_time, late) else { return Ok(batch) };
         let values = batch.column(column);
         let times = event_time_micros(values)?;
         // A NULL event time is never late (as in Spark).
-        let keep: BooleanArray =
-            (0..batch.num_rows()).map(|i| Some(values.is_null(i) || times.value(i) > wm)).collect();
+        let nulls = values.logical_nulls();
+        let times = times.values();
+        let keep = BooleanArray::new(
+            BooleanBuffer::collect_bool(batch.num_rows(), |i| {
+                times[i] > wm || nulls.as_ref().is_some_and(|n| n.is_null(i))
+            }),
+            None,
+        );
+        if keep.true_count() == batch.num_rows() {
+            return Ok(batch);
+        }
         let kept = filter_record_batch(&batch, &keep)?;
         let dropped = batch.num_rows() - kept.num_rows();
         if dropped > 0 {
@@ -255,20 +272,26 @@ impl StreamingJoin {
     fn prepare(&self, side: usize, batch: RecordBatch) -> Result<Input> {
         let spec = self.spec.side(side);
         let n = batch.num_rows();
-        let key_arrays = spec
-            .keys
-            .iter()
-            .map(|k| k.evaluate(&batch)?.into_array(n))
-            .collect::<datafusion::error::Result<Vec<_>>>()?;
-        let keys = self.key_convs[side].convert_columns(&key_arrays)?;
+        let keys = KeyHashes::of(&spec.keys, &batch)?;
+        let rows = match self.sides {
+            Sides::Rows(_) => Some(self.key_convs[side].convert_columns(&keys.arrays)?),
+            Sides::Columns(_) => None,
+        };
         let passes = match &spec.filter {
             Some(f) => Some(f.evaluate(&batch)?.into_array(n)?),
             None => None,
         };
-        let passes = passes.as_ref().map(|a| a.as_boolean());
-        let passes: Vec<bool> = (0..n).map(|i| passes.is_none_or(|p| p.is_valid(i) && p.value(i))).collect();
-        let joinable = (0..n).map(|i| passes[i] && key_arrays.iter().all(|a| a.is_valid(i))).collect();
-        Ok(Input { batch, keys, passes, joinable })
+        let passes: Vec<bool> = match passes.as_ref().map(|a| a.as_boolean()) {
+            Some(p) => (0..n).map(|i| p.is_valid(i) && p.value(i)).collect(),
+            None => vec![true; n],
+        };
+        let key_nulls: Vec<_> = keys.arrays.iter().filter_map(|a| a.logical_nulls()).collect();
+        let joinable = if key_nulls.is_empty() {
+            passes.clone()
+        } else {
+            (0..n).map(|i| passes[i] && key_nulls.iter().all(|k| k.is_valid(i))).collect()
+        };
+        Ok(Input { batch, keys, rows, passes, joinable })
     }
 
     /// Columns of `rows` of `side` in the output layout, the other side NULL.
@@ -325,9 +348,10 @@ impl StreamingJoin {
         let probe = {
             let store = self.state.store()?;
             let rows: Vec<usize> = (0..n).filter(|i| input.joinable[*i]).collect();
-            match &self.sides {
-                Sides::Columns(s) => s[other].probe(&input.keys, &rows)?,
-                Sides::Rows(s) => s[other].probe(store, &input.keys, &rows)?,
+            match (&mut self.sides, &input.rows) {
+                (Sides::Columns(s), _) => s[other].probe(&input.keys, &rows)?,
+                (Sides::Rows(s), Some(keys)) => s[other].probe(store, keys, &rows)?,
+                (Sides::Rows(_), None) => return Err(SluiceError::internal("a row-store join probe without key rows")),
             }
         };
         let stored =
@@ -416,18 +440,15 @@ impl StreamingJoin {
         match &mut self.sides {
             Sides::Columns(s) => s[this].insert(store, &input.batch, rows, &times, &this_matched)?,
             Sides::Rows(s) => {
+                let keys = input
+                    .rows
+                    .as_ref()
+                    .ok_or_else(|| SluiceError::internal("a row-store join insert without key rows"))?;
                 let encoded = s[this].encode(&input.batch)?;
                 for i in rows.into_iter().map(|i| i as usize) {
                     let seq = self.seq;
                     self.seq += 1;
-                    s[this].insert(
-                        store,
-                        input.keys.row(i).data(),
-                        seq,
-                        times[i],
-                        this_matched[i],
-                        encoded.row(i).data(),
-                    );
+                    s[this].insert(store, keys.row(i).data(), seq, times[i], this_matched[i], encoded.row(i).data());
                 }
             }
         }
@@ -441,7 +462,10 @@ impl StreamingJoin {
         let Some(e) = &self.spec.side(side).evict else { return Ok(vec![i64::MAX; n]) };
         let values = e.time.evaluate(batch)?.into_array(n)?;
         let times = event_time_micros(&values)?;
-        Ok((0..n).map(|i| if values.is_null(i) || times.is_null(i) { i64::MAX } else { times.value(i) }).collect())
+        Ok(match values.logical_nulls() {
+            None => times.values().to_vec(),
+            Some(nulls) => (0..n).map(|i| if nulls.is_null(i) { i64::MAX } else { times.value(i) }).collect(),
+        })
     }
 
     /// Evict the state the watermark has passed; outer sides emit their
