@@ -49,6 +49,11 @@ pub(super) struct ColumnSide {
     keys: Vec<Arc<dyn PhysicalExpr>>,
     schema: SchemaRef,
     stored_schema: SchemaRef,
+    /// Whether chunks are LZ4-compressed when written: for rows with
+    /// strings or bytes, whose writing costs more than compressing them;
+    /// fixed-width rows compress too little to pay (Flink's checkpoints are
+    /// uncompressed by default).
+    lz4: bool,
     tracks: bool,
     chunks: BTreeMap<u32, SideChunk>,
     next_id: u32,
@@ -69,6 +74,17 @@ impl ColumnSide {
             keys: keys.to_vec(),
             schema: Arc::clone(schema),
             stored_schema: stored_schema(schema),
+            lz4: schema.fields().iter().any(|f| {
+                matches!(
+                    f.data_type(),
+                    DataType::Utf8
+                        | DataType::LargeUtf8
+                        | DataType::Utf8View
+                        | DataType::Binary
+                        | DataType::LargeBinary
+                        | DataType::BinaryView
+                )
+            }),
             tracks,
             chunks: BTreeMap::new(),
             next_id: 0,
@@ -151,12 +167,12 @@ impl ColumnSide {
             return Ok(());
         }
         self.updated += rows.len() as u64;
-        // By eviction time, then row (sorting the pairs is faster than
-        // sorting rows by a looked-up key).
+        // By eviction time, then row. The rows come as a few runs in time
+        // order (the input partitions' batches, interleaved), which a
+        // stable sort finds and merges; pairs sort faster than rows by a
+        // looked-up key.
         let mut order: Vec<(i64, u32)> = rows.iter().map(|r| (times[*r as usize], *r)).collect();
-        if !order.is_sorted() {
-            order.sort_unstable();
-        }
+        order.sort();
         let t: Vec<i64> = order.iter().map(|(t, _)| *t).collect();
         let m: Vec<bool> = order.iter().map(|(_, r)| matched[*r as usize]).collect();
         // Rows most often come in time order, all kept: then the chunk is
@@ -192,7 +208,9 @@ impl ColumnSide {
         columns.push(Arc::new(Int64Array::from(times.clone())));
         // Encoded (LZ4) only if still stored at the next commit.
         let stored = RecordBatch::try_new(Arc::clone(&self.stored_schema), columns)?;
-        store.put_batch_blob(self.key(b'c', id), stored, |b| encode_with(b, true));
+        let encode: fn(&RecordBatch) -> Result<Vec<u8>> =
+            if self.lz4 { |b| encode_with(b, true) } else { |b| encode_with(b, false) };
+        store.put_batch_blob(self.key(b'c', id), stored, encode);
         if self.tracks && m.iter().any(|m| *m) {
             store.put(self.key(b'm', id), m.iter().map(|m| *m as u8).collect());
         }
@@ -234,8 +252,9 @@ impl ColumnSide {
         if times.is_sorted() {
             return self.add(store, id, all, times, matched);
         }
+        // Runs in time order (the chunks), merged by a stable sort.
         let mut order: Vec<(i64, u32)> = times.iter().enumerate().map(|(r, t)| (*t, r as u32)).collect();
-        order.sort_unstable();
+        order.sort();
         let all = take_record_batch(&all, &UInt32Array::from_iter_values(order.iter().map(|(_, r)| *r)))?;
         let t = order.iter().map(|(t, _)| *t).collect();
         let m = order.iter().map(|(_, r)| matched[*r as usize]).collect();
