@@ -121,12 +121,13 @@ impl WindowStarts {
     #[inline]
     fn of(&self, t: i64) -> i64 {
         let x = t.wrapping_sub(self.offset);
-        // Below 2^52 the quotient through f64 is off by at most one, which
-        // the remainder's check mends; beyond, divide.
-        if x.unsigned_abs() >= 1 << 52 {
+        // In [0, 2^52) the quotient through f64 (truncated: one
+        // instruction, where `floor` is a call) is off by at most one, which
+        // the remainder's check mends; elsewhere, divide.
+        if !(0..1 << 52).contains(&x) {
             return t.wrapping_sub(x.rem_euclid(self.size));
         }
-        let q = (x as f64 * self.inverse).floor() as i64;
+        let q = (x as f64 * self.inverse) as i64;
         let mut r = x.wrapping_sub(q.wrapping_mul(self.size));
         if r < 0 {
             r += self.size;

@@ -14,6 +14,7 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 
 use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::buffer::ScalarBuffer;
 use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::hash_utils::{create_hashes, RandomState};
@@ -60,10 +61,12 @@ struct HashIndex {
 }
 
 impl HashIndex {
-    fn build(hashes: &[u64], from: usize) -> Self {
-        let mut heads: HashMap<u64, u32> = HashMap::with_capacity(hashes.len() - from);
+    /// The index of the live rows of `chunk`.
+    fn build(chunk: &SideChunk) -> Self {
+        let hashes = &chunk.keys.hashes;
+        let mut heads: HashMap<u64, u32> = HashMap::with_capacity(chunk.live);
         let mut next = vec![NONE; hashes.len()];
-        for r in (from..hashes.len()).rev() {
+        for r in (0..hashes.len()).rev().filter(|r| chunk.is_live(*r)) {
             let head = heads.entry(hashes[r]).or_insert(NONE);
             next[r] = *head;
             *head = r as u32;
@@ -84,38 +87,85 @@ impl HashIndex {
     }
 }
 
-/// One chunk of stored rows.
+/// One chunk of stored rows, in the order they came. Eviction removes the
+/// rows whose eviction time is at or below a bound that only grows, so a
+/// row is live while its time is above the chunk's bound: evicting never
+/// moves a row, and a chunk is never sorted.
 #[derive(Debug)]
 pub(super) struct SideChunk {
-    /// The rows, by eviction time.
     pub(super) batch: RecordBatch,
-    pub(super) times: Vec<i64>,
+    /// Each row's eviction time.
+    pub(super) times: ScalarBuffer<i64>,
     keys: KeyHashes,
     /// Built when probes pay for it.
     index: Option<HashIndex>,
     /// Rows read by scans since the chunk was made.
     scanned: usize,
-    /// Rows before `start` are evicted.
-    pub(super) start: usize,
+    /// Rows at or below it are evicted (`i64::MIN`: none).
+    pub(super) bound: i64,
+    live: usize,
+    min_time: i64,
+    max_time: i64,
     pub(super) matched: Vec<bool>,
 }
 
 impl SideChunk {
-    /// A chunk of `batch` (by eviction time `times`) keyed by `keys`.
+    /// A chunk of `batch` keyed by `keys`, with the rows' eviction `times`
+    /// and matched flags, and the rows at or below `bound` evicted.
     pub(super) fn try_new(
         keys: &[Arc<dyn PhysicalExpr>],
         batch: RecordBatch,
-        times: Vec<i64>,
+        times: ScalarBuffer<i64>,
         matched: Vec<bool>,
-        start: usize,
+        bound: i64,
     ) -> Result<Self> {
         let keys = KeyHashes::of(keys, &batch)?;
-        Ok(Self { batch, times, keys, index: None, scanned: 0, start, matched })
+        let min_time = times.iter().copied().min().unwrap_or(i64::MAX);
+        let max_time = times.iter().copied().max().unwrap_or(i64::MIN);
+        let live = if bound < min_time { times.len() } else { times.iter().filter(|t| **t > bound).count() };
+        Ok(Self { batch, times, keys, index: None, scanned: 0, bound, live, min_time, max_time, matched })
     }
 
     /// Live rows.
     pub(super) fn live(&self) -> usize {
-        self.times.len() - self.start
+        self.live
+    }
+
+    /// Rows, live or not.
+    pub(super) fn len(&self) -> usize {
+        self.times.len()
+    }
+
+    /// Whether row `row` is live (not evicted).
+    #[inline]
+    pub(super) fn is_live(&self, row: usize) -> bool {
+        self.times[row] > self.bound
+    }
+
+    /// The live rows.
+    pub(super) fn live_rows(&self) -> impl Iterator<Item = usize> + '_ {
+        let all = self.bound < self.min_time;
+        (0..self.len()).filter(move |r| all || self.is_live(*r))
+    }
+
+    /// Evict the rows at or below `bound`; returns those that were live.
+    pub(super) fn evict(&mut self, bound: i64) -> Vec<usize> {
+        if self.live == 0 || bound <= self.bound || bound < self.min_time {
+            return vec![];
+        }
+        let old = self.bound;
+        let gone: Vec<usize> = (0..self.len()).filter(|r| self.times[*r] > old && self.times[*r] <= bound).collect();
+        self.bound = bound;
+        self.live -= gone.len();
+        if self.index.is_some() && self.live * 2 < self.len() {
+            self.index = None;
+        }
+        gone
+    }
+
+    /// Whether every row is at or below `bound`.
+    pub(super) fn all_at_or_below(&self, bound: i64) -> bool {
+        self.max_time <= bound
     }
 
     /// Bytes held.
@@ -128,7 +178,7 @@ impl SideChunk {
     /// the side have no index, should first index it.
     fn should_index(&self, probe_rows: usize, unindexed: usize) -> bool {
         self.index.is_none()
-            && (probe_rows >= unindexed || self.scanned + self.live() > SCANS_BEFORE_INDEX * self.times.len())
+            && (probe_rows >= unindexed || self.scanned + self.live() > SCANS_BEFORE_INDEX * self.len())
     }
 }
 
@@ -149,7 +199,7 @@ pub(super) fn probe_chunks<'a>(
     let unindexed: usize = chunks.iter().filter(|c| c.index.is_none()).map(|c| c.live()).sum();
     for c in chunks.iter_mut() {
         if c.should_index(rows.len(), unindexed) {
-            c.index = Some(HashIndex::build(&c.keys.hashes, c.start));
+            c.index = Some(HashIndex::build(c));
         }
     }
     // The probe rows in a small table, for the chunks that are scanned.
@@ -171,7 +221,7 @@ pub(super) fn probe_chunks<'a>(
             (Some(index), _) => {
                 for &i in rows {
                     let h = probe.hashes[i];
-                    for row in index.rows(h).filter(|r| *r >= c.start) {
+                    for row in index.rows(h).filter(|r| c.is_live(*r)) {
                         if c.keys.hashes[row] == h && eq.equal(i, row) {
                             found.push((i as u32, pos, row as u32));
                         }
@@ -180,7 +230,7 @@ pub(super) fn probe_chunks<'a>(
             }
             (None, Some((heads, next))) => {
                 c.scanned += c.live();
-                for row in c.start..c.times.len() {
+                for row in c.live_rows() {
                     let h = c.keys.hashes[row];
                     let Some(mut p) = heads.get(&h).copied() else { continue };
                     while p != NONE {
@@ -252,18 +302,18 @@ mod tests {
         #[test]
         fn probes_find_exactly_the_rows_with_equal_keys(
             chunks in prop::collection::vec(
-                (prop::collection::vec((prop::option::of(0i64..6), 0u8..4), 1..40), 0usize..5), 1..5),
+                (prop::collection::vec((prop::option::of(0i64..6), 0u8..4, 0i64..10), 1..40), -1i64..10), 1..5),
             probes in prop::collection::vec(prop::collection::vec((0i64..7, 0u8..3), 0..30), 1..8),
         ) {
             let keys = key_exprs();
             let mut stored: Vec<SideChunk> = chunks
                 .iter()
-                .map(|(rows, start)| {
-                    let k: Vec<Option<i64>> = rows.iter().map(|(k, _)| *k).collect();
-                    let t: Vec<Option<&str>> = rows.iter().map(|(_, t)| tag(*t)).collect();
+                .map(|(rows, bound)| {
+                    let k: Vec<Option<i64>> = rows.iter().map(|(k, _, _)| *k).collect();
+                    let t: Vec<Option<&str>> = rows.iter().map(|(_, t, _)| tag(*t)).collect();
+                    let times: Vec<i64> = rows.iter().map(|(_, _, time)| *time).collect();
                     let n = rows.len();
-                    let start = (*start).min(n);
-                    SideChunk::try_new(&keys, batch(&k, &t), vec![0; n], vec![false; n], start).expect("a chunk")
+                    SideChunk::try_new(&keys, batch(&k, &t), times.into(), vec![false; n], *bound).expect("a chunk")
                 })
                 .collect();
             for probe in &probes {
@@ -275,9 +325,9 @@ mod tests {
                 let found = probe_chunks(stored.iter_mut(), &input, &rows).expect("a probe");
                 let mut expected = vec![];
                 for &i in &rows {
-                    for (pos, (chunk_rows, start)) in chunks.iter().enumerate() {
-                        for (r, (key, stored_tag)) in chunk_rows.iter().enumerate().skip((*start).min(chunk_rows.len())) {
-                            if *key == k[i] && tag(*stored_tag) == t[i] {
+                    for (pos, (chunk_rows, bound)) in chunks.iter().enumerate() {
+                        for (r, (key, stored_tag, time)) in chunk_rows.iter().enumerate() {
+                            if *time > *bound && *key == k[i] && tag(*stored_tag) == t[i] {
                                 expected.push((i as u32, pos as u32, r as u32));
                             }
                         }
@@ -293,7 +343,8 @@ mod tests {
         let keys = key_exprs();
         let k: Vec<Option<i64>> = (0..100).map(Some).collect();
         let t = vec![Some("a"); 100];
-        let mut chunk = SideChunk::try_new(&keys, batch(&k, &t), vec![0; 100], vec![false; 100], 0).expect("a chunk");
+        let mut chunk =
+            SideChunk::try_new(&keys, batch(&k, &t), vec![0; 100].into(), vec![false; 100], i64::MIN).expect("a chunk");
         let probe = KeyHashes::of(&keys, &batch(&[Some(7)], &[Some("a")])).expect("keys");
         for scan in 0..SCANS_BEFORE_INDEX {
             let found = probe_chunks(std::iter::once(&mut chunk), &probe, &[0]).expect("a probe");
@@ -303,5 +354,38 @@ mod tests {
         let found = probe_chunks(std::iter::once(&mut chunk), &probe, &[0]).expect("a probe");
         assert_eq!(found, vec![(0, 0, 7)]);
         assert!(chunk.index.is_some(), "still scanned after {} scans", SCANS_BEFORE_INDEX + 1);
+    }
+}
+
+#[cfg(test)]
+mod eviction_tests {
+    use super::*;
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::physical_expr::expressions::Column;
+
+    #[test]
+    fn eviction_removes_each_row_once_at_its_time_and_never_moves_rows() {
+        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)]));
+        let batch =
+            RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![10, 11, 12, 13, 14]))]).expect("a batch");
+        let keys: Vec<Arc<dyn PhysicalExpr>> = vec![Arc::new(Column::new("k", 0))];
+        let times = vec![5, 1, 3, 7, 3];
+        let mut chunk = SideChunk::try_new(&keys, batch, times.into(), vec![false; 5], i64::MIN).expect("a chunk");
+        assert_eq!(chunk.live(), 5);
+        assert!(chunk.evict(0).is_empty());
+        assert_eq!(chunk.evict(3), vec![1, 2, 4]);
+        assert!(chunk.evict(3).is_empty(), "a row is evicted once");
+        assert!(chunk.evict(2).is_empty(), "a lower bound evicts nothing");
+        assert_eq!(chunk.live(), 2);
+        assert_eq!(chunk.live_rows().collect::<Vec<_>>(), vec![0, 3]);
+        assert!(!chunk.all_at_or_below(6));
+        assert_eq!(chunk.evict(6), vec![0]);
+        assert!(chunk.all_at_or_below(7));
+        // Restored with its bound, a chunk has the same live rows.
+        let again = SideChunk::try_new(&keys, chunk.batch.clone(), chunk.times.clone(), vec![false; 5], chunk.bound)
+            .expect("a chunk");
+        assert_eq!(again.live_rows().collect::<Vec<_>>(), vec![3]);
+        assert_eq!(again.live(), 1);
     }
 }

@@ -3,25 +3,29 @@
 //! when probes pay for it (Arroyo and Flink keep join state the same way: in
 //! batches, evicted by time, never row by row).
 //!
-//! A batch's stored rows of a side become one chunk, sorted by eviction
-//! time, so the watermark evicts a prefix of every chunk: eviction moves a
-//! chunk's start offset, drops a chunk whose rows are all gone, and
-//! rewrites one that is mostly gone. Once a side holds more than
+//! A batch's stored rows of a side become one chunk, as they came (the
+//! batch itself when all are kept). The watermark evicts the rows whose
+//! eviction time is at or below a bound: eviction raises a chunk's bound,
+//! drops a chunk whose rows are all gone, and rewrites one that is mostly
+//! gone. Once a side holds more than
 //! [`MERGE_FANOUT`] chunks, small ones merge like a binary counter (up to
 //! [`MERGE_ROWS`]), so a side kept for ever holds few chunks, and one the
 //! watermark evicts within a few batches is never rewritten.
-//! A commit writes the new chunks, and the start offsets and matched flags
-//! that changed: its cost follows what the batch changed, not the state.
+//! A commit writes the new chunks, and the bounds and matched flags that
+//! changed: its cost follows what the batch changed, not the state.
 //!
-//! Store keys, after the side's tag byte: `c{id}` the chunk (Arrow IPC, LZ4 frames: the
-//! side's columns, then the eviction time), `o{id}` its start offset (u32
-//! LE; absent: 0), `m{id}` its rows' matched flags (one byte a row; absent:
-//! none matched).
+//! Store keys, after the side's tag byte: `c{id}` the chunk (Arrow IPC,
+//! LZ4 frames when it holds strings: the side's columns, then the eviction
+//! time), `e{id}` its eviction bound (i64 LE; absent: none evicted),
+//! `m{id}` its rows' matched flags (one byte a row; absent: none matched).
+//! Checkpoints written before kept chunks sorted by time and `o{id}`, the
+//! offset of the first live row (u32 LE); they are read the same.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, Int64Array, UInt32Array};
+use datafusion::arrow::buffer::ScalarBuffer;
 use datafusion::arrow::compute::{concat_batches, interleave, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -167,20 +171,13 @@ impl ColumnSide {
             return Ok(());
         }
         self.updated += rows.len() as u64;
-        // By eviction time, then row. The rows come as a few runs in time
-        // order (the input partitions' batches, interleaved), which a
-        // stable sort finds and merges; pairs sort faster than rows by a
-        // looked-up key.
-        let mut order: Vec<(i64, u32)> = rows.iter().map(|r| (times[*r as usize], *r)).collect();
-        order.sort();
-        let t: Vec<i64> = order.iter().map(|(t, _)| *t).collect();
-        let m: Vec<bool> = order.iter().map(|(_, r)| matched[*r as usize]).collect();
-        // Rows most often come in time order, all kept: then the chunk is
-        // the batch itself.
-        let taken = if order.len() == batch.num_rows() && order.iter().enumerate().all(|(i, (_, r))| *r as usize == i) {
-            batch.clone()
+        // Most often every row is kept: then the chunk is the batch itself.
+        let (taken, t, m) = if rows.len() == batch.num_rows() {
+            (batch.clone(), times.to_vec(), matched.to_vec())
         } else {
-            take_record_batch(batch, &UInt32Array::from_iter_values(order.iter().map(|(_, r)| *r)))?
+            let t = rows.iter().map(|r| times[*r as usize]).collect();
+            let m = rows.iter().map(|r| matched[*r as usize]).collect();
+            (take_record_batch(batch, &UInt32Array::from(rows))?, t, m)
         };
         let id = self.take_id()?;
         self.add(store, id, taken, t, m)?;
@@ -195,7 +192,7 @@ impl ColumnSide {
         Ok(id)
     }
 
-    /// Build chunk `id` of `batch` (by time) and write it to `store`.
+    /// Build chunk `id` of `batch` and write it to `store`.
     fn add(
         &mut self,
         store: &mut StateStore,
@@ -204,8 +201,9 @@ impl ColumnSide {
         times: Vec<i64>,
         m: Vec<bool>,
     ) -> Result<()> {
+        let times = ScalarBuffer::from(times);
         let mut columns = batch.columns().to_vec();
-        columns.push(Arc::new(Int64Array::from(times.clone())));
+        columns.push(Arc::new(Int64Array::new(times.clone(), None)));
         // Encoded (LZ4) only if still stored at the next commit.
         let stored = RecordBatch::try_new(Arc::clone(&self.stored_schema), columns)?;
         let encode: fn(&RecordBatch) -> Result<Vec<u8>> =
@@ -214,7 +212,7 @@ impl ColumnSide {
         if self.tracks && m.iter().any(|m| *m) {
             store.put(self.key(b'm', id), m.iter().map(|m| *m as u8).collect());
         }
-        let chunk = SideChunk::try_new(&self.keys, batch, times, m, 0)?;
+        let chunk = SideChunk::try_new(&self.keys, batch, times, m, i64::MIN)?;
         self.chunks.insert(id, chunk);
         Ok(())
     }
@@ -242,27 +240,25 @@ impl ColumnSide {
         for id in ids {
             let c =
                 self.chunks.remove(id).ok_or_else(|| SluiceError::internal("a join chunk to rewrite is missing"))?;
-            batches.push(c.batch.slice(c.start, c.live()));
-            times.extend_from_slice(&c.times[c.start..]);
-            matched.extend_from_slice(&c.matched[c.start..]);
+            if c.live() == c.len() {
+                batches.push(c.batch.clone());
+                times.extend_from_slice(&c.times);
+                matched.extend_from_slice(&c.matched);
+            } else {
+                let rows: Vec<u32> = c.live_rows().map(|r| r as u32).collect();
+                times.extend(rows.iter().map(|r| c.times[*r as usize]));
+                matched.extend(rows.iter().map(|r| c.matched[*r as usize]));
+                batches.push(take_record_batch(&c.batch, &UInt32Array::from(rows))?);
+            }
             self.forget(store, *id);
         }
         let all = concat_batches(&self.schema, &batches)?;
         let id = self.take_id()?;
-        if times.is_sorted() {
-            return self.add(store, id, all, times, matched);
-        }
-        // Runs in time order (the chunks), merged by a stable sort.
-        let mut order: Vec<(i64, u32)> = times.iter().enumerate().map(|(r, t)| (*t, r as u32)).collect();
-        order.sort();
-        let all = take_record_batch(&all, &UInt32Array::from_iter_values(order.iter().map(|(_, r)| *r)))?;
-        let t = order.iter().map(|(t, _)| *t).collect();
-        let m = order.iter().map(|(_, r)| matched[*r as usize]).collect();
-        self.add(store, id, all, t, m)
+        self.add(store, id, all, times, matched)
     }
 
     fn forget(&self, store: &mut StateStore, id: u32) {
-        for kind in [b'c', b'o', b'm'] {
+        for kind in [b'c', b'e', b'o', b'm'] {
             store.remove(&self.key(kind, id));
         }
     }
@@ -275,24 +271,33 @@ impl ColumnSide {
         let mut gone = vec![];
         let tag = self.tag;
         for (id, c) in self.chunks.iter_mut() {
-            if c.live() == 0 || c.times[c.start] > bound {
+            let evicted = c.live();
+            if c.all_at_or_below(bound) {
+                if unmatched {
+                    let rows: Vec<u32> = c.live_rows().filter(|r| !c.matched[*r]).map(|r| r as u32).collect();
+                    if !rows.is_empty() {
+                        out.push(take_record_batch(&c.batch, &UInt32Array::from(rows))?);
+                    }
+                }
+                self.removed += evicted as u64;
+                gone.push(*id);
                 continue;
             }
-            let end = c.times.partition_point(|t| *t <= bound);
+            let rows = c.evict(bound);
+            if rows.is_empty() {
+                continue;
+            }
             if unmatched {
-                let rows: Vec<u32> = (c.start..end).filter(|r| !c.matched[*r]).map(|r| r as u32).collect();
+                let rows: Vec<u32> = rows.iter().filter(|r| !c.matched[**r]).map(|r| *r as u32).collect();
                 if !rows.is_empty() {
                     out.push(take_record_batch(&c.batch, &UInt32Array::from(rows))?);
                 }
             }
-            self.removed += (end - c.start) as u64;
-            c.start = end;
-            if c.live() == 0 {
-                gone.push(*id);
-            } else if c.live() * 2 < c.times.len() {
+            self.removed += rows.len() as u64;
+            if c.live() * 2 < c.len() {
                 rewrite.push(*id);
             } else {
-                store.put(entry_key(tag, b'o', *id), (c.start as u32).to_le_bytes().to_vec());
+                store.put(entry_key(tag, b'e', *id), c.bound.to_le_bytes().to_vec());
             }
         }
         let changed = !gone.is_empty() || !rewrite.is_empty();
@@ -313,9 +318,9 @@ impl ColumnSide {
     pub(super) async fn restore(&mut self, store: &StateStore) -> Result<()> {
         self.chunks.clear();
         self.next_id = 0;
-        for (id, batch, times, matched, start) in read_side(store, self.tag, &self.schema).await? {
+        for (id, batch, times, matched, bound) in read_side(store, self.tag, &self.schema).await? {
             self.next_id = self.next_id.max(id + 1);
-            let chunk = SideChunk::try_new(&self.keys, batch, times, matched, start)?;
+            let chunk = SideChunk::try_new(&self.keys, batch, times, matched, bound)?;
             self.chunks.insert(id, chunk);
         }
         Ok(())
@@ -353,19 +358,25 @@ fn damaged(what: &str) -> SluiceError {
 }
 
 /// Every chunk of side `tag` in `store`: (id, rows, eviction times, matched
-/// flags, start offset).
+/// flags, eviction bound).
 async fn read_side(
     store: &StateStore,
     tag: u8,
     schema: &SchemaRef,
-) -> Result<Vec<(u32, RecordBatch, Vec<i64>, Vec<bool>, usize)>> {
+) -> Result<Vec<(u32, RecordBatch, ScalarBuffer<i64>, Vec<bool>, i64)>> {
     let id_of = |k: &[u8]| -> Result<u32> {
         let b: [u8; 4] = k.get(2..).and_then(|b| b.try_into().ok()).ok_or_else(|| damaged("has a malformed key"))?;
         Ok(u32::from_be_bytes(b))
     };
-    let (mut starts, mut flags) = (HashMap::<u32, usize>::default(), HashMap::<u32, Vec<bool>>::default());
+    let mut bounds = HashMap::<u32, i64>::default();
+    let mut starts = HashMap::<u32, usize>::default();
+    let mut flags = HashMap::<u32, Vec<bool>>::default();
     for (k, v) in store.iter() {
         match k {
+            [t, b'e', ..] if *t == tag => {
+                let b: [u8; 8] = v.try_into().map_err(|_| damaged("has a malformed eviction bound"))?;
+                bounds.insert(id_of(k)?, i64::from_le_bytes(b));
+            }
             [t, b'o', ..] if *t == tag => {
                 let b: [u8; 4] = v.try_into().map_err(|_| damaged("has a malformed start offset"))?;
                 starts.insert(id_of(k)?, u32::from_le_bytes(b) as usize);
@@ -373,7 +384,7 @@ async fn read_side(
             [t, b'm', ..] if *t == tag => {
                 flags.insert(id_of(k)?, v.iter().map(|m| *m != 0).collect());
             }
-            [0 | 1, b'o' | b'm', ..] => {}
+            [0 | 1, b'e' | b'o' | b'm', ..] => {}
             _ => return Err(damaged("has an unknown key")),
         }
     }
@@ -390,20 +401,31 @@ async fn read_side(
         let batch = decode(&bytes, &stored, "join state chunk")?;
         let n = batch.num_rows();
         let last = batch.num_columns() - 1;
-        let times: Vec<i64> = batch
+        let times = batch
             .column(last)
             .as_any()
             .downcast_ref::<Int64Array>()
             .ok_or_else(|| damaged("has no eviction times"))?
             .values()
-            .to_vec();
+            .clone();
         let rows = RecordBatch::try_new(Arc::clone(schema), batch.columns()[..last].to_vec())?;
         let matched = flags.remove(&id).unwrap_or_else(|| vec![false; n]);
-        let start = starts.remove(&id).unwrap_or(0);
-        if matched.len() != n || start > n || times.windows(2).any(|w| w[0] > w[1]) {
+        if matched.len() != n {
             return Err(damaged("disagrees with its chunk"));
         }
-        out.push((id, rows, times, matched, start));
+        // A chunk from before bounds: sorted by time, its live rows from
+        // an offset on, so its bound is the time before that offset.
+        let bound = match (bounds.remove(&id), starts.remove(&id)) {
+            (Some(bound), _) => bound,
+            (None, Some(start)) if start > 0 => {
+                if start > n || times.windows(2).any(|w| w[0] > w[1]) {
+                    return Err(damaged("disagrees with its chunk"));
+                }
+                times[start - 1]
+            }
+            (None, _) => i64::MIN,
+        };
+        out.push((id, rows, times, matched, bound));
     }
     out.sort_by_key(|c| c.0);
     Ok(out)
@@ -414,9 +436,11 @@ async fn read_side(
 /// flags.
 pub(crate) async fn stored_rows(store: &StateStore, tag: u8, schema: &SchemaRef) -> Result<StoredRows> {
     let mut out = vec![];
-    for (_, batch, times, matched, start) in read_side(store, tag, schema).await? {
-        let n = batch.num_rows() - start;
-        out.push((batch.slice(start, n), times[start..].to_vec(), matched[start..].to_vec()));
+    for (_, batch, times, matched, bound) in read_side(store, tag, schema).await? {
+        let live: Vec<u32> = (0..times.len() as u32).filter(|r| times[*r as usize] > bound).collect();
+        let t = live.iter().map(|r| times[*r as usize]).collect();
+        let m = live.iter().map(|r| matched[*r as usize]).collect();
+        out.push((take_record_batch(&batch, &UInt32Array::from(live))?, t, m));
     }
     Ok(out)
 }
