@@ -117,6 +117,22 @@ impl WindowStarts {
         Self { size, offset, inverse: 1.0 / size as f64 }
     }
 
+    /// The start of the window of each of `times` (a time in the same
+    /// window as the one before, the common case, costs a comparison).
+    fn over(&self, times: &[i64]) -> Vec<i64> {
+        let (mut start, mut end) = (1, 0);
+        times
+            .iter()
+            .map(|t| {
+                if !(start <= *t && *t < end) {
+                    start = self.of(*t);
+                    end = start.saturating_add(self.size);
+                }
+                start
+            })
+            .collect()
+    }
+
     /// The start of the window containing `t`.
     #[inline]
     fn of(&self, t: i64) -> i64 {
@@ -195,8 +211,9 @@ impl ScalarUDFImpl for WindowFunction {
                 if size <= 0 {
                     return exec_err!("window size must be positive");
                 }
-                let starts = WindowStarts::new(size, offset);
-                Arc::new(struct_of(ts.unary(|t: i64| starts.of(t)), size))
+                let starts = WindowStarts::new(size, offset).over(ts.values());
+                let starts = TimestampMicrosecondArray::new(starts.into(), ts.nulls().cloned());
+                Arc::new(struct_of(starts, size))
             }
             Kind::Session => {
                 let gap = int_arg(&args.args[1], "gap")?;
@@ -311,7 +328,12 @@ mod tests {
             offset in -1_000_000i64..1_000_000,
         ) {
             let want = t.wrapping_sub(t.wrapping_sub(offset).rem_euclid(size));
-            prop_assert_eq!(WindowStarts::new(size, offset).of(t), want);
+            let starts = WindowStarts::new(size, offset);
+            prop_assert_eq!(starts.of(t), want);
+            // Over a run of times, each in the window of the one before or not.
+            let run = [t, t.saturating_add(1), t.saturating_add(size / 2), t.saturating_add(size), t.saturating_sub(size), t];
+            let want: Vec<i64> = run.iter().map(|t| t.wrapping_sub(t.wrapping_sub(offset).rem_euclid(size))).collect();
+            prop_assert_eq!(starts.over(&run), want);
         }
 
         /// Tumbling and sliding windows agree with a by-definition reference:

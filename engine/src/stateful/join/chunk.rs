@@ -28,6 +28,15 @@ const NONE: u32 = u32::MAX;
 /// A chunk is indexed once scans of it have read this many times its rows.
 const SCANS_BEFORE_INDEX: usize = 4;
 
+/// Words of the bitmap of probe hashes a scan checks first (2^15 bits).
+const FILTER_WORDS: usize = 512;
+
+/// The bit of hash `h` in that bitmap (its top bits).
+#[inline]
+fn filter_bit(h: u64) -> usize {
+    (h >> (64 - 15)) as usize
+}
+
 /// The hash state of join keys (not the partitioner's, so that the keys of
 /// one state partition spread over a hash table's buckets).
 fn hash_state() -> RandomState {
@@ -157,7 +166,7 @@ impl SideChunk {
         let gone: Vec<usize> = (0..self.len()).filter(|r| self.times[*r] > old && self.times[*r] <= bound).collect();
         self.bound = bound;
         self.live -= gone.len();
-        if self.index.is_some() && self.live * 2 < self.len() {
+        if self.index.is_some() && self.live * 4 < self.len() {
             self.index = None;
         }
         gone
@@ -202,16 +211,22 @@ pub(super) fn probe_chunks<'a>(
             c.index = Some(HashIndex::build(c));
         }
     }
-    // The probe rows in a small table, for the chunks that are scanned.
+    // The probe rows in a small table, for the chunks that are scanned,
+    // behind a bitmap of their hashes' top bits that turns most stored rows
+    // away before a table lookup.
     let table = chunks.iter().any(|c| c.index.is_none()).then(|| {
         let mut heads: HashMap<u64, u32> = HashMap::with_capacity(rows.len());
         let mut next = vec![NONE; rows.len()];
+        let mut filter = vec![0u64; FILTER_WORDS];
         for (p, &i) in rows.iter().enumerate().rev() {
-            let head = heads.entry(probe.hashes[i]).or_insert(NONE);
+            let h = probe.hashes[i];
+            let head = heads.entry(h).or_insert(NONE);
             next[p] = *head;
             *head = p as u32;
+            let bit = filter_bit(h);
+            filter[bit / 64] |= 1 << (bit % 64);
         }
-        (heads, next)
+        (heads, next, filter)
     });
     let mut found: Vec<Found> = vec![];
     for (pos, c) in chunks.iter_mut().enumerate() {
@@ -228,10 +243,14 @@ pub(super) fn probe_chunks<'a>(
                     }
                 }
             }
-            (None, Some((heads, next))) => {
+            (None, Some((heads, next, filter))) => {
                 c.scanned += c.live();
                 for row in c.live_rows() {
                     let h = c.keys.hashes[row];
+                    let bit = filter_bit(h);
+                    if filter[bit / 64] & (1 << (bit % 64)) == 0 {
+                        continue;
+                    }
                     let Some(mut p) = heads.get(&h).copied() else { continue };
                     while p != NONE {
                         let i = rows[p as usize];

@@ -7,7 +7,7 @@
 //! batch itself when all are kept). The watermark evicts the rows whose
 //! eviction time is at or below a bound: eviction raises a chunk's bound,
 //! drops a chunk whose rows are all gone, and rewrites one that is mostly
-//! gone. Once a side holds more than
+//! (three quarters) gone. Once a side holds more than
 //! [`MERGE_FANOUT`] chunks, small ones merge like a binary counter (up to
 //! [`MERGE_ROWS`]), so a side kept for ever holds few chunks, and one the
 //! watermark evicts within a few batches is never rewritten.
@@ -294,7 +294,10 @@ impl ColumnSide {
                 }
             }
             self.removed += rows.len() as u64;
-            if c.live() * 2 < c.len() {
+            // Rewritten once mostly gone: copying a quarter of the rows
+            // frees three quarters (a chunk the watermark is passing is
+            // most often gone whole a batch later).
+            if c.live() * 4 < c.len() {
                 rewrite.push(*id);
             } else {
                 store.put(entry_key(tag, b'e', *id), c.bound.to_le_bytes().to_vec());
