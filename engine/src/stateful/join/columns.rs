@@ -54,7 +54,7 @@ pub(super) struct ColumnSide {
     schema: SchemaRef,
     stored_schema: SchemaRef,
     /// Whether chunks are LZ4-compressed when written: for rows with
-    /// strings or bytes, whose writing costs more than compressing them;
+    /// variable-width columns (strings, bytes), whose writing costs more than compressing them;
     /// fixed-width rows compress too little to pay (Flink's checkpoints are
     /// uncompressed by default).
     lz4: bool,
@@ -78,16 +78,10 @@ impl ColumnSide {
             keys: keys.to_vec(),
             schema: Arc::clone(schema),
             stored_schema: stored_schema(schema),
+            // Strings, bytes, lists and structs: any column without a fixed width.
             lz4: schema.fields().iter().any(|f| {
-                matches!(
-                    f.data_type(),
-                    DataType::Utf8
-                        | DataType::LargeUtf8
-                        | DataType::Utf8View
-                        | DataType::Binary
-                        | DataType::LargeBinary
-                        | DataType::BinaryView
-                )
+                let t = f.data_type();
+                t.primitive_width().is_none() && !matches!(t, DataType::Boolean | DataType::Null)
             }),
             tracks,
             chunks: BTreeMap::new(),
