@@ -415,7 +415,10 @@ async fn read_side(
         let bound = match (bounds.remove(&id), starts.remove(&id)) {
             (Some(bound), _) => bound,
             (None, Some(start)) if start > 0 => {
-                if start > n || times.windows(2).any(|w| w[0] > w[1]) {
+                // Eviction left every row from the offset on above the
+                // evicted times.
+                if start > n || times.windows(2).any(|w| w[0] > w[1]) || (start < n && times[start] == times[start - 1])
+                {
                     return Err(damaged("disagrees with its chunk"));
                 }
                 times[start - 1]
@@ -440,4 +443,56 @@ pub(crate) async fn stored_rows(store: &StateStore, tag: u8, schema: &SchemaRef)
         out.push((take_record_batch(&batch, &UInt32Array::from(live))?, t, m));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::CheckpointDir;
+    use crate::state::StateStoreConfig;
+    use datafusion::physical_expr::expressions::Column;
+
+    fn rows(keys: &[i64], schema: &SchemaRef) -> RecordBatch {
+        RecordBatch::try_new(Arc::clone(schema), vec![Arc::new(Int64Array::from(keys.to_vec()))]).expect("a batch")
+    }
+
+    /// A chunk written before bounds (sorted by time, with a start offset)
+    /// and one written with a bound restore to the same live rows.
+    #[tokio::test]
+    async fn chunks_with_start_offsets_and_with_bounds_restore_their_live_rows() {
+        let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)]));
+        let keys: Vec<Arc<dyn PhysicalExpr>> = vec![Arc::new(Column::new("k", 0))];
+        let tmp = tempfile::tempdir().expect("a directory");
+        let config = StateStoreConfig { num_partitions: 1, snapshot_interval: 4, min_versions_to_retain: 2 };
+        let dir = || CheckpointDir::open(tmp.path().to_str().expect("a path")).expect("a checkpoint directory");
+        let mut store = StateStore::open(dir(), config, None).await.expect("a store");
+        let stored = |keys: &[i64], times: &[i64]| {
+            let mut columns = rows(keys, &schema).columns().to_vec();
+            columns.push(Arc::new(Int64Array::from(times.to_vec())));
+            encode_with(&RecordBatch::try_new(stored_schema(&schema), columns).expect("a chunk"), true)
+                .expect("encoded")
+        };
+        // Before bounds: sorted by time, the first two rows evicted.
+        store.put_blob(entry_key(0, b'c', 0), stored(&[10, 11, 12, 13], &[1, 2, 3, 4]));
+        store.put(entry_key(0, b'o', 0), 2u32.to_le_bytes().to_vec());
+        // With a bound: in arrival order, the rows at or below 5 evicted.
+        store.put_blob(entry_key(0, b'c', 1), stored(&[20, 21, 22], &[7, 5, 9]));
+        store.put(entry_key(0, b'e', 1), 5i64.to_le_bytes().to_vec());
+        store.commit(0).await.expect("a commit");
+        let store = StateStore::open(dir(), config, Some(0)).await.expect("a restore");
+        let mut side = ColumnSide::try_new(0, &schema, &keys, false).expect("a side");
+        side.restore(&store).await.expect("restored");
+        assert_eq!(side.num_rows(), 4);
+        let live: Vec<(Vec<i64>, Vec<i64>)> = stored_rows(&store, 0, &schema)
+            .await
+            .expect("stored rows")
+            .into_iter()
+            .map(|(b, t, _)| (b.column(0).as_any().downcast_ref::<Int64Array>().expect("ints").values().to_vec(), t))
+            .collect();
+        assert_eq!(live, vec![(vec![12, 13], vec![3, 4]), (vec![20, 22], vec![7, 9])]);
+        // Both keep evicting by time: 4 and below goes.
+        let mut store = store;
+        side.evict(&mut store, 4, false).expect("evicted");
+        assert_eq!(side.num_rows(), 2);
+    }
 }
