@@ -100,20 +100,19 @@ impl ColumnSide {
         let ids: Vec<u32> = self.chunks.keys().copied().collect();
         let mut probe = Probe::default();
         let mut found: Vec<(usize, usize)> = vec![];
-        for (i, pos, row) in probe_chunks(self.chunks.values_mut(), keys, rows)? {
-            let chunk = self
-                .chunks
-                .get(&ids[pos as usize])
-                .ok_or_else(|| SluiceError::internal("a probed join chunk is missing"))?;
+        let matches = probe_chunks(self.chunks.values_mut(), keys, rows)?;
+        let chunks: Vec<&SideChunk> = self.chunks.values().collect();
+        for (i, pos, row) in matches {
+            let (pos, row) = (pos as usize, row as usize);
             probe.pair_this.push(i);
             probe.pair_other.push(found.len() as u32);
-            probe.matched.push(chunk.matched[row as usize]);
-            probe.ids.push(((ids[pos as usize] as u64) << 32) | row as u64);
-            found.push((pos as usize, row as usize));
+            probe.matched.push(chunks[pos].matched[row]);
+            probe.ids.push(((ids[pos] as u64) << 32) | row as u64);
+            found.push((pos, row));
         }
         let columns = (0..self.schema.fields().len())
             .map(|c| {
-                let arrays: Vec<&dyn Array> = self.chunks.values().map(|ch| ch.batch.column(c).as_ref()).collect();
+                let arrays: Vec<&dyn Array> = chunks.iter().map(|ch| ch.batch.column(c).as_ref()).collect();
                 if arrays.is_empty() {
                     return Ok(datafusion::arrow::array::new_empty_array(self.schema.field(c).data_type()));
                 }
