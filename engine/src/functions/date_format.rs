@@ -3,7 +3,8 @@
 //! takes chrono's `%Y-%m-%d`: a Spark pattern given to it would come back
 //! as the letters themselves, the same for every row. This one translates a
 //! pattern without `%` to chrono's and then runs `to_char`; a pattern with
-//! `%` is chrono's already and passes unchanged.
+//! `%` is chrono's already and passes unchanged. A pattern of numeric
+//! fields over a column is formatted by [`CompiledPattern`], without chrono.
 
 use std::sync::Arc;
 
@@ -13,6 +14,8 @@ use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::{
     ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
 };
+
+use super::date_pattern::{chrono_spec, tokens, CompiledPattern, Token};
 
 /// The `date_format` function.
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -39,77 +42,27 @@ pub fn spark_to_chrono(pattern: &str) -> String {
     if pattern.contains('%') {
         return pattern.to_string();
     }
-    let chars: Vec<char> = pattern.chars().collect();
     let mut out = String::new();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        if c == '\'' {
-            // Quoted literal text.
-            let mut j = i + 1;
-            if j < chars.len() && chars[j] == '\'' {
-                out.push('\'');
-                i += 2;
-                continue;
-            }
-            loop {
-                match (chars.get(j), chars.get(j + 1)) {
-                    (None, _) => break,
-                    (Some('\''), Some('\'')) => {
-                        out.push('\'');
-                        j += 2;
-                    }
-                    (Some('\''), _) => break,
-                    (Some(c), _) => {
-                        out.push(*c);
-                        j += 1;
-                    }
-                }
-            }
-            i = j + 1;
-            continue;
+    for token in tokens(pattern) {
+        match token {
+            Token::Literal(text) => out.push_str(&text),
+            Token::Letter(letter, n) => match chrono_spec(letter, n) {
+                Some(spec) => out.push_str(spec),
+                None => out.extend(std::iter::repeat_n(letter, n)),
+            },
         }
-        let mut n = 1;
-        while i + n < chars.len() && chars[i + n] == c {
-            n += 1;
-        }
-        let spec = match (c, n) {
-            ('y', 2) => "%y",
-            ('y', _) => "%Y",
-            ('M', 1) => "%-m",
-            ('M', 2) => "%m",
-            ('M', 3) => "%b",
-            ('M', _) => "%B",
-            ('d', 1) => "%-d",
-            ('d', _) => "%d",
-            ('D', _) => "%j",
-            ('H', 1) => "%-H",
-            ('H', _) => "%H",
-            ('h', 1) => "%-I",
-            ('h', _) => "%I",
-            ('m', 1) => "%-M",
-            ('m', _) => "%M",
-            ('s', 1) => "%-S",
-            ('s', _) => "%S",
-            ('S', 1..=3) => "%3f",
-            ('S', 4..=6) => "%6f",
-            ('S', _) => "%9f",
-            ('a', _) => "%p",
-            ('E', 1..=3) => "%a",
-            ('E', _) => "%A",
-            ('Z', _) | ('X', _) | ('x', _) => "%z",
-            _ => {
-                for _ in 0..n {
-                    out.push(c);
-                }
-                i += n;
-                continue;
-            }
-        };
-        out.push_str(spec);
-        i += n;
     }
     out
+}
+
+/// The pattern of a constant format argument, if it is one.
+fn constant_pattern(format: &ColumnarValue) -> Option<&str> {
+    match format {
+        ColumnarValue::Scalar(
+            ScalarValue::Utf8(Some(p)) | ScalarValue::Utf8View(Some(p)) | ScalarValue::LargeUtf8(Some(p)),
+        ) => Some(p),
+        _ => None,
+    }
 }
 
 impl ScalarUDFImpl for DateFormat {
@@ -134,6 +87,12 @@ impl ScalarUDFImpl for DateFormat {
     }
 
     fn invoke_with_args(&self, mut args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        if let [ColumnarValue::Array(values), format] = args.args.as_slice() {
+            let compiled = constant_pattern(format).and_then(CompiledPattern::new);
+            if let Some(formatted) = compiled.and_then(|pattern| pattern.format(values.as_ref())) {
+                return Ok(ColumnarValue::Array(formatted));
+            }
+        }
         if let Some(format) = args.args.get_mut(1) {
             let translated = match &*format {
                 ColumnarValue::Scalar(ScalarValue::Utf8(Some(p))) => {
@@ -168,7 +127,47 @@ impl ScalarUDFImpl for DateFormat {
 
 #[cfg(test)]
 mod tests {
-    use super::spark_to_chrono;
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{
+        ArrayRef, Date32Array, Date64Array, StringArray, TimestampMicrosecondArray, TimestampMillisecondArray,
+        TimestampNanosecondArray, TimestampSecondArray,
+    };
+    use datafusion::arrow::datatypes::{DataType, Field};
+    use datafusion::common::ScalarValue;
+    use datafusion::config::ConfigOptions;
+    use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl};
+    use proptest::prelude::*;
+
+    use super::{spark_to_chrono, CompiledPattern, DateFormat};
+
+    /// Call `f(values, pattern)` as DataFusion would.
+    fn call(f: &dyn ScalarUDFImpl, values: ArrayRef, pattern: &str) -> StringArray {
+        let n = values.len();
+        let arg_fields = vec![
+            Arc::new(Field::new("t", values.data_type().clone(), true)),
+            Arc::new(Field::new("p", DataType::Utf8, false)),
+        ];
+        let args = ScalarFunctionArgs {
+            args: vec![ColumnarValue::Array(values), ColumnarValue::Scalar(ScalarValue::Utf8(Some(pattern.into())))],
+            arg_fields,
+            number_rows: n,
+            return_field: Arc::new(Field::new("s", DataType::Utf8, true)),
+            config_options: Arc::new(ConfigOptions::default()),
+        };
+        let out = f.invoke_with_args(args).expect("invoke").into_array(n).expect("array");
+        out.as_any().downcast_ref::<StringArray>().expect("strings").clone()
+    }
+
+    /// `date_format` and chrono (DataFusion's `to_char` given the translated
+    /// pattern) agree on `values`.
+    fn agrees(values: ArrayRef, pattern: &str) -> Result<(), TestCaseError> {
+        let fast = call(&DateFormat::default(), Arc::clone(&values), pattern);
+        let to_char = DateFormat::default().to_char;
+        let chrono = call(to_char.inner().as_ref(), values, &spark_to_chrono(pattern));
+        prop_assert_eq!(fast, chrono, "pattern {}", pattern);
+        Ok(())
+    }
 
     #[test]
     fn spark_patterns_become_chrono_formats() {
@@ -178,5 +177,60 @@ mod tests {
         assert_eq!(spark_to_chrono("dd MMM yy, EEE"), "%d %b %y, %a");
         assert_eq!(spark_to_chrono("'o''clock' h a"), "o'clock %-I %p");
         assert_eq!(spark_to_chrono("%Y/%m"), "%Y/%m");
+    }
+
+    #[test]
+    fn names_zones_and_chrono_patterns_are_left_to_chrono() {
+        for pattern in ["dd MMM yyyy", "EEE HH:mm", "h a", "HH:mm Z", "%Y-%m"] {
+            assert_eq!(CompiledPattern::new(pattern), None, "{pattern}");
+        }
+        let compiled = CompiledPattern::new("yyyy-MM-dd").expect("numeric pattern");
+        // Year 10000 is printed by chrono with a sign; the compiled form declines.
+        let far = TimestampSecondArray::from(vec![253_402_300_800]);
+        assert!(compiled.format(&far).is_none());
+        let zoned = TimestampSecondArray::from(vec![0]).with_timezone("+01:00");
+        assert!(compiled.format(&zoned).is_none());
+    }
+
+    fn pattern() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("yyyy"), Just("yy"), Just("y"), Just("M"), Just("MM"), Just("d"), Just("dd"), Just("D"),
+            Just("DDD"), Just("H"), Just("HH"), Just("h"), Just("hh"), Just("m"), Just("mm"), Just("s"),
+            Just("ss"), Just("S"), Just("SSS"), Just("SSSSSS"), Just("SSSSSSSSS"), Just("-"), Just(":"),
+            Just(" "), Just("'T'"), Just("''"), Just("'at' "), Just("q"), Just("/"),
+        ];
+        prop::collection::vec(piece, 1..7).prop_map(|p| p.concat())
+    }
+
+    proptest! {
+        /// Every numeric pattern formats as chrono does, in every unit, with
+        /// NULLs, runs of equal days and minutes, and times before 1970.
+        #[test]
+        fn compiled_patterns_format_as_chrono_does(
+            pattern in pattern(),
+            start in -62_167_219_200i64..253_402_300_000,
+            steps in prop::collection::vec(prop_oneof![Just(0i64), 0i64..2, 0i64..90, 0i64..100_000, 0i64..50_000_000], 1..40),
+            nulls in prop::collection::vec(any::<bool>(), 40),
+            sub in 0i64..1_000_000_000,
+        ) {
+            let mut seconds = Vec::new();
+            let mut t = start;
+            for (i, step) in steps.iter().enumerate() {
+                t = (t + step).min(253_402_300_799);
+                seconds.push((!nulls[i] || i == 0).then_some(t));
+            }
+            let scaled = |k: i64, frac: i64| -> Vec<Option<i64>> {
+                seconds.iter().map(|s| s.map(|s| s * k + frac)).collect()
+            };
+            agrees(Arc::new(TimestampSecondArray::from(scaled(1, 0))), &pattern)?;
+            agrees(Arc::new(TimestampMillisecondArray::from(scaled(1_000, sub / 1_000_000))), &pattern)?;
+            agrees(Arc::new(TimestampMicrosecondArray::from(scaled(1_000_000, sub / 1_000))), &pattern)?;
+            if start.abs() < 7_000_000_000 {
+                agrees(Arc::new(TimestampNanosecondArray::from(scaled(1_000_000_000, sub))), &pattern)?;
+            }
+            agrees(Arc::new(Date64Array::from(scaled(1_000, sub / 1_000_000))), &pattern)?;
+            let days: Vec<Option<i32>> = seconds.iter().map(|s| s.map(|s| s.div_euclid(86_400) as i32)).collect();
+            agrees(Arc::new(Date32Array::from(days)), &pattern)?;
+        }
     }
 }

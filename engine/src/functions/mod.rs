@@ -2,6 +2,7 @@
 
 pub mod batch_time;
 pub mod date_format;
+pub mod date_pattern;
 pub mod proctime;
 pub mod state_table;
 pub mod window;
