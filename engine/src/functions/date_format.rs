@@ -5,6 +5,10 @@
 //! pattern without `%` to chrono's and then runs `to_char`; a pattern with
 //! `%` is chrono's already and passes unchanged. A pattern of numeric
 //! fields over a column is formatted by [`CompiledPattern`], without chrono.
+//!
+//! Sluice's `to_char` is DataFusion's with that same fast path for chrono
+//! formats of numeric fields (`%Y-%m-%d`), which chrono otherwise parses
+//! again for every row.
 
 use std::sync::Arc;
 
@@ -17,21 +21,29 @@ use datafusion::logical_expr::{
 
 use super::date_pattern::{chrono_spec, tokens, CompiledPattern, Token};
 
-/// The `date_format` function.
+/// The `date_format` function (Spark patterns), or `to_char` (chrono's).
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct DateFormat {
     to_char: Arc<ScalarUDF>,
+    /// `date_format`: patterns without `%` are Spark's.
+    spark_patterns: bool,
 }
 
 impl Default for DateFormat {
     fn default() -> Self {
-        Self { to_char: datafusion::functions::datetime::to_char() }
+        Self { to_char: datafusion::functions::datetime::to_char(), spark_patterns: true }
     }
 }
 
-/// The function, for registering.
+/// The `date_format` function, for registering.
 pub fn date_format_udf() -> ScalarUDF {
     ScalarUDF::new_from_impl(DateFormat::default())
+}
+
+/// The `to_char` function (chrono formats), for registering in place of
+/// DataFusion's.
+pub fn to_char_udf() -> ScalarUDF {
+    ScalarUDF::new_from_impl(DateFormat { spark_patterns: false, ..DateFormat::default() })
 }
 
 /// Translate a Spark / Java `DateTimeFormatter` pattern to chrono's
@@ -67,7 +79,10 @@ fn constant_pattern(format: &ColumnarValue) -> Option<&str> {
 
 impl ScalarUDFImpl for DateFormat {
     fn name(&self) -> &str {
-        "date_format"
+        match self.spark_patterns {
+            true => "date_format",
+            false => "to_char",
+        }
     }
 
     fn signature(&self) -> &Signature {
@@ -88,10 +103,16 @@ impl ScalarUDFImpl for DateFormat {
 
     fn invoke_with_args(&self, mut args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         if let [ColumnarValue::Array(values), format] = args.args.as_slice() {
-            let compiled = constant_pattern(format).and_then(CompiledPattern::new);
+            let compiled = constant_pattern(format).and_then(|p| match self.spark_patterns && !p.contains('%') {
+                true => CompiledPattern::new(p),
+                false => CompiledPattern::from_chrono(p),
+            });
             if let Some(formatted) = compiled.and_then(|pattern| pattern.format(values.as_ref())) {
                 return Ok(ColumnarValue::Array(formatted));
             }
+        }
+        if !self.spark_patterns {
+            return self.to_char.invoke_with_args(args);
         }
         if let Some(format) = args.args.get_mut(1) {
             let translated = match &*format {
@@ -139,7 +160,7 @@ mod tests {
     use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl};
     use proptest::prelude::*;
 
-    use super::{spark_to_chrono, CompiledPattern, DateFormat};
+    use super::{spark_to_chrono, to_char_udf, CompiledPattern, DateFormat};
 
     /// Call `f(values, pattern)` as DataFusion would.
     fn call(f: &dyn ScalarUDFImpl, values: ArrayRef, pattern: &str) -> StringArray {
@@ -160,12 +181,16 @@ mod tests {
     }
 
     /// `date_format` and chrono (DataFusion's `to_char` given the translated
-    /// pattern) agree on `values`.
-    fn agrees(values: ArrayRef, pattern: &str) -> Result<(), TestCaseError> {
+    /// pattern) agree on `values`; so do Sluice's `to_char` and
+    /// DataFusion's given the chrono format.
+    fn agrees(values: ArrayRef, pattern: &str, chrono_format: &str) -> Result<(), TestCaseError> {
+        let datafusion = DateFormat::default().to_char;
+        let want = call(datafusion.inner().as_ref(), Arc::clone(&values), &spark_to_chrono(pattern));
         let fast = call(&DateFormat::default(), Arc::clone(&values), pattern);
-        let to_char = DateFormat::default().to_char;
-        let chrono = call(to_char.inner().as_ref(), values, &spark_to_chrono(pattern));
-        prop_assert_eq!(fast, chrono, "pattern {}", pattern);
+        prop_assert_eq!(fast, want, "date_format pattern {}", pattern);
+        let want = call(datafusion.inner().as_ref(), Arc::clone(&values), chrono_format);
+        let fast = call(to_char_udf().inner().as_ref(), values, chrono_format);
+        prop_assert_eq!(fast, want, "to_char format {}", chrono_format);
         Ok(())
     }
 
@@ -183,6 +208,9 @@ mod tests {
     fn names_zones_and_chrono_patterns_are_left_to_chrono() {
         for pattern in ["dd MMM yyyy", "EEE HH:mm", "h a", "HH:mm Z", "%Y-%m"] {
             assert_eq!(CompiledPattern::new(pattern), None, "{pattern}");
+        }
+        for format in ["%b %d", "%A", "%p", "%z", "%e", "%.f", "%3d", "%", "%-Y", "%Y %Z"] {
+            assert_eq!(CompiledPattern::from_chrono(format), None, "{format}");
         }
         let compiled = CompiledPattern::new("yyyy-MM-dd").expect("numeric pattern");
         // Year 10000 is printed by chrono with a sign; the compiled form declines.
@@ -202,12 +230,23 @@ mod tests {
         prop::collection::vec(piece, 1..7).prop_map(|p| p.concat())
     }
 
+    fn chrono_format() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("%Y"), Just("%y"), Just("%m"), Just("%-m"), Just("%d"), Just("%-d"), Just("%j"), Just("%H"),
+            Just("%-H"), Just("%I"), Just("%-I"), Just("%M"), Just("%-M"), Just("%S"), Just("%-S"), Just("%3f"),
+            Just("%6f"), Just("%9f"), Just("%.3f"), Just("%.6f"), Just("%.9f"), Just("%F"), Just("%T"), Just("%R"),
+            Just("%%"), Just("-"), Just(":"), Just(" "), Just("T"), Just("yyyy"), Just("'"), Just("é"),
+        ];
+        prop::collection::vec(piece, 1..7).prop_map(|p| p.concat())
+    }
+
     proptest! {
         /// Every numeric pattern formats as chrono does, in every unit, with
         /// NULLs, runs of equal days and minutes, and times before 1970.
         #[test]
         fn compiled_patterns_format_as_chrono_does(
             pattern in pattern(),
+            format in chrono_format(),
             start in -62_167_219_200i64..253_402_300_000,
             steps in prop::collection::vec(prop_oneof![Just(0i64), 0i64..2, 0i64..90, 0i64..100_000, 0i64..50_000_000], 1..40),
             nulls in prop::collection::vec(any::<bool>(), 40),
@@ -222,15 +261,15 @@ mod tests {
             let scaled = |k: i64, frac: i64| -> Vec<Option<i64>> {
                 seconds.iter().map(|s| s.map(|s| s * k + frac)).collect()
             };
-            agrees(Arc::new(TimestampSecondArray::from(scaled(1, 0))), &pattern)?;
-            agrees(Arc::new(TimestampMillisecondArray::from(scaled(1_000, sub / 1_000_000))), &pattern)?;
-            agrees(Arc::new(TimestampMicrosecondArray::from(scaled(1_000_000, sub / 1_000))), &pattern)?;
+            agrees(Arc::new(TimestampSecondArray::from(scaled(1, 0))), &pattern, &format)?;
+            agrees(Arc::new(TimestampMillisecondArray::from(scaled(1_000, sub / 1_000_000))), &pattern, &format)?;
+            agrees(Arc::new(TimestampMicrosecondArray::from(scaled(1_000_000, sub / 1_000))), &pattern, &format)?;
             if start.abs() < 7_000_000_000 {
-                agrees(Arc::new(TimestampNanosecondArray::from(scaled(1_000_000_000, sub))), &pattern)?;
+                agrees(Arc::new(TimestampNanosecondArray::from(scaled(1_000_000_000, sub))), &pattern, &format)?;
             }
-            agrees(Arc::new(Date64Array::from(scaled(1_000, sub / 1_000_000))), &pattern)?;
+            agrees(Arc::new(Date64Array::from(scaled(1_000, sub / 1_000_000))), &pattern, &format)?;
             let days: Vec<Option<i32>> = seconds.iter().map(|s| s.map(|s| s.div_euclid(86_400) as i32)).collect();
-            agrees(Arc::new(Date32Array::from(days)), &pattern)?;
+            agrees(Arc::new(Date32Array::from(days)), &pattern, &format)?;
         }
     }
 }

@@ -130,6 +130,19 @@ enum Field {
     Fraction(u32),
 }
 
+impl Field {
+    /// The length of the field's unit in seconds (0: under a second).
+    fn granule_seconds(self) -> i64 {
+        match self {
+            Field::Year4 | Field::Year2 | Field::Month { .. } | Field::Day { .. } | Field::DayOfYear => 86_400,
+            Field::Hour24 { .. } | Field::Hour12 { .. } => 3_600,
+            Field::Minute { .. } => 60,
+            Field::Second { .. } => 1,
+            Field::Fraction(_) => 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
     Field(Field),
@@ -161,27 +174,105 @@ impl CompiledPattern {
                 }
                 Token::Letter(letter, n) => (letter, n),
             };
-            let (field, granule) = match (letter, n) {
-                ('y', 2) => (Field::Year2, 86_400),
-                ('y', _) => (Field::Year4, 86_400),
-                ('M', 1 | 2) => (Field::Month { pad: n == 2 }, 86_400),
-                ('d', _) => (Field::Day { pad: n > 1 }, 86_400),
-                ('D', _) => (Field::DayOfYear, 86_400),
-                ('H', _) => (Field::Hour24 { pad: n > 1 }, 3_600),
-                ('h', _) => (Field::Hour12 { pad: n > 1 }, 3_600),
-                ('m', _) => (Field::Minute { pad: n > 1 }, 60),
-                ('s', _) => (Field::Second { pad: n > 1 }, 1),
-                ('S', 1..=3) => (Field::Fraction(3), 0),
-                ('S', 4..=6) => (Field::Fraction(6), 0),
-                ('S', _) => (Field::Fraction(9), 0),
+            let field = match (letter, n) {
+                ('y', 2) => Field::Year2,
+                ('y', _) => Field::Year4,
+                ('M', 1 | 2) => Field::Month { pad: n == 2 },
+                ('d', _) => Field::Day { pad: n > 1 },
+                ('D', _) => Field::DayOfYear,
+                ('H', _) => Field::Hour24 { pad: n > 1 },
+                ('h', _) => Field::Hour12 { pad: n > 1 },
+                ('m', _) => Field::Minute { pad: n > 1 },
+                ('s', _) => Field::Second { pad: n > 1 },
+                ('S', 1..=3) => Field::Fraction(3),
+                ('S', 4..=6) => Field::Fraction(6),
+                ('S', _) => Field::Fraction(9),
                 _ if chrono_spec(letter, n).is_some() => return None,
                 _ => {
                     parts.push(Part::Literal(std::iter::repeat_n(letter, n).collect()));
                     continue;
                 }
             };
-            granule_seconds = granule_seconds.min(granule);
+            granule_seconds = granule_seconds.min(field.granule_seconds());
             parts.push(Part::Field(field));
+        }
+        Some(Self { parts, granule_seconds })
+    }
+
+    /// Compile a chrono format (`%Y-%m-%d %H:%M`, as `to_char` takes);
+    /// `None` when it holds a specifier other than the numeric ones
+    /// (`%Y %y %m %d %j %H %I %M %S`, with `-` for no padding), `%3f`,
+    /// `%6f`, `%9f`, `%.3f`, `%.6f`, `%.9f`, `%F`, `%T`, `%R` and `%%`.
+    pub fn from_chrono(format: &str) -> Option<Self> {
+        let mut parts = Vec::new();
+        let mut literal = String::new();
+        let mut granule_seconds = 86_400;
+        let mut chars = format.chars().peekable();
+        let mut fields = |parts: &mut Vec<Part>, literal: &mut String, list: &[Field]| {
+            for field in list {
+                if !literal.is_empty() {
+                    parts.push(Part::Literal(std::mem::take(literal)));
+                }
+                granule_seconds = granule_seconds.min(field.granule_seconds());
+                parts.push(Part::Field(*field));
+            }
+        };
+        while let Some(c) = chars.next() {
+            if c != '%' {
+                literal.push(c);
+                continue;
+            }
+            let pad = chars.next_if_eq(&'-').is_none();
+            let spec = chars.next()?;
+            let one = match (spec, pad) {
+                ('%', true) => {
+                    literal.push('%');
+                    continue;
+                }
+                ('Y', true) => Field::Year4,
+                ('y', true) => Field::Year2,
+                ('m', _) => Field::Month { pad },
+                ('d', _) => Field::Day { pad },
+                ('j', true) => Field::DayOfYear,
+                ('H', _) => Field::Hour24 { pad },
+                ('I', _) => Field::Hour12 { pad },
+                ('M', _) => Field::Minute { pad },
+                ('S', _) => Field::Second { pad },
+                ('F', true) => {
+                    let (m, d) = (Field::Month { pad: true }, Field::Day { pad: true });
+                    fields(&mut parts, &mut literal, &[Field::Year4]);
+                    literal.push('-');
+                    fields(&mut parts, &mut literal, &[m]);
+                    literal.push('-');
+                    fields(&mut parts, &mut literal, &[d]);
+                    continue;
+                }
+                ('T' | 'R', true) => {
+                    fields(&mut parts, &mut literal, &[Field::Hour24 { pad: true }]);
+                    literal.push(':');
+                    fields(&mut parts, &mut literal, &[Field::Minute { pad: true }]);
+                    if spec == 'T' {
+                        literal.push(':');
+                        fields(&mut parts, &mut literal, &[Field::Second { pad: true }]);
+                    }
+                    continue;
+                }
+                ('.', true) => {
+                    let digits = chars.next()?.to_digit(10).filter(|d| matches!(d, 3 | 6 | 9))?;
+                    chars.next_if_eq(&'f')?;
+                    literal.push('.');
+                    Field::Fraction(digits)
+                }
+                (d @ ('3' | '6' | '9'), true) => {
+                    chars.next_if_eq(&'f')?;
+                    Field::Fraction(d.to_digit(10)?)
+                }
+                _ => return None,
+            };
+            fields(&mut parts, &mut literal, &[one]);
+        }
+        if !literal.is_empty() {
+            parts.push(Part::Literal(literal));
         }
         Some(Self { parts, granule_seconds })
     }
