@@ -104,15 +104,19 @@ impl StreamTable {
         };
         let Some(reader) = &self.batch else { return Err(refused()) };
         let external = |e: crate::error::SluiceError| DataFusionError::External(Box::new(e));
+        // A batch read keeps no metadata: the source's goes in a temporary
+        // directory, removed when the read is done (`metadata` is dropped).
+        let metadata = tempfile::Builder::new().prefix("sluice-batch-read-").tempdir().map_err(|e| {
+            DataFusionError::Execution(format!(
+                "cannot create a temporary directory to read '{}' ({e}); check that TMPDIR is writable",
+                self.definition.name
+            ))
+        })?;
         let source: Arc<dyn Source> = reader
             .factory
             .create(SourceContext {
                 definition: self.definition.clone(),
-                // A batch read keeps no metadata.
-                metadata_path: std::env::temp_dir()
-                    .join(format!("sluice-batch-read-{}", uuid::Uuid::new_v4()))
-                    .display()
-                    .to_string(),
+                metadata_path: metadata.path().display().to_string(),
                 clock: Arc::clone(&reader.clock),
             })
             .map_err(external)?;
