@@ -112,8 +112,10 @@ pub struct StreamingQueryProgress {
     pub input_rows_per_second: f64,
     /// Input rows per second of time spent processing this batch.
     pub processed_rows_per_second: f64,
-    /// Time per phase in ms: `latest_offset`, `wal_commit`, `plan` (per-batch plan preparation;
-    /// the plan is built once), `read`, `execute`, `sink`, `commit`, `total`.
+    /// Time per phase in ms: `latest_offset`, `wal_commit` (the wait for the
+    /// offset log write, which runs alongside `read` and `execute`), `plan`
+    /// (per-batch plan preparation; the plan is built once), `read`,
+    /// `execute`, `sink`, `commit`, `total`.
     pub duration_ms: BTreeMap<String, u64>,
     /// Event-time watermark the batch ran under (ms since the epoch).
     pub watermark_ms: Option<i64>,

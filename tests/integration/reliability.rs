@@ -152,7 +152,9 @@ async fn absurd_rate_is_refused() {
 /// Case 10: nothing was fsynced. Every local checkpoint and sink write is
 /// now synced, and in dependency order: a batch's data file and its
 /// directory before the manifest entry naming it, and both before the
-/// commit log entry of the batch.
+/// commit log entry of the batch. The commit log entry, written while the
+/// next batch lists its sources, is durable before the next batch's offsets
+/// are written, and before `process_all_available` returns.
 #[tokio::test]
 async fn writes_are_durable_in_dependency_order() {
     let tmp = tempfile::tempdir().unwrap();
@@ -171,8 +173,23 @@ async fn writes_are_durable_in_dependency_order() {
     record_durable_writes(Some(Arc::clone(&journal)));
     execute_sql(&s, &sql).await.unwrap();
     s.query("q").unwrap().process_all_available().await.unwrap();
+    publish(&input, "b.csv", "id,word\n2,b\n");
+    s.query("q").unwrap().process_all_available().await.unwrap();
+    // Before the query stops: the second batch's commit is already durable.
+    let before_stop: Vec<DurableOp> = journal.lock().iter().cloned().collect();
     s.stop_all().await.unwrap();
     record_durable_writes(None);
+    let commits = ck.join("commits");
+    let renamed_at = |ops: &[DurableOp], p: &Path| ops.iter().position(|op| *op == DurableOp::Rename(p.to_path_buf()));
+    let synced_after = |ops: &[DurableOp], i: usize| {
+        ops.iter().enumerate().position(|(j, op)| j > i && *op == DurableOp::SyncDir(commits.clone()))
+    };
+    let second = renamed_at(&before_stop, &commits.join("1")).expect("batch 1's commit entry before stop");
+    assert!(synced_after(&before_stop, second).is_some(), "batch 1's commit durable before stop: {before_stop:?}");
+    let first = renamed_at(&before_stop, &commits.join("0")).expect("batch 0's commit entry");
+    let first_durable = synced_after(&before_stop, first).expect("batch 0's commit synced");
+    let next_offsets = renamed_at(&before_stop, &ck.join("offsets/1")).expect("batch 1's offsets");
+    assert!(first_durable < next_offsets, "at most one batch uncommitted: {before_stop:?}");
     let ops: Vec<DurableOp> = journal.lock().iter().cloned().collect();
     let position = |wanted: &dyn Fn(&DurableOp) -> bool, what: &str| -> usize {
         ops.iter().position(wanted).unwrap_or_else(|| panic!("no {what} in {ops:?}"))

@@ -102,6 +102,8 @@ impl MicroBatchExecution {
         stop: &mut watch::Receiver<bool>,
     ) -> Result<Option<StreamingQueryProgress>> {
         self.recover().await?;
+        // The last epoch's commit is durable before this one's offsets.
+        self.finish_commit().await?;
         if let Some(entry) = self.pending_rerun.take() {
             info!(query = %self.name, epoch = entry.batch_id, "re-running the uncommitted epoch as one batch");
             return Ok(Some(self.run_batch(entry, Instant::now(), 0).await?));

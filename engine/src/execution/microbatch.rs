@@ -16,7 +16,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::compute::kernels::aggregate::{max, min};
 use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType};
 use datafusion::arrow::record_batch::RecordBatch;
-use tracing::{debug, info, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 use super::StateRuntime;
 use crate::checkpoint::{CheckpointLock, CommitEntry, OffsetEntry, QueryCheckpoint, QueryMetadata};
@@ -30,6 +30,20 @@ use crate::progress::{
 };
 use crate::stateful::{BatchContext, EventTime};
 use crate::watermark::WatermarkSpec;
+
+/// The write of a batch's offset log entry, under way.
+type OffsetLogWrite = tokio::task::JoinHandle<Result<()>>;
+
+/// A batch's commit log write, under way, and what follows it.
+#[derive(Debug)]
+pub(super) struct PendingCommit {
+    write: tokio::task::JoinHandle<Result<()>>,
+    /// Log entries before this batch id may be forgotten.
+    purge_before: Option<u64>,
+    /// Sources to tell (`Source::commit`) that a replay no longer needs
+    /// what they gave up to these offsets.
+    source_ends: Vec<(String, SourceOffset)>,
+}
 
 /// One source as instantiated for a query.
 #[derive(Debug)]
@@ -83,6 +97,8 @@ pub struct MicroBatchExecution {
     pub(super) initialized: bool,
     /// An uncommitted batch found at recovery, to re-run first.
     pub(super) pending_rerun: Option<OffsetEntry>,
+    /// The last batch's commit log write, under way (see [`Self::finish_commit`]).
+    pub(super) pending_commit: Option<PendingCommit>,
     pub(super) next_batch_id: u64,
     /// End offsets of the last batch that ran (committed).
     pub(super) committed: BTreeMap<String, Option<SourceOffset>>,
@@ -185,6 +201,7 @@ impl MicroBatchExecution {
             lock: parts.lock,
             initialized: false,
             pending_rerun: None,
+            pending_commit: None,
             next_batch_id: 0,
             committed: BTreeMap::new(),
             watermark_ms: None,
@@ -316,6 +333,18 @@ impl MicroBatchExecution {
     /// a no-data batch if the watermark moved and the plan has work for it.
     /// Returns its progress, or `None` when there was nothing to do.
     pub async fn step(&mut self) -> Result<Option<StreamingQueryProgress>> {
+        let result = self.step_batch().await;
+        if result.is_err() {
+            // A failed step still finishes the commit of the batch before it,
+            // so that no write outlives the query.
+            if let Err(e) = self.finish_commit().await {
+                warn!(query = %self.name, error = %e, "the previous batch's commit failed too");
+            }
+        }
+        result
+    }
+
+    async fn step_batch(&mut self) -> Result<Option<StreamingQueryProgress>> {
         self.recover().await?;
         if let Some(entry) = self.pending_rerun.take() {
             return Ok(Some(self.run_batch(entry, Instant::now(), 0).await?));
@@ -332,6 +361,10 @@ impl MicroBatchExecution {
             latest.insert(s.name.clone(), end.or(start));
         }
         let latest_offset_ms = started.elapsed().as_millis() as u64;
+        // The last batch's commit ran alongside the listing; it is durable
+        // before this batch's offsets are written (at most one batch is ever
+        // uncommitted) and before `step` reports that nothing is left.
+        self.finish_commit().await?;
         let mut no_data_due =
             !has_new && self.plan.wants_no_data_batch(self.last_batch_watermark_ms, self.watermark_ms);
         if !has_new && !no_data_due {
@@ -347,13 +380,29 @@ impl MicroBatchExecution {
             watermark_ms: self.watermark_ms,
             batch_timestamp_ms: self.clock.now_millis(),
         };
-        let wal = Instant::now();
-        self.checkpoint.write_offsets(&entry).await?;
+        // The offset log entry is written while the batch is read and
+        // executed (neither leaves a trace), and is durable before the sink
+        // sees the batch or any state is committed.
+        let (checkpoint, logged) = (self.checkpoint.clone(), entry.clone());
+        let mut wal = Some(tokio::spawn(async move { checkpoint.write_offsets(&logged).await }));
+        let result = self.run_batch_logging(entry, started, latest_offset_ms, &mut wal).await;
+        if let Some(write) = wal {
+            // The batch failed before it waited for its offsets: they are
+            // still written (a restart runs the batch again), before the error
+            // is returned, so no write outlives the query.
+            let _ = write.await;
+        }
+        Ok(Some(result?))
+    }
+
+    /// Wait for the offset log write `wal` of the batch (its time is the
+    /// `wal_commit` phase); a failed write fails the batch.
+    async fn await_offset_log(wal: &mut Option<OffsetLogWrite>) -> Result<u64> {
+        let Some(write) = wal.take() else { return Ok(0) };
+        let waited = Instant::now();
+        write.await.map_err(|e| SluiceError::internal(format!("the offset log writer stopped: {e}")))??;
         crate::faults::crash_point("after_offset_log");
-        let wal_ms = wal.elapsed().as_millis() as u64;
-        let mut progress = self.run_batch(entry, started, latest_offset_ms).await?;
-        progress.duration_ms.insert("wal_commit".into(), wal_ms);
-        Ok(Some(progress))
+        Ok(waited.elapsed().as_millis() as u64)
     }
 
     /// Run steps until nothing is left to do (Spark's `processAllAvailable`).
@@ -381,8 +430,20 @@ impl MicroBatchExecution {
         started: Instant,
         latest_offset_ms: u64,
     ) -> Result<StreamingQueryProgress> {
+        self.run_batch_logging(entry, started, latest_offset_ms, &mut None).await
+    }
+
+    /// [`Self::run_batch`] with the batch's offset log write `wal` still
+    /// under way (awaited before the sink).
+    async fn run_batch_logging(
+        &mut self,
+        entry: OffsetEntry,
+        started: Instant,
+        latest_offset_ms: u64,
+        wal: &mut Option<OffsetLogWrite>,
+    ) -> Result<StreamingQueryProgress> {
         let span = tracing::info_span!("batch", query = %self.name, id = entry.batch_id);
-        let progress = self.run_batch_in_span(entry, started, latest_offset_ms).instrument(span.clone()).await?;
+        let progress = self.run_batch_in_span(entry, started, latest_offset_ms, wal).instrument(span.clone()).await?;
         span.in_scope(|| info!("{}", progress.summary()));
         Ok(progress)
     }
@@ -392,6 +453,7 @@ impl MicroBatchExecution {
         entry: OffsetEntry,
         started: Instant,
         latest_offset_ms: u64,
+        wal: &mut Option<OffsetLogWrite>,
     ) -> Result<StreamingQueryProgress> {
         let batch_id = entry.batch_id;
         debug!(query = %self.name, batch_id, "running batch");
@@ -416,6 +478,7 @@ impl MicroBatchExecution {
         let (output, planning) = (executed.rows, executed.planning);
         let plan_ms = planning.as_millis() as u64;
         let execute_ms = (exec.elapsed() - planning).as_millis() as u64;
+        let wal_ms = Self::await_offset_log(wal).await?;
         // Sink.
         let sink_t = Instant::now();
         let output_rows: u64 = output.iter().map(|b| b.num_rows() as u64).sum();
@@ -436,6 +499,7 @@ impl MicroBatchExecution {
             ("execute", execute_ms),
             ("sink", sink_ms),
             ("commit", commit_ms),
+            ("wal_commit", wal_ms),
         ];
         let figures = BatchFigures { total_rows, output_rows, event_time, state_operators, epoch: None };
         Ok(self.progress(&entry, started, &durations, &mut source_progress, figures))
@@ -498,29 +562,46 @@ impl MicroBatchExecution {
         };
         let next_watermark = self.next_watermark(entry.watermark_ms);
         crate::faults::crash_point("before_commit_log");
-        self.checkpoint.write_commit(&CommitEntry { batch_id, next_watermark_ms: next_watermark, replay_from }).await?;
+        let (log, commit) = (self.checkpoint.clone(), CommitEntry { batch_id, next_watermark_ms: next_watermark, replay_from });
+        let write = tokio::spawn(async move { log.write_commit(&commit).await });
         self.replay_from = replay_from;
         // Retention: every few batches, forget log entries no longer needed
         // (a replay reads the offsets from the batch before `replay_from`).
+        let mut purge_before = None;
         if batch_id % 10 == 0 && batch_id >= self.min_batches_to_retain {
-            let mut before = batch_id + 1 - self.min_batches_to_retain;
-            if let Some(f) = replay_from {
-                before = before.min(f.saturating_sub(1));
-            }
-            self.checkpoint.purge_before(before).await?;
+            let before = batch_id + 1 - self.min_batches_to_retain;
+            purge_before = Some(replay_from.map_or(before, |f| before.min(f.saturating_sub(1))));
         }
         // Sources may drop what a batch read (clean_source) once a replay no
         // longer needs it.
-        for s in self.sources.iter().filter(|_| checkpoint) {
-            if let Some(Some(end)) = entry.offsets.get(&s.name) {
-                s.source.commit(end).await?;
-            }
-        }
+        let source_ends = match checkpoint {
+            true => entry.offsets.iter().filter_map(|(name, end)| Some((name.clone(), end.clone()?))).collect(),
+            false => vec![],
+        };
+        self.pending_commit = Some(PendingCommit { write, purge_before, source_ends });
         self.committed = entry.offsets.clone();
         self.next_batch_id = batch_id + 1;
         self.last_batch_watermark_ms = entry.watermark_ms;
         self.watermark_ms = next_watermark;
         Ok(state_operators)
+    }
+
+    /// Wait for the last batch's commit log write, then forget the log
+    /// entries retention lets go and let the sources clean up what that
+    /// batch read. A failed write fails the query (a restart runs the batch
+    /// again).
+    pub(super) async fn finish_commit(&mut self) -> Result<()> {
+        let Some(pending) = self.pending_commit.take() else { return Ok(()) };
+        pending.write.await.map_err(|e| SluiceError::internal(format!("the commit log writer stopped: {e}")))??;
+        if let Some(before) = pending.purge_before {
+            self.checkpoint.purge_before(before).await?;
+        }
+        for (name, end) in &pending.source_ends {
+            if let Some(s) = self.sources.iter().find(|s| &s.name == name) {
+                s.source.commit(end).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Read every source's rows in `(from, to]` for batch `batch_id`: the
@@ -615,10 +696,12 @@ impl MicroBatchExecution {
 
     /// Stop the sources and the sink.
     pub async fn stop(&mut self) -> Result<()> {
+        let committed = self.finish_commit().await;
         for s in &self.sources {
             s.source.stop().await?;
         }
-        self.sink.stop().await
+        self.sink.stop().await?;
+        committed
     }
 }
 
