@@ -21,6 +21,18 @@ const QUERIES: &[(&str, &str, &str)] = &[
         "SELECT l.k, l.v AS lv, r.v AS rv FROM ev l JOIN rv r \
          ON l.k = r.k AND r.ts BETWEEN l.ts AND l.ts + INTERVAL '5' SECOND",
     ),
+    (
+        "sessions",
+        "append",
+        "SELECT k, window_start AS ws, window_end AS we, count(*) AS n, sum(v) AS s \
+         FROM SESSION(ev, ts, INTERVAL '3' SECOND) GROUP BY k, window_start, window_end",
+    ),
+    ("dedup", "append", "SELECT DISTINCT ts, k, v % 3 AS b FROM ev"),
+    (
+        "top",
+        "update",
+        "SELECT * FROM (SELECT k, v, row_number() OVER (PARTITION BY k ORDER BY v DESC) AS rn FROM ev) WHERE rn <= 2",
+    ),
 ];
 
 fn ddl(ck: &std::path::Path) -> String {
@@ -91,36 +103,52 @@ async fn stop_all(session: &sluice::SluiceSession) {
     }
 }
 
-fn assert_agree(env: &Environment, marks: &mut std::collections::BTreeMap<String, usize>, when: &str) {
+/// Check that each query agrees with its oracle since `marks`; adds the
+/// queries that emitted rows to `emitted`.
+fn assert_agree(
+    env: &Environment,
+    marks: &mut std::collections::BTreeMap<String, usize>,
+    emitted: &mut std::collections::BTreeSet<String>,
+    when: &str,
+) {
     let new = take_new(env, marks);
     for pair in new.chunks(2) {
         let ((checked, got), (_, want)) = (&pair[0], &pair[1]);
         assert_eq!(got, want, "{checked} disagrees with its oracle {when}");
+        if !got.is_empty() {
+            emitted.insert(checked.clone());
+        }
     }
     assert!(new.iter().any(|(_, rows)| !rows.is_empty()), "the queries emitted nothing {when}");
 }
 
-/// Aggregations on live groups and panes and a stream-stream join give the
-/// same output with the state checkpointed every third batch as with it
-/// checkpointed every batch, across restarts between checkpoints and a
-/// batch cut short before its commit.
+/// Aggregations on live groups and panes, a stream-stream join, session
+/// windows, deduplication and a Top-N give the same output with the state
+/// checkpointed every third batch as with it checkpointed every batch,
+/// across restarts between checkpoints and a batch cut short before its
+/// commit.
 #[tokio::test]
 async fn state_checkpointed_every_few_batches_is_rebuilt_by_replay() {
     let tmp = tempfile::tempdir().unwrap();
     let ck = tmp.path().join("ck");
     let env = Environment::default();
     let mut marks = Default::default();
+    let mut emitted = std::collections::BTreeSet::new();
 
     let session = crate::manual_session(&env, tmp.path());
     execute_sql(&session, &ddl(&ck)).await.unwrap();
     // Batches 0..=4: the state is checkpointed at batch 2, not at 3 and 4.
     run_rounds(&env, &session, 0..5).await;
-    assert_agree(&env, &mut marks, "before any restart");
+    assert_agree(&env, &mut marks, &mut emitted, "before any restart");
     stop_all(&session).await;
     // A log file is a version line, a checksum line and the JSON.
     let commit = std::fs::read_to_string(ck.join("totals/commits/4")).unwrap();
     let commit: serde_json::Value = serde_json::from_str(commit.lines().nth(2).unwrap()).unwrap();
     assert_eq!(commit["replay_from"], 3, "{commit}");
+    for query in ["windows", "pairs", "sessions", "dedup", "top"] {
+        let commit = std::fs::read_to_string(ck.join(query).join("commits/4")).unwrap();
+        assert!(commit.contains("\"replay_from\":3"), "{query}: {commit}");
+    }
     let oracle = std::fs::read_to_string(ck.join("totals_oracle/commits/4")).unwrap();
     assert!(!oracle.contains("replay_from"), "{oracle}");
     // The first delta of each partition follows nothing; none was written for batches 0, 1, 3, 4.
@@ -138,7 +166,7 @@ async fn state_checkpointed_every_few_batches_is_rebuilt_by_replay() {
     let session = crate::manual_session(&env, tmp.path());
     execute_sql(&session, &ddl(&ck)).await.unwrap();
     run_rounds(&env, &session, 5..9).await;
-    assert_agree(&env, &mut marks, "after a restart that replays two batches");
+    assert_agree(&env, &mut marks, &mut emitted, "after a restart that replays two batches");
     let state = |query: &'static str| {
         let session = session.clone();
         async move {
@@ -164,11 +192,13 @@ async fn state_checkpointed_every_few_batches_is_rebuilt_by_replay() {
     let session = crate::manual_session(&env, tmp.path());
     execute_sql(&session, &ddl(&ck)).await.unwrap();
     run_rounds(&env, &session, 9..16).await;
-    assert_agree(&env, &mut marks, "after a restart that re-runs an uncommitted batch");
+    assert_agree(&env, &mut marks, &mut emitted, "after a restart that re-runs an uncommitted batch");
     let progress = session.query("windows").unwrap().recent_progress();
     let last = progress.last().unwrap();
     assert!(last.state_operators[0].num_rows_total > 0, "{last:?}");
     stop_all(&session).await;
+    let all: std::collections::BTreeSet<String> = QUERIES.iter().map(|(name, _, _)| name.to_string()).collect();
+    assert_eq!(emitted, all, "every query emitted rows");
 }
 
 /// The option is refused where replay cannot rebuild the state, and where

@@ -132,6 +132,16 @@ impl StatefulOperator for StreamingDedup {
         Ok(out)
     }
 
+    fn rebuilt_by_replay(&self) -> bool {
+        // The row store keeps the keys changed since its last commit; the
+        // next commit writes them all.
+        true
+    }
+
+    async fn end_uncommitted(&mut self) -> Result<crate::progress::StateOperatorProgress> {
+        self.state.uncommitted()
+    }
+
     fn watermark_driven(&self) -> bool {
         self.event_time.is_some()
     }
