@@ -63,6 +63,15 @@ pub trait Source: Send + Sync + Debug {
     /// the source has no data yet.
     async fn latest_offset(&self, start: Option<&SourceOffset>) -> Result<Option<SourceOffset>>;
 
+    /// Wait until what `latest_offset` recorded in the source's own
+    /// metadata (the `files` source's seen-files log) is durable. The engine
+    /// calls it before it writes the offsets of a batch, while the batch is
+    /// read and executed; a source whose `latest_offset` returns with its
+    /// metadata durable, or that keeps none, has nothing to wait for.
+    async fn metadata_durable(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Rows in `(start, end]`.
     async fn get_batch(&self, start: Option<&SourceOffset>, end: &SourceOffset) -> Result<Vec<RecordBatch>>;
 

@@ -154,7 +154,8 @@ async fn absurd_rate_is_refused() {
 /// directory before the manifest entry naming it, and both before the
 /// commit log entry of the batch. The commit log entry, written while the
 /// next batch lists its sources, is durable before the next batch's offsets
-/// are written, and before `process_all_available` returns.
+/// are written, and before `process_all_available` returns; so is the
+/// source's seen-files entry, written while the batch is read.
 #[tokio::test]
 async fn writes_are_durable_in_dependency_order() {
     let tmp = tempfile::tempdir().unwrap();
@@ -190,6 +191,21 @@ async fn writes_are_durable_in_dependency_order() {
     let first_durable = synced_after(&before_stop, first).expect("batch 0's commit synced");
     let next_offsets = renamed_at(&before_stop, &ck.join("offsets/1")).expect("batch 1's offsets");
     assert!(first_durable < next_offsets, "at most one batch uncommitted: {before_stop:?}");
+    // The source's seen-files log entry of batch 1 is durable before the offsets naming it.
+    let seen = before_stop
+        .iter()
+        .position(|op| matches!(op, DurableOp::Rename(p) if p.ends_with("seen_files/1")))
+        .expect("seen-files entry 1");
+    let seen_dir = match &before_stop[seen] {
+        DurableOp::Rename(p) => p.parent().unwrap().to_path_buf(),
+        _ => unreachable!(),
+    };
+    let seen_durable = before_stop
+        .iter()
+        .enumerate()
+        .position(|(i, op)| i > seen && *op == DurableOp::SyncDir(seen_dir.clone()))
+        .expect("seen-files directory synced");
+    assert!(seen_durable < next_offsets, "source metadata before the offsets: {before_stop:?}");
     let ops: Vec<DurableOp> = journal.lock().iter().cloned().collect();
     let position = |wanted: &dyn Fn(&DurableOp) -> bool, what: &str| -> usize {
         ops.iter().position(wanted).unwrap_or_else(|| panic!("no {what} in {ops:?}"))

@@ -383,8 +383,16 @@ impl MicroBatchExecution {
         // The offset log entry is written while the batch is read and
         // executed (neither leaves a trace), and is durable before the sink
         // sees the batch or any state is committed.
+        // The sources' own metadata (what `latest_offset` recorded) is durable
+        // before the offsets that refer to it.
         let (checkpoint, logged) = (self.checkpoint.clone(), entry.clone());
-        let mut wal = Some(tokio::spawn(async move { checkpoint.write_offsets(&logged).await }));
+        let sources: Vec<Arc<dyn Source>> = self.sources.iter().map(|s| Arc::clone(&s.source)).collect();
+        let mut wal = Some(tokio::spawn(async move {
+            for source in &sources {
+                source.metadata_durable().await?;
+            }
+            checkpoint.write_offsets(&logged).await
+        }));
         let result = self.run_batch_logging(entry, started, latest_offset_ms, &mut wal).await;
         if let Some(write) = wal {
             // The batch failed before it waited for its offsets: they are

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde::{Deserialize, Serialize};
 use sluice_engine::checkpoint::CheckpointDir;
 use sluice_engine::{Result, SluiceError};
+use tokio::task::JoinHandle;
 
 /// One file assigned to a log entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,14 +86,16 @@ impl SeenFilesLog {
         self.entries.get(&id)
     }
 
-    /// Write a new entry (it must be the next number) and remember its files.
-    pub async fn append(&mut self, files: Vec<SeenFile>) -> Result<u64> {
+    /// Add a new entry (the next number) and remember its files; its file
+    /// is written, durably, by the returned task.
+    pub fn append(&mut self, files: Vec<SeenFile>) -> (u64, JoinHandle<Result<()>>) {
         let id = self.max_offset().map_or(0, |m| m + 1);
         let entry = LogEntry { log_offset: id, files };
-        self.dir.write_json(&id.to_string(), &entry).await?;
+        let (dir, written) = (self.dir.clone(), entry.clone());
+        let write = tokio::spawn(async move { dir.write_json(&written.log_offset.to_string(), &written).await });
         self.seen.extend(entry.files.iter().map(|f| f.path.clone()));
         self.entries.insert(id, entry);
-        Ok(id)
+        (id, write)
     }
 }
 
@@ -107,8 +110,11 @@ mod tests {
         let mut log = SeenFilesLog::load(dir.clone()).await.unwrap();
         assert_eq!(log.max_offset(), None);
         let f = |p: &str| SeenFile { path: p.into(), size: 1, modified_ms: 2 };
-        assert_eq!(log.append(vec![f("a.csv")]).await.unwrap(), 0);
-        assert_eq!(log.append(vec![f("b.csv"), f("c.csv")]).await.unwrap(), 1);
+        let (first, write) = log.append(vec![f("a.csv")]);
+        write.await.unwrap().unwrap();
+        let (second, write) = log.append(vec![f("b.csv"), f("c.csv")]);
+        write.await.unwrap().unwrap();
+        assert_eq!((first, second), (0, 1));
         let again = SeenFilesLog::load(dir).await.unwrap();
         assert_eq!(again.max_offset(), Some(1));
         assert!(again.contains("c.csv") && !again.contains("d.csv"));

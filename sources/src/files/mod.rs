@@ -35,6 +35,7 @@ use sluice_engine::{
     Options, Result, SluiceError, Source, SourceContext, SourceDefinition, SourceFactory, SourceOffset,
 };
 use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use dir::{local_path, SourceDir};
@@ -202,6 +203,8 @@ pub struct FilesSource {
     schema: SchemaRef,
     options: FilesOptions,
     state: Mutex<State>,
+    /// Seen-files log entries being written (see [`Source::metadata_durable`]).
+    log_writes: parking_lot::Mutex<Vec<JoinHandle<Result<()>>>>,
 }
 
 #[derive(Debug)]
@@ -233,7 +236,7 @@ impl FilesSource {
     pub fn new(name: &str, schema: SchemaRef, options: FilesOptions, metadata: CheckpointDir) -> Self {
         let dir = SourceDir::new(name, options.path.clone());
         let state = State { dir, metadata, log: None, frozen: None, cleaned_through: None };
-        Self { name: name.into(), schema, options, state: Mutex::new(state) }
+        Self { name: name.into(), schema, options, state: Mutex::new(state), log_writes: Default::default() }
     }
 
     fn parse_offset(&self, offset: Option<&SourceOffset>) -> Result<Option<u64>> {
@@ -360,11 +363,28 @@ impl Source for FilesSource {
             return Ok(start.map(offset_of));
         }
         let count = new.len();
-        let id = state.log().await?.append(new).await?;
+        let (id, write) = state.log().await?.append(new);
+        self.log_writes.lock().push(write);
         // Files are in the seen-files log but not yet in the query's offset log.
         sluice_engine::faults::crash_point("during_source_listing");
         info!(source = %self.name, log_offset = id, files = count, "new files assigned to the seen-files log");
         Ok(Some(offset_of(id)))
+    }
+
+    async fn stop(&self) -> Result<()> {
+        // No seen-files log write outlives the query.
+        self.metadata_durable().await
+    }
+
+    async fn metadata_durable(&self) -> Result<()> {
+        let writes = std::mem::take(&mut *self.log_writes.lock());
+        for write in writes {
+            write.await.map_err(|e| SluiceError::Source {
+                source_name: self.name.clone(),
+                reason: format!("the seen-files log writer stopped: {e}"),
+            })??;
+        }
+        Ok(())
     }
 
     async fn get_batch(&self, start: Option<&SourceOffset>, end: &SourceOffset) -> Result<Vec<RecordBatch>> {

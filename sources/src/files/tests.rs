@@ -75,6 +75,8 @@ async fn restart_neither_rereads_nor_skips() {
     write(data.path(), "a.csv", "1,a\n", 1);
     let src = source(data.path(), meta.path(), schema_id_name(), &[("format", "csv")]);
     let o0 = src.latest_offset(None).await.unwrap().unwrap();
+    // As the engine does before it writes the batch's offsets.
+    src.metadata_durable().await.unwrap();
     src.commit(&o0).await.unwrap();
     drop(src);
 
@@ -94,6 +96,7 @@ async fn entry_written_before_a_crash_is_handed_out_again() {
     write(data.path(), "a.csv", "1,a\n", 1);
     let src = source(data.path(), meta.path(), schema_id_name(), &[("format", "csv")]);
     let o0 = src.latest_offset(None).await.unwrap().unwrap();
+    src.metadata_durable().await.unwrap();
     drop(src); // crash before the engine wrote its offset log
     write(data.path(), "b.csv", "2,b\n", 2);
     let src = source(data.path(), meta.path(), schema_id_name(), &[("format", "csv")]);
