@@ -382,9 +382,8 @@ impl MicroBatchExecution {
         };
         // The offset log entry is written while the batch is read and
         // executed (neither leaves a trace), and is durable before the sink
-        // sees the batch or any state is committed.
-        // The sources' own metadata (what `latest_offset` recorded) is durable
-        // before the offsets that refer to it.
+        // sees the batch or any state is committed; the sources' own metadata
+        // (what `latest_offset` recorded) is durable before it.
         let (checkpoint, logged) = (self.checkpoint.clone(), entry.clone());
         let sources: Vec<Arc<dyn Source>> = self.sources.iter().map(|s| Arc::clone(&s.source)).collect();
         let mut wal = Some(tokio::spawn(async move {
@@ -570,7 +569,8 @@ impl MicroBatchExecution {
         };
         let next_watermark = self.next_watermark(entry.watermark_ms);
         crate::faults::crash_point("before_commit_log");
-        let (log, commit) = (self.checkpoint.clone(), CommitEntry { batch_id, next_watermark_ms: next_watermark, replay_from });
+        let (log, commit) =
+            (self.checkpoint.clone(), CommitEntry { batch_id, next_watermark_ms: next_watermark, replay_from });
         let write = tokio::spawn(async move { log.write_commit(&commit).await });
         self.replay_from = replay_from;
         // Retention: every few batches, forget log entries no longer needed

@@ -119,13 +119,25 @@ pub fn chrono_spec(letter: char, n: usize) -> Option<&'static str> {
 enum Field {
     Year4,
     Year2,
-    Month { pad: bool },
-    Day { pad: bool },
+    Month {
+        pad: bool,
+    },
+    Day {
+        pad: bool,
+    },
     DayOfYear,
-    Hour24 { pad: bool },
-    Hour12 { pad: bool },
-    Minute { pad: bool },
-    Second { pad: bool },
+    Hour24 {
+        pad: bool,
+    },
+    Hour12 {
+        pad: bool,
+    },
+    Minute {
+        pad: bool,
+    },
+    Second {
+        pad: bool,
+    },
     /// The fraction of the second in this many digits (3, 6 or 9).
     Fraction(u32),
 }

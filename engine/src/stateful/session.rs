@@ -9,7 +9,6 @@
 //! bridges two open sessions. The store keeps, per group, the list of its
 //! open sessions' state rows.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -18,6 +17,7 @@ use datafusion::arrow::compute::{cast, concat_batches};
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMicrosecondType};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::common::{HashMap, HashSet};
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::aggregates::AggregateMode;
 
@@ -195,11 +195,11 @@ impl SessionAggregate {
     async fn merge(&mut self, partial: RecordBatch, task: &Arc<TaskContext>) -> Result<()> {
         let keys = self.keys_of(&partial)?;
         let mut touched: Vec<Vec<u8>> = vec![];
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         for i in 0..partial.num_rows() {
-            let k = keys.row(i).as_ref().to_vec();
-            if seen.insert(k.clone()) {
-                touched.push(k);
+            let k = keys.row(i).data();
+            if seen.insert(k) {
+                touched.push(k.to_vec());
             }
         }
         let store = self.state.store()?;
