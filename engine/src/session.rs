@@ -167,6 +167,7 @@ impl SluiceSession {
         }
         // Spark's pattern letters (DataFusion's `date_format` takes chrono's).
         ctx.register_udf(crate::functions::date_format::to_char_udf());
+        ctx.register_udf(crate::functions::split_part::split_part_udf());
         ctx.register_udf(crate::functions::date_format::date_format_udf());
         ctx.register_udf(crate::functions::proctime::ProcTime::udf(None));
         // External tables over a files-sink output read only its committed files.

@@ -278,8 +278,9 @@ pub async fn run_batch(data: &Path, query: &NexmarkQuery) -> BenchResult<(Durati
     for udf in sluice_engine::functions::window_udfs() {
         ctx.register_udf(udf);
     }
-    // Spark's date_format patterns and the faster to_char, as a Sluice session has them.
+    // Spark's date_format patterns, the faster to_char and split_part, as a Sluice session has them.
     ctx.register_udf(sluice_engine::functions::date_format::to_char_udf());
+    ctx.register_udf(sluice_engine::functions::split_part::split_part_udf());
     ctx.register_udf(sluice_engine::functions::date_format::date_format_udf());
     for table in [Table::Person, Table::Auction, Table::Bid] {
         let dir: PathBuf = data.join(table.name());
