@@ -13,11 +13,9 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, StringArray};
-use datafusion::arrow::datatypes::{DataType, FieldRef};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Result, ScalarValue};
-use datafusion::logical_expr::{
-    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
-};
+use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl};
 
 use super::date_pattern::{chrono_spec, tokens, CompiledPattern, Token};
 
@@ -85,21 +83,7 @@ impl ScalarUDFImpl for DateFormat {
         }
     }
 
-    fn signature(&self) -> &Signature {
-        self.to_char.signature()
-    }
-
-    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-        self.to_char.return_type(arg_types)
-    }
-
-    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
-        self.to_char.return_field_from_args(args)
-    }
-
-    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
-        self.to_char.coerce_types(arg_types)
-    }
+    described_by!(to_char);
 
     fn invoke_with_args(&self, mut args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         if let [ColumnarValue::Array(values), format] = args.args.as_slice() {
