@@ -138,10 +138,8 @@ mod tests {
         ArrayRef, Date32Array, Date64Array, StringArray, TimestampMicrosecondArray, TimestampMillisecondArray,
         TimestampNanosecondArray, TimestampSecondArray,
     };
-    use datafusion::arrow::datatypes::{DataType, Field};
     use datafusion::common::ScalarValue;
-    use datafusion::config::ConfigOptions;
-    use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl};
+    use datafusion::logical_expr::{ColumnarValue, ScalarUDFImpl};
     use proptest::prelude::*;
 
     use super::{spark_to_chrono, to_char_udf, CompiledPattern, DateFormat};
@@ -149,18 +147,8 @@ mod tests {
     /// Call `f(values, pattern)` as DataFusion would.
     fn call(f: &dyn ScalarUDFImpl, values: ArrayRef, pattern: &str) -> StringArray {
         let n = values.len();
-        let arg_fields = vec![
-            Arc::new(Field::new("t", values.data_type().clone(), true)),
-            Arc::new(Field::new("p", DataType::Utf8, false)),
-        ];
-        let args = ScalarFunctionArgs {
-            args: vec![ColumnarValue::Array(values), ColumnarValue::Scalar(ScalarValue::Utf8(Some(pattern.into())))],
-            arg_fields,
-            number_rows: n,
-            return_field: Arc::new(Field::new("s", DataType::Utf8, true)),
-            config_options: Arc::new(ConfigOptions::default()),
-        };
-        let out = f.invoke_with_args(args).expect("invoke").into_array(n).expect("array");
+        let args = vec![ColumnarValue::Array(values), ColumnarValue::Scalar(ScalarValue::Utf8(Some(pattern.into())))];
+        let out = crate::functions::invoke_for_tests::invoke(f, args, n);
         out.as_any().downcast_ref::<StringArray>().expect("strings").clone()
     }
 

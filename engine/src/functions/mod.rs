@@ -36,6 +36,8 @@ macro_rules! described_by {
 pub mod batch_time;
 pub mod date_format;
 pub mod date_pattern;
+#[cfg(test)]
+mod invoke_for_tests;
 pub mod proctime;
 pub mod split_part;
 pub mod state_table;

@@ -103,10 +103,8 @@ mod tests {
     use std::sync::Arc;
 
     use datafusion::arrow::array::{ArrayRef, LargeStringArray, StringArray};
-    use datafusion::arrow::datatypes::{DataType, Field};
     use datafusion::common::ScalarValue;
-    use datafusion::config::ConfigOptions;
-    use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl};
+    use datafusion::logical_expr::{ColumnarValue, ScalarUDFImpl};
     use proptest::prelude::*;
 
     use super::SplitPart;
@@ -114,24 +112,12 @@ mod tests {
     /// Call `f(strings, delimiter, position)` as DataFusion would.
     fn call(f: &dyn ScalarUDFImpl, strings: ArrayRef, delimiter: &str, position: i64) -> ArrayRef {
         let n = strings.len();
-        let arg_fields = vec![
-            Arc::new(Field::new("s", strings.data_type().clone(), true)),
-            Arc::new(Field::new("d", DataType::Utf8, false)),
-            Arc::new(Field::new("n", DataType::Int64, false)),
+        let args = vec![
+            ColumnarValue::Array(strings),
+            ColumnarValue::Scalar(ScalarValue::Utf8(Some(delimiter.into()))),
+            ColumnarValue::Scalar(ScalarValue::Int64(Some(position))),
         ];
-        let return_type = strings.data_type().clone();
-        let args = ScalarFunctionArgs {
-            args: vec![
-                ColumnarValue::Array(strings),
-                ColumnarValue::Scalar(ScalarValue::Utf8(Some(delimiter.into()))),
-                ColumnarValue::Scalar(ScalarValue::Int64(Some(position))),
-            ],
-            arg_fields,
-            number_rows: n,
-            return_field: Arc::new(Field::new("p", return_type, true)),
-            config_options: Arc::new(ConfigOptions::default()),
-        };
-        f.invoke_with_args(args).expect("invoke").into_array(n).expect("array")
+        crate::functions::invoke_for_tests::invoke(f, args, n)
     }
 
     proptest! {

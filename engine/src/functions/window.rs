@@ -279,28 +279,14 @@ impl ScalarUDFImpl for WindowFunction {
 mod tests {
     use super::*;
     use datafusion::arrow::array::ListArray;
-    use datafusion::config::ConfigOptions;
     use proptest::prelude::*;
 
     /// Call window function `kind` on `ts` with the integer arguments `ints`.
     fn call(kind: Kind, ts: Vec<Option<i64>>, ints: &[i64]) -> ArrayRef {
-        let f = WindowFunction::new(kind);
         let n = ts.len();
-        let ts_type = DataType::Timestamp(TimeUnit::Microsecond, None);
         let mut args = vec![ColumnarValue::Array(Arc::new(TimestampMicrosecondArray::from(ts)))];
         args.extend(ints.iter().map(|i| ColumnarValue::Scalar(ScalarValue::Int64(Some(*i)))));
-        let mut types = vec![ts_type];
-        types.extend(ints.iter().map(|_| DataType::Int64));
-        let arg_fields = types.iter().map(|t| Arc::new(Field::new("a", t.clone(), true))).collect();
-        let ret = f.return_type(&types).expect("return type");
-        let args = ScalarFunctionArgs {
-            args,
-            arg_fields,
-            number_rows: n,
-            return_field: Arc::new(Field::new("w", ret, true)),
-            config_options: Arc::new(ConfigOptions::default()),
-        };
-        f.invoke_with_args(args).expect("invoke").into_array(n).expect("array")
+        crate::functions::invoke_for_tests::invoke(&WindowFunction::new(kind), args, n)
     }
 
     /// (start, end) per window, `None` for a null window.
