@@ -20,6 +20,7 @@ pub mod functions;
 pub mod listener;
 pub mod manifest;
 pub mod metrics;
+pub mod optimizer;
 pub mod options;
 pub mod physical;
 pub mod plan;

@@ -161,7 +161,7 @@ impl SluiceSession {
             .with_information_schema(true)
             // Plans are built once and re-run per batch: no per-run dynamic filters.
             .set_bool("datafusion.optimizer.enable_dynamic_filter_pushdown", false);
-        let ctx = SessionContext::new_with_config(df_config);
+        let ctx = crate::optimizer::with_case_literal_arms(SessionContext::new_with_config(df_config));
         for udf in crate::functions::window_udfs() {
             ctx.register_udf(udf);
         }

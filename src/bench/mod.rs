@@ -274,7 +274,8 @@ pub async fn run_available_now(
 
 /// Run `query` with DataFusion's batch engine over the same files.
 pub async fn run_batch(data: &Path, query: &NexmarkQuery) -> BenchResult<(Duration, Vec<RecordBatch>)> {
-    let ctx = SessionContext::new();
+    // Its optimizer rule for CASE arms over literals, and
+    let ctx = sluice_engine::optimizer::with_case_literal_arms(SessionContext::new());
     for udf in sluice_engine::functions::window_udfs() {
         ctx.register_udf(udf);
     }
