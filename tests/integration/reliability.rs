@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use sluice::{execute_sql, Environment};
-use sluice_engine::checkpoint::{record_durable_writes, DurabilityJournal, DurableOp};
+use sluice_engine::checkpoint::{record_durable_writes, slow_down_durable_writes, DurabilityJournal, DurableOp};
 
 use crate::manual_session as session;
 
@@ -161,10 +161,14 @@ async fn writes_are_durable_in_dependency_order() {
     let tmp = tempfile::tempdir().unwrap();
     let root = std::fs::canonicalize(tmp.path()).unwrap();
     let (input, out, ck) = (root.join("in"), root.join("out"), root.join("ck"));
+    // Two files, one a batch: batch 1 starts while batch 0's commit log
+    // entry may still be being written.
     publish(&input, "a.csv", "id,word\n1,a\n");
+    publish(&input, "b.csv", "id,word\n2,b\n");
     let env = Environment::default();
     let s = session(&env, &root);
-    execute_sql(&s, &csv_source(&input)).await.unwrap();
+    let source = csv_source(&input).replace("header = 'true')", "header = 'true', max_files_per_trigger = '1')");
+    execute_sql(&s, &source).await.unwrap();
     let sql = format!(
         "CREATE SINK q WITH (connector = 'files', path = '{}', format = 'csv', checkpoint = '{}') AS SELECT id, word FROM ev",
         out.display(),
@@ -172,14 +176,17 @@ async fn writes_are_durable_in_dependency_order() {
     );
     let journal = DurabilityJournal::default();
     record_durable_writes(Some(Arc::clone(&journal)));
+    // Commit log entries are slow to land: batch 1's offsets must still wait
+    // for batch 0's commit.
+    slow_down_durable_writes(Some((ck.join("commits"), std::time::Duration::from_millis(300))));
     execute_sql(&s, &sql).await.unwrap();
-    s.query("q").unwrap().process_all_available().await.unwrap();
-    publish(&input, "b.csv", "id,word\n2,b\n");
-    s.query("q").unwrap().process_all_available().await.unwrap();
+    let progress = s.query("q").unwrap().process_all_available().await.unwrap();
+    assert_eq!(progress.len(), 2, "one batch a file");
     // Before the query stops: the second batch's commit is already durable.
     let before_stop: Vec<DurableOp> = journal.lock().iter().cloned().collect();
     s.stop_all().await.unwrap();
     record_durable_writes(None);
+    slow_down_durable_writes(None);
     let commits = ck.join("commits");
     let renamed_at = |ops: &[DurableOp], p: &Path| ops.iter().position(|op| *op == DurableOp::Rename(p.to_path_buf()));
     let synced_after = |ops: &[DurableOp], i: usize| {

@@ -73,6 +73,25 @@ pub fn record_durable_writes(journal: Option<DurabilityJournal>) {
     *JOURNAL.get_or_init(|| Mutex::new(None)).lock() = journal;
 }
 
+/// Durable writes under a directory that wait before their rename (tests).
+static SLOW: OnceLock<Mutex<Option<(PathBuf, std::time::Duration)>>> = OnceLock::new();
+
+/// Make every durable write whose target is under `dir` wait `delay` before
+/// it is renamed into place (`None`: off), for the whole process: a test of
+/// the write order then checks that the order holds whatever the timing
+/// (the wait is on the blocking pool's thread, not the caller's).
+pub fn slow_down_durable_writes(slow: Option<(PathBuf, std::time::Duration)>) {
+    *SLOW.get_or_init(|| Mutex::new(None)).lock() = slow;
+}
+
+fn slow_down(target: &FsPath) {
+    let delay =
+        SLOW.get().and_then(|cell| cell.lock().as_ref().filter(|(dir, _)| target.starts_with(dir)).map(|s| s.1));
+    if let Some(delay) = delay {
+        std::thread::sleep(delay);
+    }
+}
+
 fn record(op: DurableOp) {
     if let Some(cell) = JOURNAL.get() {
         if let Some(j) = cell.lock().as_ref() {
@@ -158,6 +177,7 @@ fn durable_put(target: &FsPath, payload: &PutPayload, mode: &PutMode) -> object_
     }
     let meta = file.metadata().map_err(|e| cleanup(e, &staging))?;
     drop(file);
+    slow_down(target);
     match mode {
         PutMode::Create => {
             if let Err(e) = std::fs::hard_link(&staging, target) {

@@ -18,7 +18,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use durable::{record_durable_writes, set_fsync_enabled, DurabilityJournal, DurableLocalStore, DurableOp};
+pub use durable::{
+    record_durable_writes, set_fsync_enabled, slow_down_durable_writes, DurabilityJournal, DurableLocalStore, DurableOp,
+};
 pub use lock::CheckpointLock;
 pub use store::{CheckpointDir, FORMAT_VERSION};
 

@@ -37,7 +37,8 @@ type OffsetLogWrite = tokio::task::JoinHandle<Result<()>>;
 /// A batch's commit log write, under way, and what follows it.
 #[derive(Debug)]
 pub(super) struct PendingCommit {
-    write: tokio::task::JoinHandle<Result<()>>,
+    /// `None` once the next batch's offset log write waits for it instead.
+    write: Option<tokio::task::JoinHandle<Result<()>>>,
     /// Log entries before this batch id may be forgotten.
     purge_before: Option<u64>,
     /// Sources to tell (`Source::commit`) that a replay no longer needs
@@ -99,6 +100,9 @@ pub struct MicroBatchExecution {
     pub(super) pending_rerun: Option<OffsetEntry>,
     /// The last batch's commit log write, under way (see [`Self::finish_commit`]).
     pub(super) pending_commit: Option<PendingCommit>,
+    /// The last batch's commit whose log write the running batch's offset
+    /// log write waits for: its cleanup runs once that write succeeded.
+    pub(super) handed_off_commit: Option<PendingCommit>,
     pub(super) next_batch_id: u64,
     /// End offsets of the last batch that ran (committed).
     pub(super) committed: BTreeMap<String, Option<SourceOffset>>,
@@ -202,6 +206,7 @@ impl MicroBatchExecution {
             initialized: false,
             pending_rerun: None,
             pending_commit: None,
+            handed_off_commit: None,
             next_batch_id: 0,
             committed: BTreeMap::new(),
             watermark_ms: None,
@@ -336,7 +341,11 @@ impl MicroBatchExecution {
         let result = self.step_batch().await;
         if result.is_err() {
             // A failed step still finishes the commit of the batch before it,
-            // so that no write outlives the query.
+            // so that no write outlives the query. A commit handed to the
+            // failed batch's offset log write was awaited there, but may have
+            // failed: what follows it is skipped (a later commit's retention
+            // and source cleanup cover it).
+            self.handed_off_commit = None;
             if let Err(e) = self.finish_commit().await {
                 warn!(query = %self.name, error = %e, "the previous batch's commit failed too");
             }
@@ -361,10 +370,6 @@ impl MicroBatchExecution {
             latest.insert(s.name.clone(), end.or(start));
         }
         let latest_offset_ms = started.elapsed().as_millis() as u64;
-        // The last batch's commit ran alongside the listing; it is durable
-        // before this batch's offsets are written (at most one batch is ever
-        // uncommitted) and before `step` reports that nothing is left.
-        self.finish_commit().await?;
         let mut no_data_due =
             !has_new && self.plan.wants_no_data_batch(self.last_batch_watermark_ms, self.watermark_ms);
         if !has_new && !no_data_due {
@@ -372,8 +377,17 @@ impl MicroBatchExecution {
             no_data_due = self.runtime.next_timer_ms().await.is_some_and(|t| t < self.clock.now_millis());
         }
         if !has_new && !no_data_due {
+            // The last batch's commit is durable before `step` reports that
+            // nothing is left.
+            self.finish_commit().await?;
             return Ok(None);
         }
+        // The last batch's commit log write goes on while this batch starts:
+        // this batch's offset log write waits for it first (at most one batch
+        // is ever uncommitted), and what follows the commit (retention,
+        // source cleanup) runs once that write is done.
+        let previous_commit = self.pending_commit.as_mut().and_then(|p| p.write.take());
+        self.handed_off_commit = self.pending_commit.take();
         let entry = OffsetEntry {
             batch_id: self.next_batch_id,
             offsets: latest,
@@ -387,6 +401,9 @@ impl MicroBatchExecution {
         let (checkpoint, logged) = (self.checkpoint.clone(), entry.clone());
         let sources: Vec<Arc<dyn Source>> = self.sources.iter().map(|s| Arc::clone(&s.source)).collect();
         let mut wal = Some(tokio::spawn(async move {
+            if let Some(commit) = previous_commit {
+                commit.await.map_err(|e| SluiceError::internal(format!("the commit log writer stopped: {e}")))??;
+            }
             for source in &sources {
                 source.metadata_durable().await?;
             }
@@ -486,6 +503,11 @@ impl MicroBatchExecution {
         let plan_ms = planning.as_millis() as u64;
         let execute_ms = (exec.elapsed() - planning).as_millis() as u64;
         let wal_ms = Self::await_offset_log(wal).await?;
+        if let Some(previous) = self.handed_off_commit.take() {
+            // Its log write is durable: the offset log write waited for it.
+            self.pending_commit = Some(previous);
+            self.finish_commit().await?;
+        }
         // Sink.
         let sink_t = Instant::now();
         let output_rows: u64 = output.iter().map(|b| b.num_rows() as u64).sum();
@@ -586,7 +608,7 @@ impl MicroBatchExecution {
             true => entry.offsets.iter().filter_map(|(name, end)| Some((name.clone(), end.clone()?))).collect(),
             false => vec![],
         };
-        self.pending_commit = Some(PendingCommit { write, purge_before, source_ends });
+        self.pending_commit = Some(PendingCommit { write: Some(write), purge_before, source_ends });
         self.committed = entry.offsets.clone();
         self.next_batch_id = batch_id + 1;
         self.last_batch_watermark_ms = entry.watermark_ms;
@@ -600,7 +622,9 @@ impl MicroBatchExecution {
     /// again).
     pub(super) async fn finish_commit(&mut self) -> Result<()> {
         let Some(pending) = self.pending_commit.take() else { return Ok(()) };
-        pending.write.await.map_err(|e| SluiceError::internal(format!("the commit log writer stopped: {e}")))??;
+        if let Some(write) = pending.write {
+            write.await.map_err(|e| SluiceError::internal(format!("the commit log writer stopped: {e}")))??;
+        }
         if let Some(before) = pending.purge_before {
             self.checkpoint.purge_before(before).await?;
         }
