@@ -204,6 +204,13 @@ mod tests {
             "SELECT n FROM t WHERE (CASE WHEN n = 1 THEN 10 WHEN n = 3 THEN NULL WHEN n = 9 THEN 90 ELSE n END) > 4",
             true,
         ),
+        // Inside an aggregate (its name kept), and as a grouping key.
+        ("SELECT sum(CASE WHEN c = 'apple' THEN 1 WHEN c = 'x' THEN 2 ELSE 0 END) FROM t", true),
+        (
+            "SELECT CASE WHEN c = 'apple' THEN 'A' WHEN c = 'x' THEN 'X' END AS k, count(*) AS n FROM t \
+             GROUP BY CASE WHEN c = 'apple' THEN 'A' WHEN c = 'x' THEN 'X' END ORDER BY k",
+            true,
+        ),
         // Nothing to rewrite: a single literal arm, non-literal results, a NULL literal.
         ("SELECT CASE WHEN c = 'x' THEN 1 ELSE 0 END AS a FROM t", false),
         ("SELECT CASE WHEN c = 'x' THEN n WHEN c = 'apple' THEN n + 1 END AS a FROM t", false),
