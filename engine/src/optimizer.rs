@@ -90,50 +90,56 @@ fn literal_arm<'a>(when: &'a Expr, then: &Expr) -> Option<(&'a Expr, &'a Expr)> 
     (!tested.is_volatile()).then_some((tested, literal))
 }
 
+type Arm = (Box<Expr>, Box<Expr>);
+
 fn rewrite_case(expr: Expr) -> Transformed<Expr> {
     let Expr::Case(case) = expr else { return Transformed::no(expr) };
-    if case.expr.is_some() || !has_run(&case) {
+    let runs = runs(&case.when_then_expr);
+    if case.expr.is_some() || runs.is_empty() {
         return Transformed::no(Expr::Case(case));
     }
     let Case { expr: _, when_then_expr: arms, else_expr } = case;
-    let mut out: Vec<(Box<Expr>, Box<Expr>)> = Vec::with_capacity(arms.len());
-    let mut i = 0;
-    while i < arms.len() {
-        let end = run_end(&arms, i);
-        if end - i < 2 {
-            out.push(arms[i].clone());
-            i += 1;
-            continue;
+    let mut out: Vec<Arm> = Vec::with_capacity(arms.len());
+    let mut kept = 0;
+    for run in runs {
+        out.extend_from_slice(&arms[kept..run.start]);
+        match lookup_arm(&arms[run.clone()]) {
+            Some(arm) => out.push(arm),
+            None => out.extend_from_slice(&arms[run.clone()]),
         }
-        let Some((tested, _)) = literal_arm(&arms[i].0, &arms[i].1) else {
-            out.push(arms[i].clone());
-            i += 1;
-            continue;
-        };
-        let tested = tested.clone();
-        let mut list = Vec::with_capacity(end - i);
-        let mut lookup = Vec::with_capacity(end - i);
-        for (when, then) in &arms[i..end] {
-            if let Some((_, literal)) = literal_arm(when, then) {
-                list.push(literal.clone());
-                lookup.push((Box::new(literal.clone()), then.clone()));
-            }
-        }
-        let test = Expr::InList(InList::new(Box::new(tested.clone()), list, false));
-        let result = Expr::Case(Case::new(Some(Box::new(tested)), lookup, None));
-        out.push((Box::new(test), Box::new(result)));
-        i = end;
+        kept = run.end;
     }
+    out.extend_from_slice(&arms[kept..]);
     Transformed::yes(Expr::Case(Case::new(None, out, else_expr)))
 }
 
-/// Whether any two consecutive arms form a run.
-fn has_run(case: &Case) -> bool {
-    (0..case.when_then_expr.len()).any(|i| run_end(&case.when_then_expr, i) - i >= 2)
+/// The runs of two or more consecutive literal arms over one `x`.
+fn runs(arms: &[Arm]) -> Vec<std::ops::Range<usize>> {
+    let mut out = vec![];
+    let mut start = 0;
+    while start < arms.len() {
+        let end = run_end(arms, start);
+        if end - start >= 2 {
+            out.push(start..end);
+        }
+        start = end;
+    }
+    out
+}
+
+/// The one arm a run becomes: `WHEN x IN (literals) THEN CASE x WHEN ... END`.
+fn lookup_arm(run: &[Arm]) -> Option<Arm> {
+    let arms: Vec<(&Expr, &Expr, &Box<Expr>)> =
+        run.iter().filter_map(|(when, then)| literal_arm(when, then).map(|(x, literal)| (x, literal, then))).collect();
+    let tested = arms.first()?.0.clone();
+    let list = arms.iter().map(|(_, literal, _)| (*literal).clone()).collect();
+    let lookup = arms.iter().map(|(_, literal, then)| (Box::new((*literal).clone()), (*then).clone())).collect();
+    let test = Expr::InList(InList::new(Box::new(tested.clone()), list, false));
+    Some((Box::new(test), Box::new(Expr::Case(Case::new(Some(Box::new(tested)), lookup, None)))))
 }
 
 /// The end (exclusive) of the run of literal arms over one `x` starting at `start`.
-fn run_end(arms: &[(Box<Expr>, Box<Expr>)], start: usize) -> usize {
+fn run_end(arms: &[Arm], start: usize) -> usize {
     let Some((first, _)) = literal_arm(&arms[start].0, &arms[start].1) else { return start + 1 };
     let mut end = start + 1;
     while end < arms.len() && literal_arm(&arms[end].0, &arms[end].1).is_some_and(|(x, _)| x == first) {
