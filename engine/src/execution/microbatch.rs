@@ -46,6 +46,11 @@ pub(super) struct PendingCommit {
     source_ends: Vec<(String, SourceOffset)>,
 }
 
+/// Wait for a commit log write; a failed write fails the query.
+async fn commit_written(write: tokio::task::JoinHandle<Result<()>>) -> Result<()> {
+    write.await.map_err(|e| SluiceError::internal(format!("the commit log writer stopped: {e}")))?
+}
+
 /// One source as instantiated for a query.
 #[derive(Debug)]
 pub struct QuerySource {
@@ -402,7 +407,7 @@ impl MicroBatchExecution {
         let sources: Vec<Arc<dyn Source>> = self.sources.iter().map(|s| Arc::clone(&s.source)).collect();
         let mut wal = Some(tokio::spawn(async move {
             if let Some(commit) = previous_commit {
-                commit.await.map_err(|e| SluiceError::internal(format!("the commit log writer stopped: {e}")))??;
+                commit_written(commit).await?;
             }
             for source in &sources {
                 source.metadata_durable().await?;
@@ -505,8 +510,7 @@ impl MicroBatchExecution {
         let wal_ms = Self::await_offset_log(wal).await?;
         if let Some(previous) = self.handed_off_commit.take() {
             // Its log write is durable: the offset log write waited for it.
-            self.pending_commit = Some(previous);
-            self.finish_commit().await?;
+            self.after_commit(previous).await?;
         }
         // Sink.
         let sink_t = Instant::now();
@@ -621,10 +625,16 @@ impl MicroBatchExecution {
     /// batch read. A failed write fails the query (a restart runs the batch
     /// again).
     pub(super) async fn finish_commit(&mut self) -> Result<()> {
-        let Some(pending) = self.pending_commit.take() else { return Ok(()) };
-        if let Some(write) = pending.write {
-            write.await.map_err(|e| SluiceError::internal(format!("the commit log writer stopped: {e}")))??;
+        let Some(mut pending) = self.pending_commit.take() else { return Ok(()) };
+        if let Some(write) = pending.write.take() {
+            commit_written(write).await?;
         }
+        self.after_commit(pending).await
+    }
+
+    /// What follows a durable commit: forget the log entries retention lets
+    /// go, and let the sources clean up what the batch read.
+    async fn after_commit(&mut self, pending: PendingCommit) -> Result<()> {
         if let Some(before) = pending.purge_before {
             self.checkpoint.purge_before(before).await?;
         }
